@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"walhook/admin"
+	"walhook/cdc"
+	"walhook/deliver"
+	"walhook/matcher"
+)
+
+// AppOptions are what the caller of NewApp provides besides the config.
+type AppOptions struct {
+	Logger   *slog.Logger
+	Registry *prometheus.Registry
+}
+
+// App is a wired walhook: the WAL reader feeding the delivery queue through
+// the matcher, and the admin server.
+type App struct {
+	logger *slog.Logger
+	queue  *deliver.Queue
+	reader *cdc.Reader
+	admin  *http.Server
+	ln     net.Listener
+
+	mu      sync.Mutex // serialises Reload and rebuilds
+	cfg     *Config
+	matcher atomic.Pointer[matcher.Matcher]
+}
+
+// NewApp opens the store and prepares the reader and the admin server;
+// Run starts them.
+func NewApp(cfg *Config, opts AppOptions) (*App, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	a := &App{logger: opts.Logger, cfg: cfg}
+	q, err := deliver.Open(deliver.Options{
+		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
+		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,
+		LogMaxAgeDays: cfg.Log.MaxAgeDays, LogCompress: cfg.Log.Compress,
+		Retention:  cfg.Store.Retention,
+		Route:      a.route,
+		Logger:     opts.Logger,
+		Registerer: opts.Registry,
+		Version:    version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	a.queue = q
+	if err := q.SetConfigWebhooks(cfg.DeliverWebhooks()); err != nil {
+		q.Close()
+		return nil, err
+	}
+	m, err := a.buildMatcher(cfg)
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	a.matcher.Store(m)
+	tables, all := m.Tables()
+	a.reader, err = cdc.NewReader(cdc.Config{
+		DSN: cfg.Postgres.DSN, Slot: cfg.Postgres.Slot, Publication: cfg.Postgres.Publication,
+		ManagePublication: *cfg.Postgres.ManagePublication,
+		Tables:            tables, AllTables: all,
+		Logger: opts.Logger, Registerer: opts.Registry,
+	}, q)
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	q.OnChange(a.webhooksChanged)
+	if listen := *cfg.Admin.Listen; listen != "" {
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			q.Close()
+			return nil, fmt.Errorf("admin.listen: %w", err)
+		}
+		a.ln = ln
+		srv := admin.New(admin.Options{
+			Token: cfg.Admin.Token, Ready: a.ready, Gatherer: opts.Registry, Logger: opts.Logger,
+		})
+		a.admin = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	}
+	return a, nil
+}
+
+// route is the queue's Route: the current matcher decides.
+func (a *App) route(ev *cdc.Event) []string { return a.matcher.Load().Route(ev) }
+
+// buildMatcher compiles the config's entities with the rules of every
+// webhook the queue knows (config and API).
+func (a *App) buildMatcher(cfg *Config) (*matcher.Matcher, error) {
+	var rules []matcher.Rule
+	for _, w := range a.queue.Webhooks() {
+		rules = append(rules, matcher.Rule{Webhook: w.Name, Events: w.Events, Actions: w.Actions})
+	}
+	return matcher.New(cfg.MatcherEntities(), rules)
+}
+
+func (a *App) webhooksChanged() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m, err := a.buildMatcher(a.cfg)
+	if err != nil {
+		a.logger.Error("webhooks changed but cannot be matched; keeping the previous routing", "err", err)
+		return
+	}
+	a.matcher.Store(m)
+	tables, all := m.Tables()
+	a.reader.SetTables(tables, all)
+}
+
+// Reload applies a new config's webhooks and entities. Connection settings
+// need a restart.
+func (a *App) Reload(cfg *Config) error {
+	if _, err := matcher.New(cfg.MatcherEntities(), nil); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.cfg = cfg
+	a.mu.Unlock()
+	return a.queue.SetConfigWebhooks(cfg.DeliverWebhooks())
+}
+
+// AdminAddr is the admin server's address, "" when disabled.
+func (a *App) AdminAddr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+// Queue exposes the delivery queue (for the demo and tests).
+func (a *App) Queue() *deliver.Queue { return a.queue }
+
+func (a *App) ready() error {
+	if !a.reader.Ready() {
+		return errors.New("not connected to PostgreSQL")
+	}
+	return a.queue.Healthy()
+}
+
+// Run serves until ctx is cancelled, then shuts down gracefully: stops
+// reading WAL, lets in-flight requests finish, persists and closes.
+func (a *App) Run(ctx context.Context) error {
+	if a.admin != nil {
+		go func() {
+			if err := a.admin.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("admin server", "err", err)
+			}
+		}()
+		a.logger.Info("admin page", "url", "http://"+a.AdminAddr()+"/")
+	}
+	err := a.reader.Run(ctx)
+	if a.admin != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		a.admin.Shutdown(sctx)
+		cancel()
+	}
+	if cerr := a.queue.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

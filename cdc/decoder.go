@@ -1,0 +1,229 @@
+package cdc
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// relation is what a pgoutput Relation message tells about a table, with a
+// converter per column picked once rather than per value.
+type relation struct {
+	ID      uint32
+	Schema  string
+	Table   string
+	Columns []column
+	Key     []string // replica identity columns, in column order
+}
+
+// column is one column of a relation.
+type column struct {
+	Name string
+	OID  uint32
+	Key  bool
+	conv converter
+}
+
+// decoder turns pgoutput messages into transactions. It is not safe for
+// concurrent use; the replication loop owns it.
+type decoder struct {
+	relations map[uint32]*relation
+	types     *pgtype.Map
+	// primaryKeys holds, by schema.table, the primary key columns as the
+	// session found them; pgoutput flags every column as key under
+	// REPLICA IDENTITY FULL, which makes a poor entity id.
+	primaryKeys map[string][]string
+	log         *slog.Logger
+
+	inTx bool
+	tx   *Tx
+}
+
+func newDecoder(log *slog.Logger) *decoder {
+	return &decoder{relations: make(map[uint32]*relation), types: pgtype.NewMap(), log: log}
+}
+
+// decode handles one pgoutput message. It returns the transaction when the
+// message was its Commit (with no events when nothing published changed).
+func (d *decoder) decode(walData []byte) (*Tx, error) {
+	msg, err := pglogrepl.Parse(walData)
+	if err != nil {
+		return nil, fmt.Errorf("parse pgoutput message: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessage:
+		d.relation(m)
+	case *pglogrepl.BeginMessage:
+		d.inTx = true
+		d.tx = &Tx{CommitTime: m.CommitTime.UTC()}
+	case *pglogrepl.CommitMessage:
+		if !d.inTx {
+			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
+		}
+		tx := d.tx
+		d.inTx, d.tx = false, nil
+		tx.CommitLSN = uint64(m.CommitLSN)
+		tx.EndLSN = uint64(m.TransactionEndLSN)
+		tx.CommitTime = m.CommitTime.UTC()
+		for i := range tx.Events {
+			e := &tx.Events[i]
+			e.CommitLSN = tx.CommitLSN
+			e.CommitTime = tx.CommitTime
+			e.Index = uint32(i)
+			e.ID = EventID(tx.CommitLSN, uint32(i))
+		}
+		return tx, nil
+	case *pglogrepl.InsertMessage:
+		return nil, d.insert(m)
+	case *pglogrepl.UpdateMessage:
+		return nil, d.update(m)
+	case *pglogrepl.DeleteMessage:
+		return nil, d.delete(m)
+	case *pglogrepl.TruncateMessage:
+		return nil, d.truncate(m)
+	default:
+		// Type and Origin messages carry nothing walhook needs.
+	}
+	return nil, nil
+}
+
+func (d *decoder) relation(m *pglogrepl.RelationMessage) {
+	r := &relation{ID: m.RelationID, Schema: m.Namespace, Table: m.RelationName, Columns: make([]column, len(m.Columns))}
+	for i, c := range m.Columns {
+		key := c.Flags&1 != 0
+		r.Columns[i] = column{Name: c.Name, OID: c.DataType, Key: key, conv: converterFor(d.types, c.DataType)}
+		if key {
+			r.Key = append(r.Key, c.Name)
+		}
+	}
+	if pk, ok := d.primaryKeys[r.Schema+"."+r.Table]; ok && m.ReplicaIdentity == 'f' {
+		r.Key = pk
+	}
+	d.relations[m.RelationID] = r
+}
+
+func (d *decoder) rel(id uint32) (*relation, error) {
+	if !d.inTx {
+		return nil, fmt.Errorf("change for relation %d outside a transaction", id)
+	}
+	r, ok := d.relations[id]
+	if !ok {
+		return nil, fmt.Errorf("change for unknown relation %d", id)
+	}
+	return r, nil
+}
+
+func (d *decoder) event(r *relation, action string) *Event {
+	d.tx.Events = append(d.tx.Events, Event{Schema: r.Schema, Table: r.Table, Action: action, Key: r.Key})
+	return &d.tx.Events[len(d.tx.Events)-1]
+}
+
+func (d *decoder) insert(m *pglogrepl.InsertMessage) error {
+	r, err := d.rel(m.RelationID)
+	if err != nil {
+		return err
+	}
+	e := d.event(r, ActionCreate)
+	e.Data = d.row(r, m.Tuple, nil, false)
+	return nil
+}
+
+func (d *decoder) update(m *pglogrepl.UpdateMessage) error {
+	r, err := d.rel(m.RelationID)
+	if err != nil {
+		return err
+	}
+	e := d.event(r, ActionModify)
+	whole := m.OldTupleType == pglogrepl.UpdateMessageTupleTypeOld
+	if m.OldTuple != nil {
+		e.Old = d.row(r, m.OldTuple, nil, !whole)
+	}
+	e.Data = d.row(r, m.NewTuple, e.Old, false)
+	if whole {
+		e.Changed = changed(r, m.OldTuple, m.NewTuple)
+	}
+	return nil
+}
+
+func (d *decoder) delete(m *pglogrepl.DeleteMessage) error {
+	r, err := d.rel(m.RelationID)
+	if err != nil {
+		return err
+	}
+	e := d.event(r, ActionDelete)
+	e.Old = d.row(r, m.OldTuple, nil, m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey)
+	e.Data = e.Old
+	return nil
+}
+
+func (d *decoder) truncate(m *pglogrepl.TruncateMessage) error {
+	for _, id := range m.RelationIDs {
+		r, err := d.rel(id)
+		if err != nil {
+			return err
+		}
+		d.event(r, ActionTruncate)
+	}
+	return nil
+}
+
+// row decodes a tuple. keyOnly keeps only the key columns (a 'K' tuple
+// sends the others as nulls). An unchanged TOAST value is taken from old
+// when old has it, and otherwise left out.
+func (d *decoder) row(r *relation, t *pglogrepl.TupleData, old map[string]any, keyOnly bool) map[string]any {
+	if t == nil {
+		return nil
+	}
+	out := make(map[string]any, len(t.Columns))
+	for i, c := range t.Columns {
+		if i >= len(r.Columns) {
+			break
+		}
+		col := &r.Columns[i]
+		if keyOnly && !col.Key {
+			continue
+		}
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			out[col.Name] = nil
+		case pglogrepl.TupleDataTypeToast:
+			if v, ok := old[col.Name]; ok {
+				out[col.Name] = v
+			}
+		case pglogrepl.TupleDataTypeText:
+			v, err := col.conv(c.Data)
+			if err != nil {
+				d.log.Debug("value kept as text", "table", r.Schema+"."+r.Table, "column", col.Name, "oid", col.OID, "err", err)
+				v = safeText(c.Data)
+			}
+			out[col.Name] = v
+		default:
+			// Binary values are only sent when asked for; walhook never asks.
+			d.log.Debug("binary tuple value ignored", "table", r.Schema+"."+r.Table, "column", col.Name)
+		}
+	}
+	return out
+}
+
+// changed lists, in column order, the columns whose value differs between
+// a whole old tuple and the new one; an unchanged TOAST value did not
+// change. Comparing the text forms is exact and cheaper than the values.
+func changed(r *relation, old, new *pglogrepl.TupleData) []string {
+	var out []string
+	for i, n := range new.Columns {
+		if i >= len(r.Columns) || i >= len(old.Columns) {
+			break
+		}
+		o := old.Columns[i]
+		if n.DataType == pglogrepl.TupleDataTypeToast || o.DataType == pglogrepl.TupleDataTypeToast {
+			continue
+		}
+		if n.DataType != o.DataType || !bytes.Equal(n.Data, o.Data) {
+			out = append(out, r.Columns[i].Name)
+		}
+	}
+	return out
+}

@@ -1,0 +1,77 @@
+// Package cdc reads PostgreSQL logical replication (pgoutput) and turns row
+// changes into Events. It owns the replication connection, the slot and the
+// publication, and confirms to PostgreSQL only what its Sink reports durable.
+package cdc
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Actions of an Event.
+const (
+	ActionCreate   = "create"
+	ActionModify   = "modify"
+	ActionDelete   = "delete"
+	ActionTruncate = "truncate"
+)
+
+// Event is one row change (or a truncate of one table) inside a committed
+// transaction.
+type Event struct {
+	// ID is the deterministic id: commit LSN and index within the
+	// transaction, formatted %016X-%08X.
+	ID         string    `json:"id"`
+	CommitLSN  uint64    `json:"commit_lsn"`
+	Index      uint32    `json:"index"`
+	CommitTime time.Time `json:"commit_time"`
+	Schema     string    `json:"schema"`
+	Table      string    `json:"table"`
+	Action     string    `json:"action"`
+	// Data is the row after the change (for delete: what PostgreSQL sent of
+	// the old row). Values are JSON-ready: int64, float64, string for
+	// NaN/Infinity and numeric, bool, json.RawMessage for json/jsonb,
+	// []any for arrays, nil for NULL.
+	Data map[string]any `json:"data,omitempty"`
+	// Old is the old row as far as REPLICA IDENTITY gives it.
+	Old map[string]any `json:"old,omitempty"`
+	// Changed lists, for modify, the columns whose value changed when the
+	// old row is whole.
+	Changed []string `json:"changed,omitempty"`
+	// Key lists the relation's replica identity key columns, in order
+	// (under REPLICA IDENTITY FULL: the primary key, when it has one).
+	Key []string `json:"key,omitempty"`
+
+	// Entity, EntityID and EntityURL are filled in by the matcher.
+	Entity    string `json:"entity,omitempty"`
+	EntityID  string `json:"entity_id,omitempty"`
+	EntityURL string `json:"entity_url,omitempty"`
+}
+
+// QualifiedTable returns schema.table.
+func (e *Event) QualifiedTable() string { return e.Schema + "." + e.Table }
+
+// EventID formats the deterministic id of the index-th change of the
+// transaction that committed at commitLSN.
+func EventID(commitLSN uint64, index uint32) string {
+	return fmt.Sprintf("%016X-%08X", commitLSN, index)
+}
+
+// Tx is one committed transaction's published changes.
+type Tx struct {
+	CommitLSN  uint64
+	EndLSN     uint64 // the LSN to confirm once the transaction is durable
+	CommitTime time.Time
+	Events     []Event
+}
+
+// Sink receives committed transactions in commit order.
+type Sink interface {
+	// Write hands over one transaction. It may return before the
+	// transaction is durable; Durable reports that.
+	Write(ctx context.Context, tx *Tx) error
+	// Durable returns the EndLSN of the latest transaction whose effects
+	// are fsynced; every earlier transaction is durable too.
+	Durable() uint64
+}

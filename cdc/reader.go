@@ -1,0 +1,495 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config says where to read from and what the publication must cover.
+type Config struct {
+	DSN               string                // libpq/pgx DSN; replication=database is added by the Reader
+	Slot              string                // logical replication slot (pgoutput), created if missing
+	Publication       string                // publication the slot streams
+	ManagePublication bool                  // create/alter the publication; false: use it as the DBA made it
+	Tables            []string              // "schema.table" the webhooks need (the managed publication covers exactly these)
+	AllTables         bool                  // FOR ALL TABLES (a webhook said "*")
+	StatusInterval    time.Duration         // standby status period, default 1s
+	Logger            *slog.Logger          // default slog.Default()
+	Registerer        prometheus.Registerer // may be nil
+}
+
+const (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 10 * time.Second
+
+	// sqlStateObjectInUse is what START_REPLICATION answers while another
+	// process streams the slot.
+	sqlStateObjectInUse = "55006"
+	sqlStateDuplicate   = "42710"
+)
+
+var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
+
+// errSlotInUse marks the wait for another walhook to let go of the slot.
+var errSlotInUse = errors.New("slot in use by another process")
+
+// Reader streams a replication slot into a Sink and confirms to PostgreSQL
+// only what the Sink reports durable.
+type Reader struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+
+	mu     sync.Mutex // guards tables and all
+	tables []tableName
+	all    bool
+
+	pubMu sync.Mutex // one publication change at a time
+
+	ready     atomic.Bool
+	confirmed atomic.Uint64
+
+	// lastWritten is the EndLSN of the last transaction handed to the
+	// sink, over all sessions; only Run's loop touches it.
+	lastWritten uint64
+
+	lagBytes     prometheus.Gauge
+	confirmedLSN prometheus.Gauge
+}
+
+// NewReader checks cfg and registers the Reader's metrics.
+func NewReader(cfg Config, sink Sink) (*Reader, error) {
+	if sink == nil {
+		return nil, errors.New("cdc: nil sink")
+	}
+	if _, err := pgconn.ParseConfig(cfg.DSN); err != nil {
+		return nil, fmt.Errorf("dsn: %w", err)
+	}
+	if !slotNameRE.MatchString(cfg.Slot) {
+		return nil, fmt.Errorf("slot: must be 1..63 of a-z, 0-9, _ (got %q)", cfg.Slot)
+	}
+	if cfg.Publication == "" {
+		return nil, errors.New("publication: must not be empty")
+	}
+	tables, err := parseTables(cfg.Tables)
+	if err != nil {
+		return nil, fmt.Errorf("tables: %w", err)
+	}
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Reader{
+		cfg:    cfg,
+		sink:   sink,
+		log:    cfg.Logger.With("slot", cfg.Slot),
+		tables: tables,
+		all:    cfg.AllTables,
+		lagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walhook_replication_lag_bytes",
+			Help: "Bytes of WAL between the server's end and the position confirmed to it.",
+		}),
+		confirmedLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walhook_confirmed_flush_lsn",
+			Help: "The last flush LSN confirmed to PostgreSQL.",
+		}),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{r.lagBytes, r.confirmedLSN} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("register metrics: %w", err)
+			}
+		}
+	}
+	return r, nil
+}
+
+// Ready reports whether the Reader is connected and streaming.
+func (r *Reader) Ready() bool { return r.ready.Load() }
+
+// ConfirmedLSN returns the last flush LSN sent to PostgreSQL.
+func (r *Reader) ConfirmedLSN() uint64 { return r.confirmed.Load() }
+
+// SetTables changes what the publication must cover. When connected, a
+// managed publication is altered now; otherwise at the next connect.
+func (r *Reader) SetTables(tables []string, all bool) {
+	parsed, err := parseTables(tables)
+	if err != nil {
+		r.log.Error("set tables: keeping the previous ones", "err", err)
+		return
+	}
+	r.mu.Lock()
+	r.tables, r.all = parsed, all
+	r.mu.Unlock()
+	if !r.cfg.ManagePublication || !r.Ready() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := r.syncPublication(ctx); err != nil {
+		r.log.Error("alter publication; retried at the next connect", "publication", r.cfg.Publication, "err", err)
+	}
+}
+
+// Run connects, makes sure the publication and slot exist and streams until
+// ctx is cancelled. Connection and server errors are logged and retried
+// with exponential backoff; it returns an error only for a slot it can
+// never use.
+func (r *Reader) Run(ctx context.Context) error {
+	backoff := minBackoff
+	for {
+		streamed, err := r.session(ctx)
+		r.ready.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fatal *fatalError
+		if errors.As(err, &fatal) {
+			r.log.Error("replication stopped", "err", err)
+			return err
+		}
+		if streamed {
+			backoff = minBackoff
+		}
+		switch {
+		case errors.Is(err, errSlotInUse):
+			r.log.Info("slot in use by another walhook, waiting", "retry_in", backoff)
+		case errors.Is(err, ErrPublicationMissing):
+			r.log.Error("publication missing: create it or set manage_publication = true", "publication", r.cfg.Publication, "retry_in", backoff)
+		default:
+			r.log.Error("replication connection failed", "err", err, "retry_in", backoff)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// fatalError is a problem no retry can fix.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// syncPublication makes a managed publication match the wanted tables.
+func (r *Reader) syncPublication(ctx context.Context) error {
+	r.pubMu.Lock()
+	defer r.pubMu.Unlock()
+	conn, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	r.mu.Lock()
+	tables, all := r.tables, r.all
+	r.mu.Unlock()
+	return ensurePublication(ctx, conn, r.log, r.cfg.Publication, tables, all)
+}
+
+// connect opens a normal (non-replication) connection.
+func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return nil, err
+	}
+	delete(cc.RuntimeParams, "replication")
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	return conn, nil
+}
+
+// slotState is the slot as pg_replication_slots shows it.
+type slotState struct {
+	exists         bool
+	confirmedFlush uint64
+	primaryKeys    map[string][]string // schema.table → primary key columns
+}
+
+// prepare makes sure the publication is usable and inspects the slot.
+func (r *Reader) prepare(ctx context.Context) (slotState, error) {
+	var st slotState
+	if r.cfg.ManagePublication {
+		if err := r.syncPublication(ctx); err != nil {
+			return st, err
+		}
+	}
+	conn, err := r.connect(ctx)
+	if err != nil {
+		return st, err
+	}
+	defer conn.Close(context.Background())
+	if !r.cfg.ManagePublication {
+		if err := publicationExists(ctx, conn, r.cfg.Publication); err != nil {
+			return st, err
+		}
+	}
+	var slotType, plugin, confirmed string
+	var sameDB bool
+	err = conn.QueryRow(ctx, `
+		SELECT slot_type, coalesce(plugin, ''), coalesce(database = current_database(), false),
+		       coalesce(confirmed_flush_lsn::text, '')
+		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&slotType, &plugin, &sameDB, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		st.primaryKeys, err = primaryKeys(ctx, conn)
+		return st, err
+	}
+	if err != nil {
+		return st, fmt.Errorf("look up slot: %w", err)
+	}
+	if slotType != "logical" || plugin != "pgoutput" || !sameDB {
+		return st, &fatalError{fmt.Errorf("slot %s exists but is not a pgoutput logical slot of this database (type %s, plugin %s): drop it or choose another slot name", r.cfg.Slot, slotType, plugin)}
+	}
+	st.exists = true
+	if st.primaryKeys, err = primaryKeys(ctx, conn); err != nil {
+		return st, err
+	}
+	if confirmed != "" {
+		lsn, err := pglogrepl.ParseLSN(confirmed)
+		if err != nil {
+			return st, fmt.Errorf("slot confirmed_flush_lsn %q: %w", confirmed, err)
+		}
+		st.confirmedFlush = uint64(lsn)
+	}
+	return st, nil
+}
+
+// session runs one connection's worth of replication. streamed tells
+// whether it got as far as streaming (which resets the backoff).
+func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
+	st, err := r.prepare(ctx)
+	if err != nil {
+		return false, err
+	}
+	pc, err := pgconn.ParseConfig(r.cfg.DSN)
+	if err != nil {
+		return false, &fatalError{fmt.Errorf("dsn: %w", err)}
+	}
+	pc.RuntimeParams["replication"] = "database"
+	pc.RuntimeParams["application_name"] = "walhook"
+	for k, v := range sessionParams {
+		pc.RuntimeParams[k] = v
+	}
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return false, fmt.Errorf("replication connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+
+	if !st.exists {
+		_, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		switch {
+		case err == nil:
+			r.log.Info("replication slot created")
+		case sqlState(err) == sqlStateDuplicate:
+			// Another walhook created it in between; use it.
+		default:
+			return false, fmt.Errorf("create slot: %w", err)
+		}
+	}
+	pubArg := strings.ReplaceAll(pgx.Identifier{r.cfg.Publication}.Sanitize(), "'", "''")
+	err = pglogrepl.StartReplication(ctx, conn, r.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + pubArg + "'"},
+	})
+	if err != nil {
+		if sqlState(err) == sqlStateObjectInUse {
+			return false, fmt.Errorf("%w: %v", errSlotInUse, err)
+		}
+		return false, fmt.Errorf("start replication: %w", err)
+	}
+	r.log.Info("replication started", "publication", r.cfg.Publication, "confirmed_flush_lsn", pglogrepl.LSN(st.confirmedFlush).String())
+	r.ready.Store(true)
+	dec := newDecoder(r.log)
+	dec.primaryKeys = st.primaryKeys
+	s := &stream{r: r, conn: conn, dec: dec, floor: st.confirmedFlush}
+	return true, s.run(ctx)
+}
+
+// stream is one replication connection's loop state.
+type stream struct {
+	r    *Reader
+	conn *pgconn.PgConn
+	dec  *decoder
+
+	floor        uint64 // never confirm below the slot's position at start
+	idle         uint64 // confirmable once everything written is durable
+	serverWALEnd uint64
+	next         time.Time // next standby status update
+}
+
+func (s *stream) run(ctx context.Context) error {
+	// One read deadline per status interval instead of a context per
+	// message; cancelling ctx pulls the deadline in to wake the read.
+	netConn := s.conn.Conn()
+	stop := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	s.next = time.Now().Add(s.r.cfg.StatusInterval)
+	if err := netConn.SetReadDeadline(s.next); err != nil {
+		return err
+	}
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if now := time.Now(); !now.Before(s.next) {
+			if err := s.sendStatus(); err != nil {
+				return err
+			}
+			s.next = now.Add(s.r.cfg.StatusInterval)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err := netConn.SetReadDeadline(s.next); err != nil {
+				return err
+			}
+		}
+		msg, err := s.conn.ReceiveMessage(context.Background())
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := msg.(type) {
+		case *pgproto3.CopyData:
+			if err := s.handle(ctx, msg.Data); err != nil {
+				return err
+			}
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyDone:
+			return errors.New("replication stream ended by the server")
+		default:
+			s.r.log.Debug("unexpected replication message", "type", fmt.Sprintf("%T", msg))
+		}
+	}
+}
+
+func (s *stream) handle(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return err
+		}
+		end := uint64(pkm.ServerWALEnd)
+		s.serverWALEnd = max(s.serverWALEnd, end)
+		if !s.dec.inTx {
+			// Every commit before a keepalive has been sent before it.
+			s.idle = max(s.idle, end)
+		}
+		if pkm.ReplyRequested {
+			return s.sendStatus()
+		}
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return err
+		}
+		s.serverWALEnd = max(s.serverWALEnd, uint64(xld.ServerWALEnd))
+		tx, err := s.dec.decode(xld.WALData)
+		if err != nil {
+			return err
+		}
+		if tx == nil {
+			return nil
+		}
+		if len(tx.Events) == 0 {
+			s.idle = max(s.idle, tx.EndLSN)
+			return nil
+		}
+		if err := s.r.sink.Write(ctx, tx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("sink write: %w", err)
+		}
+		s.r.lastWritten = max(s.r.lastWritten, tx.EndLSN)
+	}
+	return nil
+}
+
+// position is what may be confirmed now: what the sink made durable, or,
+// when nothing written is still waiting for that, the idle position too.
+func (s *stream) position() uint64 {
+	durable := s.r.sink.Durable()
+	// Never step back: PostgreSQL 15 would lower the slot's position.
+	pos := max(durable, s.floor, s.r.confirmed.Load())
+	if !s.dec.inTx && durable >= s.r.lastWritten {
+		pos = max(pos, s.idle)
+	}
+	return pos
+}
+
+func (s *stream) sendStatus() error {
+	pos := s.position()
+	lsn := pglogrepl.LSN(pos)
+	err := pglogrepl.SendStandbyStatusUpdate(context.Background(), s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: lsn, WALFlushPosition: lsn, WALApplyPosition: lsn,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	if old := s.r.confirmed.Swap(pos); old != pos {
+		s.r.log.Debug("confirmed", "lsn", lsn.String())
+	}
+	s.r.confirmedLSN.Set(float64(pos))
+	lag := 0.0
+	if s.serverWALEnd > pos {
+		lag = float64(s.serverWALEnd - pos)
+	}
+	s.r.lagBytes.Set(lag)
+	return nil
+}
+
+// primaryKeys lists the primary key columns of every table in the database.
+func primaryKeys(ctx context.Context, conn *pgx.Conn) (map[string][]string, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT n.nspname || '.' || c.relname, array_agg(a.attname::text ORDER BY a.attnum)
+		FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indrelid
+		JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY (i.indkey)
+		WHERE i.indisprimary
+		GROUP BY 1`)
+	if err != nil {
+		return nil, fmt.Errorf("list primary keys: %w", err)
+	}
+	out := make(map[string][]string)
+	var table string
+	var cols []string
+	if _, err := pgx.ForEachRow(rows, []any{&table, &cols}, func() error {
+		out[table] = cols
+		cols = nil
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list primary keys: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestConfigErrors feeds every broken config in testdata/config/bad and
+// expects the exact message written on its first line.
+func TestConfigErrors(t *testing.T) {
+	files, err := filepath.Glob("testdata/config/bad/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no broken configs found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			first, _, _ := strings.Cut(string(raw), "\n")
+			want, ok := strings.CutPrefix(first, "# error: ")
+			if !ok {
+				t.Fatalf("%s: first line must be '# error: <message>'", f)
+			}
+			_, err = ParseConfig(strings.NewReader(string(raw)))
+			if err == nil {
+				t.Fatalf("no error, want %q", want)
+			}
+			if err.Error() != want {
+				t.Errorf("error\n got: %s\nwant: %s", err, want)
+			}
+		})
+	}
+}
+
+// TestSampleConfig parses the config.toml users copy and checks that every
+// key of the contract appears in it.
+func TestSampleConfig(t *testing.T) {
+	cfg, err := LoadConfig("config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Webhooks) != 1 || cfg.Webhooks[0].Name != "hr-sync" {
+		t.Fatalf("webhooks = %+v", cfg.Webhooks)
+	}
+	h := cfg.Webhooks[0].Webhook()
+	if h.MaxAttempts != 5 || h.Timeout.Milliseconds() != 10000 || h.Signature != "standard" || len(h.Secrets) != 1 {
+		t.Errorf("converted webhook = %+v", h)
+	}
+	if !filepath.IsAbs(cfg.Store.Dir) || !strings.HasSuffix(cfg.Store.Dir, "data") {
+		t.Errorf("store.dir %q not made relative to the config file", cfg.Store.Dir)
+	}
+	raw, _ := os.ReadFile("config.toml")
+	keys := map[string]bool{}
+	sc := bufio.NewScanner(strings.NewReader(string(raw)))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if k, _, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			keys[strings.TrimSpace(k)] = true
+		}
+	}
+	contract := []string{"dsn", "slot", "publication", "manage_publication", "max_lag_mb", "dir",
+		"max_size_mb", "max_backups", "max_age_days", "compress", "listen", "token", "host", "port",
+		"username", "password", "from", "name", "table", "id", "url", "active", "events", "actions",
+		"method", "content_type", "include_entity", "template", "header_prefix", "secret", "signature",
+		"signature_header", "headers", "basic_auth", "timeout_ms", "max_attempts", "retry_mode",
+		"notify_email", "notify_on_failure"}
+	for _, k := range contract {
+		if !keys[k] {
+			t.Errorf("config.toml lacks key %q", k)
+		}
+	}
+}
+
+func TestEnvironment(t *testing.T) {
+	t.Setenv("WALHOOK_POSTGRES_DSN", "postgres://from-env@127.0.0.1/x")
+	t.Setenv("HOOK_SECRET", "s3cret")
+	cfg, err := ParseConfig(strings.NewReader(`
+[postgres]
+dsn = "postgres://from-file@127.0.0.1/x"
+[[webhook]]
+name = "a"
+url = "http://127.0.0.1/x"
+events = ["public.t"]
+secret_env = "HOOK_SECRET"
+signature = "sha256"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Postgres.DSN != "postgres://from-env@127.0.0.1/x" {
+		t.Errorf("dsn = %q", cfg.Postgres.DSN)
+	}
+	if h := cfg.Webhooks[0].Webhook(); len(h.Secrets) != 1 || h.Secrets[0] != "s3cret" || h.Signature != "sha256" {
+		t.Errorf("secret_env not applied: %v %q", len(h.Secrets), h.Signature)
+	}
+}

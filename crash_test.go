@@ -1,0 +1,403 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"walhook/internal/pgcluster"
+)
+
+// buildBinary builds walhook once per test binary.
+var buildOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func walhookBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "walhook-bin-")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.path = filepath.Join(dir, "walhook")
+		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.path
+}
+
+// process is a walhook subprocess.
+type process struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	args []string
+	log  *os.File
+}
+
+func startProcess(t *testing.T, logPath string, args ...string) *process {
+	t.Helper()
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &process{t: t, args: args, log: f}
+	p.start()
+	t.Cleanup(func() {
+		p.kill()
+		f.Close()
+	})
+	return p
+}
+
+func (p *process) start() {
+	p.t.Helper()
+	p.cmd = exec.Command(walhookBinary(p.t), p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+func (p *process) kill() {
+	if p.cmd != nil && p.cmd.ProcessState == nil {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+	}
+}
+
+// keyReceiver records, per change key ("create:<seq>", "modify:<seq>",
+// "delete:<seq of the deleted row>"), the Webhook-Ids that carried it.
+type keyReceiver struct {
+	mu       sync.Mutex
+	ids      map[string]map[string]bool
+	firstRow map[int64][]int64 // row id -> seqs, in order of first receipt
+	total    int
+	bad      []string
+	fail     func() bool
+}
+
+func newKeyReceiver(t *testing.T, fail func() bool) (*keyReceiver, string) {
+	rc := &keyReceiver{ids: map[string]map[string]bool{}, firstRow: map[int64][]int64{}, fail: fail}
+	srv := httptest.NewServer(http.HandlerFunc(rc.serve))
+	t.Cleanup(srv.Close)
+	return rc, srv.URL
+}
+
+func (rc *keyReceiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if rc.fail != nil && rc.fail() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	var ev struct {
+		ID     string
+		Action string
+		Data   struct{ ID, Seq int64 }
+		Old    struct{ ID, Seq int64 }
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if err := json.Unmarshal(body, &ev); err != nil || ev.ID != r.Header.Get("Webhook-Id") {
+		rc.bad = append(rc.bad, string(body))
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	row, seq := ev.Data.ID, ev.Data.Seq
+	if ev.Action == "delete" {
+		row, seq = ev.Old.ID, ev.Old.Seq
+	}
+	key := fmt.Sprintf("%s:%d", ev.Action, seq)
+	rc.total++
+	if rc.ids[key] == nil {
+		rc.ids[key] = map[string]bool{}
+		rc.firstRow[row] = append(rc.firstRow[row], seq)
+	}
+	rc.ids[key][ev.ID] = true
+	w.WriteHeader(http.StatusOK)
+}
+
+// missing returns how many of keys have not arrived.
+func (rc *keyReceiver) missing(keys []string) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for _, k := range keys {
+		if rc.ids[k] == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// verify checks that every key arrived, each under one Webhook-Id, nothing
+// else arrived, and per row the first receipts are in commit order. It
+// logs sent, received, lost and duplicates.
+func (rc *keyReceiver) verify(t *testing.T, keys []string) {
+	t.Helper()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	want := map[string]bool{}
+	lost := 0
+	for _, k := range keys {
+		want[k] = true
+		if rc.ids[k] == nil {
+			lost++
+		}
+	}
+	dups := rc.total - len(rc.ids)
+	t.Logf("sent=%d received=%d lost=%d duplicates=%d", len(keys), rc.total, lost, dups)
+	fmt.Printf("%s: sent=%d received=%d lost=%d duplicates=%d\n", t.Name(), len(keys), rc.total, lost, dups)
+	if lost != 0 {
+		t.Errorf("lost %d events", lost)
+	}
+	for k, ids := range rc.ids {
+		if !want[k] {
+			t.Errorf("received %s, which the test never wrote", k)
+		}
+		if len(ids) != 1 {
+			t.Errorf("%s arrived under %d different Webhook-Ids: %v", k, len(ids), ids)
+		}
+	}
+	if len(rc.bad) > 0 {
+		t.Errorf("%d malformed requests, first: %.200s", len(rc.bad), rc.bad[0])
+	}
+	for row, seqs := range rc.firstRow {
+		if !sort.SliceIsSorted(seqs, func(i, j int) bool { return seqs[i] < seqs[j] }) {
+			t.Errorf("row %d: events arrived out of commit order: %v", row, seqs)
+			break
+		}
+	}
+}
+
+// churn writes changes in transactions of mixed sizes over a few thousand
+// rows; every insert or update stamps a new seq.
+type churn struct {
+	rows int
+	seq  int64
+	keys []string
+	cur  map[int64]int64 // live row id -> its seq
+	rng  *rand.Rand
+}
+
+func newChurn(rows int, seed uint64) *churn {
+	return &churn{rows: rows, cur: map[int64]int64{}, rng: rand.New(rand.NewPCG(seed, 1))}
+}
+
+// tx commits one transaction of up to size changes.
+func (c *churn) tx(ctx context.Context, db *pgx.Conn, size int) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	next := map[int64]int64{} // staged row states; -1 deleted
+	var keys []string
+	for i := 0; i < size; i++ {
+		id := int64(c.rng.IntN(c.rows)) + 1
+		if _, touched := next[id]; touched {
+			continue
+		}
+		cur, live := c.cur[id]
+		switch {
+		case !live:
+			c.seq++
+			_, err = tx.Exec(ctx, `INSERT INTO items (id, seq, note) VALUES ($1, $2, 'n')`, id, c.seq)
+			next[id], keys = c.seq, append(keys, fmt.Sprintf("create:%d", c.seq))
+		case c.rng.IntN(4) == 0:
+			_, err = tx.Exec(ctx, `DELETE FROM items WHERE id = $1`, id)
+			next[id], keys = -1, append(keys, fmt.Sprintf("delete:%d", cur))
+		default:
+			c.seq++
+			_, err = tx.Exec(ctx, `UPDATE items SET seq = $2, note = note || 'u' WHERE id = $1`, id, c.seq)
+			next[id], keys = c.seq, append(keys, fmt.Sprintf("modify:%d", c.seq))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return err
+	}
+	for id, s := range next {
+		if s < 0 {
+			delete(c.cur, id)
+		} else {
+			c.cur[id] = s
+		}
+	}
+	c.keys = append(c.keys, keys...)
+	return nil
+}
+
+// run commits transactions of mixed sizes until n changes were written.
+func (c *churn) run(ctx context.Context, db *pgx.Conn, n int) error {
+	sizes := []int{1, 1, 3, 10, 50, 200}
+	for len(c.keys) < n {
+		if err := c.tx(ctx, db, sizes[c.rng.IntN(len(sizes))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const itemsSchema = `CREATE TABLE items (id bigint PRIMARY KEY, seq bigint NOT NULL, note text NOT NULL);
+ALTER TABLE items REPLICA IDENTITY FULL;`
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// crashConfig writes a config for the subprocess: one webhook on items.
+func crashConfig(t *testing.T, dsn, url, adminAddr string) string {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	text := postgresSection(dsn) + fmt.Sprintf(`[admin]
+listen = %q
+[[webhook]]
+name = "items"
+url = %q
+events = ["public.items"]
+retry_mode = "test"
+max_attempts = 8
+timeout_ms = 5000
+`, adminAddr, url)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCrashSIGKILL streams 20,000 changes while walhook is killed with
+// SIGKILL at three random moments and restarted: nothing is lost, every
+// duplicate carries the same Webhook-Id, nothing else arrives.
+func TestCrashSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 20,000 changes")
+	}
+	dsn := newDatabase(t)
+	execSQL(t, dsn, itemsSchema)
+	rc, url := newKeyReceiver(t, nil)
+	cfg := crashConfig(t, dsn, url, "")
+	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	c := newChurn(3000, seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	const total = 20000
+	for kill := 1; kill <= 3; kill++ {
+		// Write a random share of the stream, then kill at a random moment
+		// while walhook is busy with it.
+		if err := c.run(ctx, db, total*kill/4+rng.IntN(total/8)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond) // a random moment, not a wait for an outcome
+		p.kill()
+		t.Logf("kill %d after %d changes written, %d received", kill, len(c.keys), rc.count())
+		p.start()
+	}
+	if err := c.run(ctx, db, total); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Minute)
+	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, c.keys)
+}
+
+func (rc *keyReceiver) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.ids)
+}
+
+// TestPostgresRestart stops PostgreSQL (immediate) mid-stream and starts
+// it again: walhook reports 503 on /readyz meanwhile, reconnects, and
+// nothing is lost.
+func TestPostgresRestart(t *testing.T) {
+	ctx := context.Background()
+	pg, err := pgcluster.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	dsn := pg.DSN("postgres")
+	execSQL(t, dsn, itemsSchema)
+	rc, url := newKeyReceiver(t, nil)
+	admin := freeAddr(t)
+	startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", crashConfig(t, dsn, url, admin))
+	readyz := func() int {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return readyz() == 200 })
+
+	c := newChurn(1000, 7)
+	write := func(n int) {
+		db, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close(ctx)
+		if err := c.run(ctx, db, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(3000)
+	if err := pg.StopServer(ctx, "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz 503 while PostgreSQL is down", time.Minute, func() bool { return readyz() == 503 })
+	if err := pg.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	write(6000)
+	waitFor(t, "/readyz 200 after the restart", time.Minute, func() bool { return readyz() == 200 })
+	deadline := time.Now().Add(3 * time.Minute)
+	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, c.keys)
+}

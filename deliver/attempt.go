@@ -1,0 +1,190 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	keepResponse  = 4 << 10  // response body bytes kept
+	drainResponse = 64 << 10 // further bytes read so the connection can be reused
+	keepRequest   = 64 << 10 // request body bytes kept in an attempt
+	redacted      = "[redacted]"
+)
+
+// request is what one attempt sends.
+type request struct {
+	id, event, entityID, entityURL string
+	body                           body
+	attempt                        int
+}
+
+// result is an attempt and what the response asked of the next one.
+type result struct {
+	att        Attempt
+	retryAfter time.Duration
+}
+
+// attempt sends one request with the webhook's headers and signature.
+func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r request) result {
+	start := time.Now()
+	att := Attempt{N: r.attempt, At: start.UTC()}
+	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
+	defer cancel()
+	var rd io.Reader
+	if w.Method != "GET" {
+		rd = bytes.NewReader(r.body.data)
+	}
+	req, err := http.NewRequestWithContext(ctx, w.Method, w.URL, rd)
+	if err != nil {
+		att.Error = err.Error()
+		return result{att: att}
+	}
+	hd := req.Header
+	if r.body.contentType != "" {
+		hd.Set("Content-Type", r.body.contentType)
+	}
+	hd.Set("User-Agent", "walhook/"+q.opts.Version)
+	ts := start.Unix()
+	hd.Set("Webhook-Id", r.id)
+	hd.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
+	p := w.HeaderPrefix
+	hd.Set(p+"Event", r.event)
+	hd.Set(p+"Event-Id", r.id)
+	hd.Set(p+"Webhook", w.Name)
+	hd.Set(p+"Entity-Id", r.entityID)
+	if r.entityURL != "" {
+		hd.Set(p+"Entity-Url", r.entityURL)
+	}
+	hd.Set(p+"Attempt", strconv.Itoa(r.attempt))
+	for k, v := range w.Headers {
+		hd.Set(k, v)
+	}
+	if sig := signer.Sign(r.id, ts, r.body.data); sig != "" {
+		if w.effectiveSignature() == SignatureStandard {
+			hd.Set("Webhook-Signature", sig)
+		} else {
+			hd.Set(w.SignatureHeader, sig)
+		}
+	}
+	if w.BasicAuthUser != "" {
+		req.SetBasicAuth(w.BasicAuthUser, w.BasicAuthPassword)
+	}
+	att.RequestHeaders = hd.Clone()
+	for k := range w.Headers {
+		att.RequestHeaders.Set(k, redacted)
+	}
+	if att.RequestHeaders.Get("Authorization") != "" {
+		att.RequestHeaders.Set("Authorization", redacted)
+	}
+	att.RequestBody = truncate(r.body.data, keepRequest)
+
+	resp, err := q.client.Do(req)
+	if err != nil {
+		att.Duration = time.Since(start)
+		att.Error = describe(err, w.Timeout)
+		return result{att: att}
+	}
+	kept, _ := io.ReadAll(io.LimitReader(resp.Body, keepResponse))
+	io.CopyN(io.Discard, resp.Body, drainResponse)
+	resp.Body.Close()
+	att.Duration = time.Since(start)
+	att.Status = resp.StatusCode
+	att.ResponseHeaders = resp.Header
+	att.ResponseBody = strings.ToValidUTF8(string(kept), "\uFFFD")
+	res := result{att: att}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		res.att.Error = fmt.Sprintf("HTTP %d", resp.StatusCode)
+		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
+			res.att.Error += " redirect to " + loc + " (not followed)"
+		}
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return res
+}
+
+// parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0
+		}
+		return time.Duration(min(n, 7*24*3600)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func describe(err error, timeout time.Duration) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Sprintf("timeout after %s", timeout)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) <= n {
+		return string(b)
+	}
+	return strings.ToValidUTF8(string(b[:n]), "")
+}
+
+// logAttempt writes the attempt's line to the webhook's .log file.
+func (q *Queue) logAttempt(h *hook, w *Webhook, id, event string, n int, res result) {
+	if h.log == nil {
+		return
+	}
+	a := res.att
+	status := "error"
+	if a.Status != 0 {
+		status = strconv.Itoa(a.Status)
+	}
+	u := w.URL
+	if pu, err := url.Parse(w.URL); err == nil {
+		u = pu.Redacted()
+	}
+	line := fmt.Sprintf("%s id=%s event=%s attempt=%d/%d status=%s duration_ms=%d url=%s",
+		a.At.Format(time.RFC3339), id, event, n, w.MaxAttempts, status, a.Duration.Milliseconds(), u)
+	switch {
+	case a.Status == 0 && a.Error != "":
+		line += fmt.Sprintf(" error=%q", a.Error)
+	case a.Status != 0 && (a.Status < 200 || a.Status > 299):
+		body := []rune(a.ResponseBody)
+		if len(body) > 200 {
+			body = body[:200]
+		}
+		line += fmt.Sprintf(" error=%q", string(body))
+	}
+	if _, err := io.WriteString(h.log, line+"\n"); err != nil {
+		q.log.Error("write webhook log", "webhook", h.name, "err", err)
+	}
+}
+
+// randomID returns n random bytes in hex.
+func randomID(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,347 @@
+package deliver
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"walhook/cdc"
+)
+
+// commitItem is a transaction to enqueue or a delivery result to persist.
+type commitItem struct {
+	tx     *cdc.Tx
+	routes [][]string // per event: names of the webhooks that want it
+	upd    *update
+}
+
+// update persists a delivery's new state and the webhook's counters.
+type update struct {
+	h     *hook
+	seq   uint64 // 0: stats only
+	rec   []byte
+	done  bool // completed successfully: enters the retention index
+	stats bool // the webhook's counters changed
+}
+
+// commitLoop is the single writer: it takes every waiting item, commits
+// them in one bbolt transaction, then advances Durable. A failed commit is
+// retried with the same items, Durable stays where it was.
+func (q *Queue) commitLoop() {
+	defer close(q.committed)
+	var batch []commitItem
+	for {
+		if len(batch) == 0 {
+			select {
+			case it := <-q.in:
+				batch = append(batch, it)
+			case <-q.ctx.Done():
+				q.finalCommit()
+				return
+			}
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case it := <-q.in:
+				batch = append(batch, it)
+			default:
+				break fill
+			}
+		}
+		if err := q.commit(batch); err != nil {
+			q.log.Error("STORE COMMIT FAILED: deliveries are not persisted and the WAL position is not confirmed; retrying", "err", err, "items", len(batch))
+			e := fmt.Errorf("store commit: %w", err)
+			q.health.Store(&e)
+			select {
+			case <-time.After(time.Second):
+			case <-q.ctx.Done():
+			}
+			if q.ctx.Err() != nil {
+				if err := q.commit(batch); err != nil {
+					q.log.Error("store commit at close failed", "err", err, "items", len(batch))
+				}
+				q.finalCommit()
+				return
+			}
+			continue
+		}
+		q.health.Store(nil)
+		batch = batch[:0]
+	}
+}
+
+// finalCommit persists what is still waiting when the Queue closes.
+func (q *Queue) finalCommit() {
+	for {
+		var batch []commitItem
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case it := <-q.in:
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		if err := q.commit(batch); err != nil {
+			q.log.Error("store commit at close failed", "err", err, "items", len(batch))
+			return
+		}
+	}
+}
+
+// target is a webhook and the actions it wants, as a commit began.
+type target struct {
+	h       *hook
+	actions []string
+}
+
+// enqueued is a delivery created by a commit, handed to its webhook after.
+type enqueued struct {
+	h *hook
+	p *pending
+}
+
+func (q *Queue) commit(batch []commitItem) error {
+	// Resolve webhooks before the bbolt transaction: nothing inside it may
+	// wait for a lock that is held around another bbolt transaction.
+	q.mu.Lock()
+	all := make([]*hook, 0, len(q.hooks))
+	for _, h := range q.hooks {
+		all = append(all, h)
+	}
+	q.mu.Unlock()
+	hooks := make(map[string]target, len(all))
+	for _, h := range all {
+		h.mu.Lock()
+		hooks[h.name] = target{h, slices.Clone(h.w.Actions)}
+		h.mu.Unlock()
+	}
+
+	// The counters as they are now: they include every update in the
+	// batch, whatever order the workers sent them in.
+	stats := map[*hook][]byte{}
+	for _, it := range batch {
+		if u := it.upd; u != nil && u.stats {
+			if _, ok := stats[u.h]; !ok {
+				u.h.mu.Lock()
+				stats[u.h] = marshalStats(u.h.stats)
+				u.h.mu.Unlock()
+			}
+		}
+	}
+	var (
+		news      []enqueued
+		doneAdded map[*hook]int
+		pruned    map[*hook]int
+		endLSN    uint64
+		hasWrites bool
+	)
+	for _, it := range batch {
+		if it.upd != nil {
+			hasWrites = true
+			continue
+		}
+		if it.tx.EndLSN > endLSN {
+			endLSN = it.tx.EndLSN
+		}
+		for _, names := range it.routes {
+			if len(names) > 0 {
+				hasWrites = true
+			}
+		}
+	}
+	if hasWrites {
+		err := q.db.Update(func(btx *bolt.Tx) error {
+			news, doneAdded, pruned = nil, map[*hook]int{}, map[*hook]int{}
+			events := btx.Bucket(bucketEvents)
+			meta := btx.Bucket(bucketMeta)
+			var persisted uint64
+			if v := meta.Get(keyDurable); len(v) == 8 {
+				persisted = binary.BigEndian.Uint64(v)
+			}
+			for _, it := range batch {
+				if it.upd != nil {
+					if err := q.applyUpdate(btx, it.upd, stats[it.upd.h], doneAdded); err != nil {
+						return err
+					}
+					continue
+				}
+				if it.tx.EndLSN != 0 && it.tx.EndLSN <= persisted {
+					continue // PostgreSQL sent a transaction we already have
+				}
+				for i := range it.tx.Events {
+					ev := &it.tx.Events[i]
+					if err := q.enqueueEvent(btx, events, ev, it.routes[i], hooks, &news); err != nil {
+						return err
+					}
+				}
+			}
+			for h, added := range doneAdded {
+				n, err := q.prune(btx, events, h, h.doneCount+added)
+				if err != nil {
+					return err
+				}
+				pruned[h] = n
+			}
+			if endLSN > persisted {
+				if err := meta.Put(keyDurable, binary.BigEndian.AppendUint64(nil, endLSN)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for h, added := range doneAdded {
+		h.doneCount += added - pruned[h]
+	}
+	if endLSN > q.durable.Load() {
+		q.durable.Store(endLSN)
+	}
+	byHook := map[*hook][]*pending{}
+	var order []*hook
+	for _, e := range news {
+		if _, ok := byHook[e.h]; !ok {
+			order = append(order, e.h)
+		}
+		byHook[e.h] = append(byHook[e.h], e.p)
+	}
+	for _, h := range order {
+		h.enqueue(byHook[h])
+	}
+	return nil
+}
+
+// enqueueEvent stores ev once and one delivery per live, active webhook that
+// wants it. An event already stored is a repeat and is skipped.
+func (q *Queue) enqueueEvent(btx *bolt.Tx, events *bolt.Bucket, ev *cdc.Event, names []string, hooks map[string]target, news *[]enqueued) error {
+	if len(names) == 0 || events.Get([]byte(ev.ID)) != nil {
+		return nil
+	}
+	var targets []*hook
+	for _, n := range names {
+		t, ok := hooks[n]
+		if !ok || t.h.deleted.Load() || !t.h.active.Load() || !slices.Contains(t.actions, ev.Action) {
+			continue
+		}
+		targets = append(targets, t.h)
+	}
+	if len(targets) == 0 {
+		return nil
+	}
+	v, err := encodeEvent(ev, uint32(len(targets)))
+	if err != nil {
+		return err
+	}
+	if err := events.Put([]byte(ev.ID), v); err != nil {
+		return err
+	}
+	name := eventName(ev)
+	for _, h := range targets {
+		b, err := btx.CreateBucketIfNotExists(queueBucket(h.name))
+		if err != nil {
+			return err
+		}
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		rec := &record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, CreatedAt: time.Now().UTC()}
+		if err := b.Put(seqKey(seq), encodeRecord(rec)); err != nil {
+			return err
+		}
+		*news = append(*news, enqueued{h, &pending{seq: seq, rec: rec, ev: ev}})
+	}
+	return nil
+}
+
+func (q *Queue) applyUpdate(btx *bolt.Tx, u *update, stats []byte, doneAdded map[*hook]int) error {
+	if u.h.deleted.Load() {
+		return nil
+	}
+	if stats != nil {
+		if err := btx.Bucket(bucketStats).Put([]byte(u.h.name), stats); err != nil {
+			return err
+		}
+	}
+	if u.seq == 0 {
+		return nil
+	}
+	b := btx.Bucket(queueBucket(u.h.name))
+	if b == nil || b.Get(seqKey(u.seq)) == nil {
+		return nil // deleted meanwhile
+	}
+	if err := b.Put(seqKey(u.seq), u.rec); err != nil {
+		return err
+	}
+	if u.done {
+		d, err := btx.CreateBucketIfNotExists(doneBucket(u.h.name))
+		if err != nil {
+			return err
+		}
+		if err := d.Put(seqKey(u.seq), nil); err != nil {
+			return err
+		}
+		doneAdded[u.h]++
+	}
+	return nil
+}
+
+// prune deletes the oldest completed deliveries beyond the retention.
+func (q *Queue) prune(btx *bolt.Tx, events *bolt.Bucket, h *hook, count int) (int, error) {
+	excess := count - q.opts.Retention
+	if excess <= 0 {
+		return 0, nil
+	}
+	d := btx.Bucket(doneBucket(h.name))
+	b := btx.Bucket(queueBucket(h.name))
+	if d == nil || b == nil {
+		return 0, nil
+	}
+	var keys [][]byte
+	c := d.Cursor()
+	for k, _ := c.First(); k != nil && len(keys) < excess; k, _ = c.Next() {
+		keys = append(keys, append([]byte(nil), k...))
+	}
+	for _, k := range keys {
+		if v := b.Get(k); v != nil {
+			rec, err := decodeRecord(v)
+			if err == nil {
+				if err := derefEvent(events, rec.EventID); err != nil {
+					return 0, err
+				}
+			}
+			if err := b.Delete(k); err != nil {
+				return 0, err
+			}
+		}
+		if err := d.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
+}
+
+// send hands an update to the committer.
+func (q *Queue) send(u *update) {
+	select {
+	case q.in <- commitItem{upd: u}:
+	case <-q.committed:
+	}
+}
+
+func marshalStats(s callStats) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}

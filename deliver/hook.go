@@ -1,0 +1,476 @@
+package deliver
+
+import (
+	"container/heap"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	"gopkg.in/natefinch/lumberjack.v2"
+
+	"walhook/cdc"
+)
+
+// pending is a delivery held in a webhook's in-memory window.
+type pending struct {
+	seq   uint64
+	rec   *record
+	ev    *cdc.Event
+	due   time.Time
+	index int // in the ready heap; -1 when not in it
+}
+
+func (p *pending) orderKey() string { return p.rec.Entity + "\x00" + p.rec.EntityID }
+
+// readyHeap orders the deliverable heads of each entity by due time, then
+// commit order.
+type readyHeap []*pending
+
+func (r readyHeap) Len() int { return len(r) }
+func (r readyHeap) Less(i, j int) bool {
+	if !r[i].due.Equal(r[j].due) {
+		return r[i].due.Before(r[j].due)
+	}
+	return r[i].seq < r[j].seq
+}
+func (r readyHeap) Swap(i, j int) {
+	r[i], r[j] = r[j], r[i]
+	r[i].index, r[j].index = i, j
+}
+func (r *readyHeap) Push(x any) {
+	p := x.(*pending)
+	p.index = len(*r)
+	*r = append(*r, p)
+}
+func (r *readyHeap) Pop() any {
+	old := *r
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	p.index = -1
+	*r = old[:len(old)-1]
+	return p
+}
+
+// hook is the live state of one webhook: its config, its window of pending
+// deliveries, a scheduler and a pool of workers.
+type hook struct {
+	q       *Queue
+	name    string
+	active  atomic.Bool
+	deleted atomic.Bool
+
+	mu       sync.Mutex
+	w        Webhook
+	enc      *encoder
+	signer   *Signer
+	stats    callStats
+	queued   int
+	failedN  int
+	entities map[string][]*pending // per entity, in commit order; the head may be in flight
+	ready    readyHeap
+	inWindow int
+	nextLoad uint64 // first sequence not yet considered for the window
+	diskMore bool   // pending deliveries may wait on disk beyond the window
+
+	doneCount int // completed deliveries in the retention index; committer only
+
+	log    *lumberjack.Logger
+	wake   chan struct{}
+	work   chan *pending
+	ctx    context.Context // stops the scheduler and workers
+	cancel context.CancelFunc
+	reqCtx context.Context // aborts in-flight requests (on delete only)
+	abort  context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// newHook loads a webhook's counters and pending deliveries and starts its
+// scheduler and workers.
+func (q *Queue) newHook(w Webhook) (*hook, error) {
+	enc, err := newEncoder(&w)
+	if err != nil {
+		return nil, err
+	}
+	h := &hook{
+		q: q, name: w.Name, w: w, enc: enc,
+		signer:   NewSigner(w.effectiveSignature(), w.Secrets),
+		entities: map[string][]*pending{},
+		nextLoad: 1,
+		diskMore: true,
+		wake:     make(chan struct{}, 1),
+		work:     make(chan *pending),
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.reqCtx, h.abort = context.WithCancel(context.Background())
+	err = q.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketStats).Get([]byte(w.Name)); v != nil {
+			if err := json.Unmarshal(v, &h.stats); err != nil {
+				return err
+			}
+		}
+		if w.Source == SourceConfig {
+			if v := tx.Bucket(bucketActive).Get([]byte(w.Name)); v != nil {
+				var o activeOverride
+				if json.Unmarshal(v, &o) == nil && o.URL == w.URL && !o.Active {
+					h.w.Active = false
+				}
+			}
+		}
+		if b := tx.Bucket(queueBucket(w.Name)); b != nil {
+			b.ForEach(func(_, v []byte) error {
+				switch v[0] {
+				case recPending:
+					h.queued++
+				case recFailed:
+					h.failedN++
+				}
+				return nil
+			})
+		}
+		if d := tx.Bucket(doneBucket(w.Name)); d != nil {
+			h.doneCount = d.Stats().KeyN
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load webhook %s: %w", w.Name, err)
+	}
+	h.active.Store(h.w.Active)
+	if q.opts.LogDir != "" {
+		h.log = &lumberjack.Logger{
+			Filename: q.LogPath(w.Name), MaxSize: q.opts.LogMaxSizeMB, MaxBackups: q.opts.LogMaxBackups,
+			MaxAge: q.opts.LogMaxAgeDays, Compress: q.opts.LogCompress,
+		}
+	}
+	q.metrics.depth.WithLabelValues(w.Name).Set(float64(h.queued))
+	h.mu.Lock()
+	h.refillLocked()
+	h.mu.Unlock()
+	h.wg.Add(1 + q.opts.Concurrency)
+	go h.schedule()
+	for range q.opts.Concurrency {
+		go h.worker()
+	}
+	return h, nil
+}
+
+// setWebhook swaps in a changed definition; queued deliveries stay.
+func (h *hook) setWebhook(w Webhook) error {
+	enc, err := newEncoder(&w)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.w, h.enc, h.signer = w, enc, NewSigner(w.effectiveSignature(), w.Secrets)
+	h.mu.Unlock()
+	h.active.Store(w.Active)
+	h.poke()
+	return nil
+}
+
+func (h *hook) webhook() Webhook {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.w.clone()
+}
+
+// stop ends the scheduler and workers; abort also cancels in-flight requests.
+func (h *hook) stop(abort bool) {
+	if abort {
+		h.abort()
+	}
+	h.cancel()
+	h.wg.Wait()
+	h.abort()
+}
+
+func (h *hook) closeLog() {
+	if h.log != nil {
+		h.log.Close()
+	}
+}
+
+func (h *hook) poke() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue takes deliveries just committed, in sequence order.
+func (h *hook) enqueue(ps []*pending) {
+	h.mu.Lock()
+	h.queued += len(ps)
+	for _, p := range ps {
+		switch {
+		case p.seq < h.nextLoad:
+			// already loaded from disk
+		case !h.diskMore && p.seq == h.nextLoad && h.inWindow < windowSize:
+			h.addLocked(p)
+			h.nextLoad = p.seq + 1
+		default:
+			h.diskMore = true
+		}
+	}
+	h.refillLocked()
+	q := h.queued
+	h.mu.Unlock()
+	h.q.metrics.depth.WithLabelValues(h.name).Set(float64(q))
+	h.poke()
+}
+
+func (h *hook) addLocked(p *pending) {
+	key := p.orderKey()
+	list := h.entities[key]
+	h.entities[key] = append(list, p)
+	p.index = -1
+	if len(list) == 0 {
+		heap.Push(&h.ready, p)
+	}
+	h.inWindow++
+}
+
+// refillLocked loads pending deliveries from disk once the window has
+// drained to half.
+func (h *hook) refillLocked() {
+	if !h.diskMore || h.inWindow > windowSize/2 {
+		return
+	}
+	var loaded []*pending
+	last := h.nextLoad - 1
+	exhausted := true
+	err := h.q.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(queueBucket(h.name))
+		if b == nil {
+			return nil
+		}
+		events := tx.Bucket(bucketEvents)
+		c := b.Cursor()
+		for k, v := c.Seek(seqKey(h.nextLoad)); k != nil; k, v = c.Next() {
+			if h.inWindow+len(loaded) >= windowSize {
+				exhausted = false
+				break
+			}
+			last = binary.BigEndian.Uint64(k)
+			if v[0] != recPending {
+				continue
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				h.q.log.Error("skipping unreadable delivery", "webhook", h.name, "seq", last, "err", err)
+				continue
+			}
+			ev, err := decodeEvent(events.Get([]byte(rec.EventID)))
+			if err != nil {
+				h.q.log.Error("skipping delivery of unreadable event", "webhook", h.name, "event", rec.EventID, "err", err)
+				continue
+			}
+			p := &pending{seq: last, rec: rec, ev: ev, due: rec.Due}
+			loaded = append(loaded, p)
+		}
+		return nil
+	})
+	if err != nil {
+		h.q.log.Error("load pending deliveries", "webhook", h.name, "err", err)
+		return
+	}
+	for _, p := range loaded {
+		h.addLocked(p)
+	}
+	h.nextLoad = last + 1
+	h.diskMore = !exhausted
+}
+
+// backoff is the wait after failed attempt n, never shorter than retryAfter.
+func (h *hook) backoff(n int, retryAfter time.Duration) time.Duration {
+	var d time.Duration
+	if h.w.RetryMode == RetryTest {
+		d = 3 * time.Second
+	} else {
+		d = time.Duration(h.w.Timeout.Milliseconds()/1000)*time.Second + time.Duration(n*n*n*n)*time.Second
+	}
+	return max(d, retryAfter)
+}
+
+// schedule hands due deliveries to the workers and sleeps until the
+// earliest retry is due: one timer per webhook, none per delivery.
+func (h *hook) schedule() {
+	defer h.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		var next *pending
+		wait := time.Duration(-1)
+		h.mu.Lock()
+		if h.active.Load() && h.ready.Len() > 0 {
+			if d := time.Until(h.ready[0].due); d <= 0 {
+				next = heap.Pop(&h.ready).(*pending)
+			} else {
+				wait = d
+			}
+		}
+		h.mu.Unlock()
+		if next != nil {
+			select {
+			case h.work <- next:
+				continue
+			case <-h.ctx.Done():
+				return
+			}
+		}
+		if wait >= 0 {
+			timer.Reset(wait)
+		}
+		select {
+		case <-h.wake:
+		case <-timer.C:
+		case <-h.ctx.Done():
+			return
+		}
+		if wait >= 0 && !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (h *hook) worker() {
+	defer h.wg.Done()
+	for {
+		select {
+		case p := <-h.work:
+			h.deliver(p)
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+// deliver makes one attempt and files its outcome.
+func (h *hook) deliver(p *pending) {
+	h.mu.Lock()
+	w, enc, signer := h.w.clone(), h.enc, h.signer
+	h.mu.Unlock()
+	n := len(p.rec.Attempts) + 1
+	ev := p.ev
+	b, err := enc.encode(ev)
+	var res result
+	if err != nil {
+		res = result{att: Attempt{N: n, At: time.Now().UTC(), Error: "encode body: " + err.Error()}}
+	} else {
+		res = h.q.attempt(h.reqCtx, &w, signer, request{
+			id: ev.ID, event: p.rec.Event, entityID: ev.EntityID, entityURL: ev.EntityURL, body: b, attempt: n,
+		})
+	}
+	att := res.att
+	h.q.logAttempt(h, &w, ev.ID, p.rec.Event, n, res)
+	m := h.q.metrics
+	m.duration.WithLabelValues(h.name).Observe(att.Duration.Seconds())
+
+	ok := att.Status >= 200 && att.Status < 300
+	gone := att.Status == 410
+	final := ok || gone || n >= w.MaxAttempts
+
+	h.mu.Lock()
+	p.rec.Attempts = append(p.rec.Attempts, att)
+	h.countLocked(att, ok)
+	switch {
+	case ok:
+		p.rec.Status = StatusSuccess
+	case final:
+		p.rec.Status = StatusFailed
+		h.failedN++
+	default:
+		p.due = att.At.Add(h.backoff(n, res.retryAfter))
+		p.rec.Due = p.due
+	}
+	if gone {
+		// Before the entity's next delivery is freed: nothing more goes out.
+		h.active.Store(false)
+		h.w.Active = false
+	}
+	if final {
+		p.rec.Due = time.Time{}
+		h.queued--
+		h.completeLocked(p)
+	}
+	u := &update{h: h, seq: p.seq, rec: encodeRecord(p.rec), done: ok, stats: true}
+	queued := h.queued
+	var d Delivery
+	if final && !ok {
+		d = h.deliveryLocked(p.seq, p.rec)
+	}
+	h.mu.Unlock()
+
+	m.depth.WithLabelValues(h.name).Set(float64(queued))
+	switch {
+	case ok:
+		m.deliveries.WithLabelValues(h.name, "success").Inc()
+		m.endToEnd.Observe(time.Since(ev.CommitTime).Seconds())
+	case final:
+		m.deliveries.WithLabelValues(h.name, "failed").Inc()
+	default:
+		m.deliveries.WithLabelValues(h.name, "retry").Inc()
+	}
+	h.q.send(u)
+	if !final {
+		// Only now: its next attempt must not overtake this update.
+		h.mu.Lock()
+		heap.Push(&h.ready, p)
+		h.mu.Unlock()
+	}
+	h.poke()
+	if gone {
+		h.q.switchOff(h, w)
+	}
+	if final && !ok {
+		if !gone {
+			h.q.log.Warn("delivery failed for good", "webhook", h.name, "event_id", ev.ID, "attempts", n)
+		}
+		h.q.failed(w, d)
+	}
+}
+
+// countLocked adds an attempt to the call counters.
+func (h *hook) countLocked(att Attempt, ok bool) {
+	h.stats.TotalCalls++
+	if ok {
+		h.stats.SuccessfulCalls++
+	}
+	h.stats.LatestStatus = att.Status
+	h.stats.LastAttemptAt = att.At
+}
+
+// completeLocked removes a finished delivery and frees its entity's next.
+func (h *hook) completeLocked(p *pending) {
+	key := p.orderKey()
+	list := h.entities[key]
+	if len(list) > 0 && list[0] == p {
+		list[0] = nil
+		list = list[1:]
+	}
+	if len(list) == 0 {
+		delete(h.entities, key)
+	} else {
+		h.entities[key] = list
+		heap.Push(&h.ready, list[0])
+	}
+	h.inWindow--
+	h.refillLocked()
+}
+
+func (h *hook) deliveryLocked(seq uint64, rec *record) Delivery {
+	return Delivery{
+		ID: deliveryID(h.name, seq), Webhook: h.name, EventID: rec.EventID, Event: rec.Event,
+		EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts,
+	}
+}
+
+func deliveryID(name string, seq uint64) string { return fmt.Sprintf("%s-%016x", name, seq) }

@@ -1,0 +1,60 @@
+package deliver
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Queue's Prometheus collectors.
+type metrics struct {
+	events     *prometheus.CounterVec
+	deliveries *prometheus.CounterVec
+	duration   *prometheus.HistogramVec
+	endToEnd   prometheus.Histogram
+	depth      *prometheus.GaugeVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walhook_events_total", Help: "Row changes read, by entity and action.",
+		}, []string{"entity", "action"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walhook_deliveries_total", Help: "Delivery attempts by outcome: success, retry (failed, will retry), failed (for good).",
+		}, []string{"webhook", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "walhook_attempt_duration_seconds", Help: "Duration of one delivery attempt.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 13),
+		}, []string{"webhook"}),
+		endToEnd: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "walhook_end_to_end_seconds", Help: "From the transaction's commit to a 2xx answer.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16),
+		}),
+		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "walhook_queue_depth", Help: "Pending deliveries per webhook.",
+		}, []string{"webhook"}),
+	}
+	if r != nil {
+		m.events = register(r, m.events)
+		m.deliveries = register(r, m.deliveries)
+		m.duration = register(r, m.duration)
+		m.endToEnd = register(r, m.endToEnd)
+		m.depth = register(r, m.depth)
+	}
+	return m
+}
+
+// register registers c, or returns the equal collector registered before
+// (a second Queue on the same registry shares the series).
+func register[C prometheus.Collector](r prometheus.Registerer, c C) C {
+	if err := r.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if prev, ok := are.ExistingCollector.(C); ok {
+				return prev
+			}
+		}
+	}
+	return c
+}

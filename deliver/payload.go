@@ -1,0 +1,210 @@
+package deliver
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"text/template"
+	"time"
+
+	"walhook/cdc"
+)
+
+// jsonBody is the JSON request body; the field order is the contract's.
+type jsonBody struct {
+	ID         string         `json:"id"`
+	Event      string         `json:"event"`
+	Entity     string         `json:"entity"`
+	Action     string         `json:"action"`
+	EntityID   string         `json:"entity_id"`
+	EntityURL  string         `json:"entity_url,omitempty"`
+	Table      string         `json:"table"`
+	OccurredAt string         `json:"occurred_at"`
+	Webhook    string         `json:"webhook"`
+	Data       map[string]any `json:"data,omitempty"`
+	Old        map[string]any `json:"old,omitempty"`
+	Changed    []string       `json:"changed,omitempty"`
+}
+
+// pingBody is the body of a test request.
+type pingBody struct {
+	ID         string `json:"id"`
+	Event      string `json:"event"`
+	Webhook    string `json:"webhook"`
+	OccurredAt string `json:"occurred_at"`
+}
+
+// TemplateData is what a webhook's template renders.
+type TemplateData struct {
+	ID, Event, Entity, Action, Op string
+	EntityID, EntityURL, Table    string
+	OccurredAt                    string
+	Webhook                       string
+	Data, Old                     map[string]any
+	Changed                       []string
+}
+
+var templateFuncs = template.FuncMap{
+	"json": func(v any) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	},
+	"upper": strings.ToUpper,
+	"lower": strings.ToLower,
+}
+
+func parseTemplate(text string) (*template.Template, error) {
+	return template.New("body").Funcs(templateFuncs).Option("missingkey=zero").Parse(text)
+}
+
+func renderTemplate(t *template.Template, webhook string, ev *cdc.Event) ([]byte, error) {
+	var buf bytes.Buffer
+	op := map[string]string{cdc.ActionCreate: "INSERT", cdc.ActionModify: "UPDATE", cdc.ActionDelete: "DELETE", cdc.ActionTruncate: "TRUNCATE"}[ev.Action]
+	err := t.Execute(&buf, TemplateData{
+		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action, Op: op,
+		EntityID: ev.EntityID, EntityURL: ev.EntityURL, Table: ev.QualifiedTable(),
+		OccurredAt: ev.CommitTime.UTC().Format(time.RFC3339), Webhook: webhook,
+		Data: ev.Data, Old: ev.Old, Changed: ev.Changed,
+	})
+	return buf.Bytes(), err
+}
+
+// eventName is <entity>.<action>.
+func eventName(ev *cdc.Event) string {
+	entity := ev.Entity
+	if entity == "" {
+		entity = ev.Table
+		if ev.Schema != "public" && ev.Schema != "" {
+			entity = ev.QualifiedTable()
+		}
+	}
+	return entity + "." + ev.Action
+}
+
+// sampleEvent is what a template is tried on when a webhook is validated.
+func sampleEvent() cdc.Event {
+	return cdc.Event{
+		ID: cdc.EventID(0x16B3A80, 3), CommitTime: time.Date(2026, 11, 29, 1, 2, 3, 456789000, time.UTC),
+		Schema: "public", Table: "employees", Action: cdc.ActionModify,
+		Data:    map[string]any{"id": int64(130333), "email": "john.doe@example.com"},
+		Old:     map[string]any{"id": int64(130333), "email": "john@example.com"},
+		Changed: []string{"email"}, Key: []string{"id"},
+		Entity: "employee", EntityID: "130333", EntityURL: "https://hr.example.com/api/employees/130333",
+	}
+}
+
+// body is an encoded request body and its Content-Type.
+type body struct {
+	data        []byte
+	contentType string
+}
+
+// encoder renders the request bodies of one webhook.
+type encoder struct {
+	name          string
+	method        string
+	contentType   string
+	includeEntity bool
+	tmpl          *template.Template
+}
+
+func newEncoder(w *Webhook) (*encoder, error) {
+	e := &encoder{name: w.Name, method: w.Method, contentType: w.ContentType, includeEntity: w.IncludeEntity}
+	if w.Template != "" {
+		t, err := parseTemplate(w.Template)
+		if err != nil {
+			return nil, fmt.Errorf("template: %w", err)
+		}
+		e.tmpl = t
+	}
+	return e, nil
+}
+
+func (e *encoder) ctype() string {
+	if e.contentType == "form" {
+		return "application/x-www-form-urlencoded"
+	}
+	return "application/json"
+}
+
+// encode renders the body of ev; GET requests have none.
+func (e *encoder) encode(ev *cdc.Event) (body, error) {
+	if e.method == "GET" {
+		return body{}, nil
+	}
+	if e.tmpl != nil {
+		b, err := renderTemplate(e.tmpl, e.name, ev)
+		return body{b, e.ctype()}, err
+	}
+	jb := jsonBody{
+		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action,
+		EntityID: ev.EntityID, EntityURL: ev.EntityURL, Table: ev.QualifiedTable(),
+		OccurredAt: ev.CommitTime.UTC().Format(time.RFC3339Nano), Webhook: e.name,
+	}
+	if e.includeEntity {
+		jb.Data, jb.Old, jb.Changed = ev.Data, ev.Old, ev.Changed
+	}
+	if e.contentType == "form" {
+		v := url.Values{}
+		set := func(k, s string) {
+			if s != "" {
+				v.Set(k, s)
+			}
+		}
+		set("id", jb.ID)
+		set("event", jb.Event)
+		set("entity", jb.Entity)
+		set("action", jb.Action)
+		v.Set("entity_id", jb.EntityID)
+		set("entity_url", jb.EntityURL)
+		set("table", jb.Table)
+		set("occurred_at", jb.OccurredAt)
+		set("webhook", jb.Webhook)
+		for _, part := range []struct {
+			prefix string
+			m      map[string]any
+		}{{"data.", jb.Data}, {"old.", jb.Old}} {
+			for col, val := range part.m {
+				s, err := formValue(val)
+				if err != nil {
+					return body{}, fmt.Errorf("encode %s%s: %w", part.prefix, col, err)
+				}
+				v.Set(part.prefix+col, s)
+			}
+		}
+		if len(jb.Changed) > 0 {
+			v.Set("changed", strings.Join(jb.Changed, ","))
+		}
+		return body{[]byte(v.Encode()), e.ctype()}, nil
+	}
+	b, err := json.Marshal(jb)
+	return body{b, e.ctype()}, err
+}
+
+// encodePing renders the body of a test request.
+func (e *encoder) encodePing(id string, now time.Time) body {
+	if e.method == "GET" {
+		return body{}
+	}
+	p := pingBody{ID: id, Event: "ping", Webhook: e.name, OccurredAt: now.UTC().Format(time.RFC3339)}
+	if e.contentType == "form" {
+		v := url.Values{"id": {p.ID}, "event": {p.Event}, "webhook": {p.Webhook}, "occurred_at": {p.OccurredAt}}
+		return body{[]byte(v.Encode()), e.ctype()}
+	}
+	b, _ := json.Marshal(p)
+	return body{b, e.ctype()}
+}
+
+// formValue is a value's JSON text, strings without their quotes.
+func formValue(v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case json.Number:
+		return x.String(), nil
+	}
+	b, err := json.Marshal(v)
+	return string(b), err
+}

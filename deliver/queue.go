@@ -1,0 +1,326 @@
+// Package deliver owns webhooks, the persisted delivery queue, the workers
+// that send signed requests, the per-webhook .log files and the stats.
+package deliver
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	bolt "go.etcd.io/bbolt"
+
+	"walhook/cdc"
+)
+
+// Sentinel errors of the webhook operations.
+var (
+	ErrExists   = errors.New("webhook exists")
+	ErrNotFound = errors.New("not found")
+	ErrReadOnly = errors.New("webhook is defined in the config file")
+)
+
+// errClosed is returned by operations on a closed Queue.
+var errClosed = errors.New("queue closed")
+
+// Options configure a Queue.
+type Options struct {
+	Dir           string                       // directory of the bbolt file walhook.db; created if missing
+	LogDir        string                       // <LogDir>/<webhook>.log; "" disables the log files
+	LogMaxSizeMB  int                          // rotate a .log at this size
+	LogMaxBackups int                          // rotated .log files kept
+	LogMaxAgeDays int                          // rotated .log files older than this are removed
+	LogCompress   bool                         // gzip rotated .log files
+	Retention     int                          // completed deliveries kept per webhook (default 100); failed ones stay until redelivered
+	Route         func(ev *cdc.Event) []string // names of the webhooks that want ev; fills ev.Entity, EntityID and EntityURL
+	Logger        *slog.Logger                 // default slog.Default()
+	Registerer    prometheus.Registerer        // metrics are registered here; may be nil
+	Version       string                       // in the User-Agent walhook/<version>
+	OnFailed      func(w Webhook, d Delivery)  // called asynchronously when a delivery fails for good or a 410 switches a webhook off
+	Concurrency   int                          // workers per webhook, default 16
+	Client        *http.Client                 // default: keep-alive transport that never follows redirects
+}
+
+// Stats are a webhook's call counters and queue sizes.
+type Stats struct {
+	LatestStatus    int       `json:"latest_status"` // 0 = no attempt yet
+	SuccessfulCalls int64     `json:"successful_calls"`
+	TotalCalls      int64     `json:"total_calls"`
+	LastAttemptAt   time.Time `json:"last_attempt_at"`
+	Queued          int       `json:"queued"`
+	Failed          int       `json:"failed"`
+}
+
+// Delivery is one event queued for one webhook, with its attempts.
+type Delivery struct {
+	ID            string    `json:"id"`
+	Webhook       string    `json:"webhook"`
+	EventID       string    `json:"event_id"`
+	Event         string    `json:"event"`
+	EntityID      string    `json:"entity_id"`
+	Status        string    `json:"status"` // pending, success or failed
+	CreatedAt     time.Time `json:"created_at"`
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"` // of a pending delivery that failed before
+	Attempts      []Attempt `json:"attempts"`
+	Payload       []byte    `json:"-"` // the body as it is sent now
+}
+
+// MarshalJSON shows the payload as text.
+func (d Delivery) MarshalJSON() ([]byte, error) {
+	type plain Delivery
+	return json.Marshal(struct {
+		plain
+		Payload string `json:"payload"`
+	}{plain(d), string(d.Payload)})
+}
+
+// Attempt is one HTTP request of a delivery.
+type Attempt struct {
+	N               int           `json:"n"`
+	At              time.Time     `json:"at"`
+	RequestHeaders  http.Header   `json:"request_headers"` // Authorization and custom header values redacted
+	RequestBody     string        `json:"request_body"`
+	Status          int           `json:"status"` // 0 when no response came
+	ResponseHeaders http.Header   `json:"response_headers,omitempty"`
+	ResponseBody    string        `json:"response_body,omitempty"` // the first 4 KiB
+	Duration        time.Duration `json:"duration"`
+	Error           string        `json:"error,omitempty"`
+}
+
+const (
+	defaultRetention   = 100
+	defaultConcurrency = 16
+	windowSize         = 1000 // pending deliveries per webhook held in memory
+	pendingItems       = 4096 // Write blocks when this many items wait for the committer
+	maxBatch           = 2048 // items per bbolt transaction
+)
+
+// Queue is the persisted delivery queue. It is a cdc.Sink.
+type Queue struct {
+	opts    Options
+	log     *slog.Logger
+	db      *bolt.DB
+	client  *http.Client
+	metrics *metrics
+
+	in        chan commitItem
+	durable   atomic.Uint64
+	health    atomic.Pointer[error]
+	closed    atomic.Bool
+	closeOnce sync.Once
+	ctx       context.Context // canceled by Close: stops schedulers and the committer
+	cancel    context.CancelFunc
+	committed chan struct{} // closed when the committer has exited
+
+	admin    sync.Mutex // serializes changes to the webhook set
+	mu       sync.Mutex
+	hooks    map[string]*hook
+	onChange []func()
+}
+
+var _ cdc.Sink = (*Queue)(nil)
+
+// Open opens (or creates) the store under opts.Dir, loads the API-defined
+// webhooks and resumes their pending deliveries.
+func Open(opts Options) (*Queue, error) {
+	if opts.Retention <= 0 {
+		opts.Retention = defaultRetention
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = defaultConcurrency
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if opts.LogDir != "" {
+		if err := os.MkdirAll(opts.LogDir, 0o750); err != nil {
+			return nil, fmt.Errorf("open log dir: %w", err)
+		}
+	}
+	db, err := bolt.Open(filepath.Join(opts.Dir, "walhook.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	q := &Queue{
+		opts:      opts,
+		log:       opts.Logger,
+		db:        db,
+		client:    newClient(opts),
+		metrics:   newMetrics(opts.Registerer),
+		in:        make(chan commitItem, pendingItems),
+		committed: make(chan struct{}),
+		hooks:     map[string]*hook{},
+	}
+	q.ctx, q.cancel = context.WithCancel(context.Background())
+	var apiHooks []Webhook
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketEvents, bucketWebhooks, bucketActive, bucketStats, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyDurable); len(v) == 8 {
+			q.durable.Store(binary.BigEndian.Uint64(v))
+		}
+		return tx.Bucket(bucketWebhooks).ForEach(func(k, v []byte) error {
+			var w Webhook
+			if err := json.Unmarshal(v, &w); err != nil {
+				return fmt.Errorf("webhook %s: %w", k, err)
+			}
+			apiHooks = append(apiHooks, w)
+			return nil
+		})
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	for _, w := range apiHooks {
+		h, err := q.newHook(w)
+		if err != nil {
+			q.log.Error("stored webhook is unusable", "webhook", w.Name, "err", err)
+			continue
+		}
+		q.hooks[w.Name] = h
+	}
+	go q.commitLoop()
+	return q, nil
+}
+
+func newClient(opts Options) *http.Client {
+	if opts.Client != nil {
+		c := *opts.Client
+		if c.CheckRedirect == nil {
+			c.CheckRedirect = noRedirect
+		}
+		return &c
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = opts.Concurrency
+	return &http.Client{Transport: t, CheckRedirect: noRedirect}
+}
+
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+// Close stops the workers (in-flight requests end within their timeout),
+// persists their outcomes and closes the store.
+func (q *Queue) Close() error {
+	var err error
+	q.closeOnce.Do(func() {
+		q.closed.Store(true)
+		q.mu.Lock()
+		hooks := make([]*hook, 0, len(q.hooks))
+		for _, h := range q.hooks {
+			hooks = append(hooks, h)
+		}
+		q.mu.Unlock()
+		for _, h := range hooks {
+			h.stop(false)
+		}
+		q.cancel()
+		<-q.committed
+		for _, h := range hooks {
+			h.closeLog()
+		}
+		err = q.db.Close()
+	})
+	return err
+}
+
+// Healthy reports whether the store accepts writes; nil when it does.
+func (q *Queue) Healthy() error {
+	if q.closed.Load() {
+		return errClosed
+	}
+	if p := q.health.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Durable returns the EndLSN of the latest transaction whose deliveries are
+// fsynced; every earlier transaction is durable too.
+func (q *Queue) Durable() uint64 { return q.durable.Load() }
+
+// Write routes tx's events to webhooks and hands them to the committer. It
+// blocks only while the committer's backlog is full.
+func (q *Queue) Write(ctx context.Context, tx *cdc.Tx) error {
+	if q.closed.Load() {
+		return errClosed
+	}
+	item := commitItem{tx: tx, routes: make([][]string, len(tx.Events))}
+	for i := range tx.Events {
+		ev := &tx.Events[i]
+		if ev.CommitTime.IsZero() {
+			ev.CommitTime = tx.CommitTime
+		}
+		if q.opts.Route != nil {
+			item.routes[i] = q.opts.Route(ev)
+		}
+		entity := ev.Entity
+		if entity == "" {
+			entity = ev.QualifiedTable()
+		}
+		q.metrics.events.WithLabelValues(entity, ev.Action).Inc()
+	}
+	select {
+	case q.in <- item:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-q.ctx.Done():
+		return errClosed
+	}
+}
+
+// OnChange registers f to be called after the set of webhooks changed.
+func (q *Queue) OnChange(f func()) {
+	q.mu.Lock()
+	q.onChange = append(q.onChange, f)
+	q.mu.Unlock()
+}
+
+func (q *Queue) changed() {
+	q.mu.Lock()
+	fs := append([]func(){}, q.onChange...)
+	q.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
+// LogPath returns the path of a webhook's .log file ("" without a log dir).
+func (q *Queue) LogPath(name string) string {
+	if q.opts.LogDir == "" {
+		return ""
+	}
+	return filepath.Join(q.opts.LogDir, name+".log")
+}
+
+func (q *Queue) hook(name string) *hook {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.hooks[name]
+}
+
+// failed calls OnFailed without blocking the caller.
+func (q *Queue) failed(w Webhook, d Delivery) {
+	if q.opts.OnFailed != nil {
+		go q.opts.OnFailed(w.redacted(), d)
+	}
+}

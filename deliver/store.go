@@ -1,0 +1,161 @@
+package deliver
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"walhook/cdc"
+)
+
+// The bbolt layout. Events are stored once; each webhook has its own
+// bucket of deliveries keyed by a big-endian sequence (commit order) and an
+// index of its completed deliveries, oldest first, for retention.
+var (
+	bucketEvents   = []byte("events")   // event id → refcount (4 bytes) + JSON cdc.Event
+	bucketWebhooks = []byte("webhooks") // name → JSON Webhook (source api)
+	bucketActive   = []byte("active")   // name → JSON activeOverride (config webhooks switched off by a 410)
+	bucketStats    = []byte("stats")    // name → JSON callStats
+	bucketMeta     = []byte("meta")
+	keyDurable     = []byte("durable_lsn")
+)
+
+func queueBucket(name string) []byte { return []byte("q/" + name) }
+func doneBucket(name string) []byte  { return []byte("d/" + name) }
+
+// Delivery statuses.
+const (
+	StatusPending = "pending"
+	StatusSuccess = "success"
+	StatusFailed  = "failed"
+)
+
+// Status bytes lead each stored delivery, so counting needs no decoding.
+const (
+	recPending = 'p'
+	recSuccess = 's'
+	recFailed  = 'f'
+)
+
+func statusByte(s string) byte {
+	switch s {
+	case StatusSuccess:
+		return recSuccess
+	case StatusFailed:
+		return recFailed
+	}
+	return recPending
+}
+
+func statusName(b byte) string {
+	switch b {
+	case recSuccess:
+		return StatusSuccess
+	case recFailed:
+		return StatusFailed
+	}
+	return StatusPending
+}
+
+// record is a stored delivery.
+type record struct {
+	Status    string    `json:"-"`
+	EventID   string    `json:"event_id"`
+	Event     string    `json:"event"`
+	Entity    string    `json:"entity,omitempty"`
+	EntityID  string    `json:"entity_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Due       time.Time `json:"due,omitzero"` // of the next attempt, after a failed one
+	Attempts  []Attempt `json:"attempts,omitempty"`
+}
+
+func encodeRecord(r *record) []byte {
+	var buf bytes.Buffer
+	buf.WriteByte(statusByte(r.Status))
+	json.NewEncoder(&buf).Encode(r) // a record holds nothing that cannot be encoded
+	return buf.Bytes()
+}
+
+func decodeRecord(v []byte) (*record, error) {
+	if len(v) < 2 {
+		return nil, fmt.Errorf("decode delivery: %d bytes", len(v))
+	}
+	r := &record{}
+	if err := json.Unmarshal(v[1:], r); err != nil {
+		return nil, fmt.Errorf("decode delivery: %w", err)
+	}
+	r.Status = statusName(v[0])
+	return r, nil
+}
+
+func encodeEvent(ev *cdc.Event, refs uint32) ([]byte, error) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("encode event %s: %w", ev.ID, err)
+	}
+	out := make([]byte, 4, 4+len(b))
+	binary.BigEndian.PutUint32(out, refs)
+	return append(out, b...), nil
+}
+
+func decodeEvent(v []byte) (*cdc.Event, error) {
+	if len(v) < 4 {
+		return nil, fmt.Errorf("decode event: %d bytes", len(v))
+	}
+	d := json.NewDecoder(bytes.NewReader(v[4:]))
+	d.UseNumber() // keep int64 values exact
+	ev := &cdc.Event{}
+	if err := d.Decode(ev); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	return ev, nil
+}
+
+// derefEvent drops one reference to an event and deletes it with the last.
+func derefEvent(b *bolt.Bucket, id string) error {
+	v := b.Get([]byte(id))
+	if len(v) < 4 {
+		return nil
+	}
+	n := binary.BigEndian.Uint32(v)
+	if n <= 1 {
+		return b.Delete([]byte(id))
+	}
+	nv := bytes.Clone(v)
+	binary.BigEndian.PutUint32(nv, n-1)
+	return b.Put([]byte(id), nv)
+}
+
+// refEvent adds one reference to a stored event.
+func refEvent(b *bolt.Bucket, id string) error {
+	v := b.Get([]byte(id))
+	if len(v) < 4 {
+		return fmt.Errorf("event %s: not stored", id)
+	}
+	nv := bytes.Clone(v)
+	binary.BigEndian.PutUint32(nv, binary.BigEndian.Uint32(v)+1)
+	return b.Put([]byte(id), nv)
+}
+
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, seq)
+}
+
+// callStats are the persisted counters of a webhook.
+type callStats struct {
+	LatestStatus    int       `json:"latest_status"`
+	SuccessfulCalls int64     `json:"successful_calls"`
+	TotalCalls      int64     `json:"total_calls"`
+	LastAttemptAt   time.Time `json:"last_attempt_at"`
+}
+
+// activeOverride records that a config webhook was switched off by a 410;
+// it holds until the webhook's URL changes in the config.
+type activeOverride struct {
+	Active bool   `json:"active"`
+	URL    string `json:"url"`
+}

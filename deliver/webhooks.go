@@ -1,0 +1,536 @@
+package deliver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SetConfigWebhooks replaces the webhooks defined in the config file.
+// Queued deliveries of webhooks still present are kept; those of removed
+// ones are dropped. API-defined webhooks are untouched.
+func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
+	if q.closed.Load() {
+		return errClosed
+	}
+	want := map[string]Webhook{}
+	for _, w := range hooks {
+		w = w.clone()
+		w.Source = SourceConfig
+		if err := w.Validate(); err != nil {
+			return fmt.Errorf("webhook %q: %w", w.Name, err)
+		}
+		if _, dup := want[w.Name]; dup {
+			return fmt.Errorf("webhook %q: name: defined twice", w.Name)
+		}
+		want[w.Name] = w
+	}
+	q.admin.Lock()
+	defer q.admin.Unlock()
+
+	q.mu.Lock()
+	var remove []*hook
+	update := map[*hook]Webhook{}
+	for name, h := range q.hooks {
+		w, keep := want[name]
+		src := h.webhook().Source
+		if src == SourceAPI {
+			if keep {
+				q.mu.Unlock()
+				return fmt.Errorf("webhook %q: name: already used by a webhook created through the API", name)
+			}
+			continue
+		}
+		if keep {
+			update[h] = w
+			delete(want, name)
+		} else {
+			remove = append(remove, h)
+		}
+	}
+	q.mu.Unlock()
+
+	for h, w := range update {
+		if err := q.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketActive)
+			if v := b.Get([]byte(w.Name)); v != nil {
+				var o activeOverride
+				if json.Unmarshal(v, &o) == nil && o.URL == w.URL && !o.Active {
+					w.Active = false
+					return nil
+				}
+				return b.Delete([]byte(w.Name))
+			}
+			return nil
+		}); err != nil {
+			return fmt.Errorf("webhook %q: %w", w.Name, err)
+		}
+		if err := h.setWebhook(w); err != nil {
+			return fmt.Errorf("webhook %q: %w", w.Name, err)
+		}
+	}
+	for _, w := range want {
+		h, err := q.newHook(w)
+		if err != nil {
+			return fmt.Errorf("webhook %q: %w", w.Name, err)
+		}
+		q.mu.Lock()
+		q.hooks[w.Name] = h
+		q.mu.Unlock()
+	}
+	for _, h := range remove {
+		if err := q.dropHook(h); err != nil {
+			return err
+		}
+	}
+	if err := q.dropOrphans(); err != nil {
+		return err
+	}
+	q.changed()
+	return nil
+}
+
+// dropOrphans deletes the queues of webhooks that exist no more.
+func (q *Queue) dropOrphans() error {
+	q.mu.Lock()
+	live := map[string]bool{}
+	for n := range q.hooks {
+		live[n] = true
+	}
+	q.mu.Unlock()
+	var orphans []string
+	q.db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+			if n, ok := strings.CutPrefix(string(name), "q/"); ok && !live[n] {
+				orphans = append(orphans, n)
+			}
+			return nil
+		})
+	})
+	for _, n := range orphans {
+		if err := q.db.Update(func(tx *bolt.Tx) error { return dropQueue(tx, n) }); err != nil {
+			return fmt.Errorf("drop queue of %q: %w", n, err)
+		}
+		q.log.Info("dropped the queue of a removed webhook", "webhook", n)
+	}
+	return nil
+}
+
+// dropHook stops a webhook, aborting its requests, and drops its queue.
+func (q *Queue) dropHook(h *hook) error {
+	h.deleted.Store(true)
+	q.mu.Lock()
+	if q.hooks[h.name] == h {
+		delete(q.hooks, h.name)
+	}
+	q.mu.Unlock()
+	h.stop(true)
+	h.closeLog()
+	q.metrics.depth.DeleteLabelValues(h.name)
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketWebhooks).Delete([]byte(h.name)); err != nil {
+			return err
+		}
+		return dropQueue(tx, h.name)
+	})
+	if err != nil {
+		return fmt.Errorf("drop webhook %q: %w", h.name, err)
+	}
+	return nil
+}
+
+// dropQueue deletes a webhook's deliveries, counters and override.
+func dropQueue(tx *bolt.Tx, name string) error {
+	events := tx.Bucket(bucketEvents)
+	if b := tx.Bucket(queueBucket(name)); b != nil {
+		if err := b.ForEach(func(_, v []byte) error {
+			if rec, err := decodeRecord(v); err == nil {
+				return derefEvent(events, rec.EventID)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.DeleteBucket(queueBucket(name)); err != nil {
+			return err
+		}
+	}
+	if tx.Bucket(doneBucket(name)) != nil {
+		if err := tx.DeleteBucket(doneBucket(name)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Bucket(bucketStats).Delete([]byte(name)); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketActive).Delete([]byte(name))
+}
+
+// CreateWebhook adds a webhook through the API and persists it. Without a
+// secret but with a signature scheme it generates one, returned only here.
+func (q *Queue) CreateWebhook(w Webhook) (Webhook, error) {
+	if q.closed.Load() {
+		return Webhook{}, errClosed
+	}
+	w = w.clone()
+	w.Source = SourceAPI
+	if len(w.Secrets) == 0 && w.Signature != "" {
+		key := make([]byte, 32)
+		rand.Read(key)
+		w.Secrets = []string{"whsec_" + base64.StdEncoding.EncodeToString(key)}
+	}
+	if err := w.Validate(); err != nil {
+		return Webhook{}, err
+	}
+	q.admin.Lock()
+	defer q.admin.Unlock()
+	if q.hook(w.Name) != nil {
+		return Webhook{}, fmt.Errorf("webhook %q: %w", w.Name, ErrExists)
+	}
+	if err := q.putWebhook(w); err != nil {
+		return Webhook{}, err
+	}
+	h, err := q.newHook(w)
+	if err != nil {
+		return Webhook{}, err
+	}
+	q.mu.Lock()
+	q.hooks[w.Name] = h
+	q.mu.Unlock()
+	q.changed()
+	return w.clone(), nil
+}
+
+func (q *Queue) putWebhook(w Webhook) error {
+	v, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("encode webhook: %w", err)
+	}
+	if err := q.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketWebhooks).Put([]byte(w.Name), v)
+	}); err != nil {
+		return fmt.Errorf("store webhook %q: %w", w.Name, err)
+	}
+	return nil
+}
+
+// UpdateWebhook changes an API-defined webhook through patch; config
+// webhooks are read-only.
+func (q *Queue) UpdateWebhook(name string, patch func(*Webhook) error) (Webhook, error) {
+	q.admin.Lock()
+	defer q.admin.Unlock()
+	h := q.hook(name)
+	if h == nil {
+		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	w := h.webhook()
+	if w.Source == SourceConfig {
+		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrReadOnly)
+	}
+	if err := patch(&w); err != nil {
+		return Webhook{}, err
+	}
+	if w.Name != name {
+		return Webhook{}, fmt.Errorf("name: cannot be changed (got %q)", w.Name)
+	}
+	w.Source = SourceAPI
+	if err := w.Validate(); err != nil {
+		return Webhook{}, err
+	}
+	if err := q.putWebhook(w); err != nil {
+		return Webhook{}, err
+	}
+	if err := h.setWebhook(w); err != nil {
+		return Webhook{}, err
+	}
+	q.changed()
+	return w.redacted(), nil
+}
+
+// DeleteWebhook removes an API-defined webhook and drops its queue.
+func (q *Queue) DeleteWebhook(name string) error {
+	q.admin.Lock()
+	defer q.admin.Unlock()
+	h := q.hook(name)
+	if h == nil {
+		return fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	if h.webhook().Source == SourceConfig {
+		return fmt.Errorf("webhook %q: %w", name, ErrReadOnly)
+	}
+	if err := q.dropHook(h); err != nil {
+		return err
+	}
+	q.changed()
+	return nil
+}
+
+// switchOff persists active=false after a 410 Gone. For a config webhook
+// the store keeps an override until its URL changes in the config.
+func (q *Queue) switchOff(h *hook, w Webhook) {
+	h.mu.Lock()
+	h.w.Active = false
+	cur := h.w.clone()
+	h.mu.Unlock()
+	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", w.URL)
+	var err error
+	if cur.Source == SourceAPI {
+		err = q.putWebhook(cur)
+	} else {
+		v, _ := json.Marshal(activeOverride{Active: false, URL: cur.URL})
+		err = q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketActive).Put([]byte(w.Name), v) })
+	}
+	if err != nil {
+		q.log.Error("persist switched-off webhook", "webhook", w.Name, "err", err)
+	}
+	q.changed()
+}
+
+// Webhooks returns all webhooks sorted by name, without secrets.
+func (q *Queue) Webhooks() []Webhook {
+	q.mu.Lock()
+	hooks := make([]*hook, 0, len(q.hooks))
+	for _, h := range q.hooks {
+		hooks = append(hooks, h)
+	}
+	q.mu.Unlock()
+	out := make([]Webhook, 0, len(hooks))
+	for _, h := range hooks {
+		out = append(out, h.webhook().redacted())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Webhook returns one webhook without secrets.
+func (q *Queue) Webhook(name string) (Webhook, bool) {
+	h := q.hook(name)
+	if h == nil {
+		return Webhook{}, false
+	}
+	return h.webhook().redacted(), true
+}
+
+// Stats returns a webhook's counters; zero for an unknown name.
+func (q *Queue) Stats(name string) Stats {
+	h := q.hook(name)
+	if h == nil {
+		return Stats{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return Stats{
+		LatestStatus: h.stats.LatestStatus, SuccessfulCalls: h.stats.SuccessfulCalls,
+		TotalCalls: h.stats.TotalCalls, LastAttemptAt: h.stats.LastAttemptAt,
+		Queued: h.queued, Failed: h.failedN,
+	}
+}
+
+// Deliveries returns a webhook's latest deliveries, newest first, filtered
+// by status when status is not "".
+func (q *Queue) Deliveries(name string, limit int, status string) ([]Delivery, error) {
+	h := q.hook(name)
+	if h == nil {
+		return nil, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	switch status {
+	case "", StatusPending, StatusSuccess, StatusFailed:
+	default:
+		return nil, fmt.Errorf("status: must be pending, success or failed (got %q)", status)
+	}
+	if limit <= 0 {
+		limit = 100
+	}
+	h.mu.Lock()
+	enc := h.enc
+	h.mu.Unlock()
+	var out []Delivery
+	err := q.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(queueBucket(name))
+		if b == nil {
+			return nil
+		}
+		events := tx.Bucket(bucketEvents)
+		c := b.Cursor()
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+			if status != "" && v[0] != statusByte(status) {
+				continue
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return err
+			}
+			d := Delivery{
+				ID: deliveryID(name, binary.BigEndian.Uint64(k)), Webhook: name, EventID: rec.EventID,
+				Event: rec.Event, EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt,
+				NextAttemptAt: rec.Due, Attempts: rec.Attempts,
+			}
+			if ev, err := decodeEvent(events.Get([]byte(rec.EventID))); err == nil {
+				if body, err := enc.encode(ev); err == nil {
+					d.Payload = body.data
+				}
+			}
+			out = append(out, d)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func parseDeliveryID(id string) (string, uint64, error) {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 {
+		return "", 0, fmt.Errorf("delivery %q: %w", id, ErrNotFound)
+	}
+	seq, err := strconv.ParseUint(id[i+1:], 16, 64)
+	if err != nil || seq == 0 {
+		return "", 0, fmt.Errorf("delivery %q: %w", id, ErrNotFound)
+	}
+	return id[:i], seq, nil
+}
+
+// Redeliver queues a past delivery again as a new one. A failed delivery
+// is replaced by it; a successful one stays in the history.
+func (q *Queue) Redeliver(id string) error {
+	name, seq, err := parseDeliveryID(id)
+	if err != nil {
+		return err
+	}
+	h := q.hook(name)
+	if h == nil {
+		return fmt.Errorf("delivery %q: %w", id, ErrNotFound)
+	}
+	var (
+		p       *pending
+		wasFail bool
+	)
+	err = q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(queueBucket(name))
+		var v []byte
+		if b != nil {
+			v = b.Get(seqKey(seq))
+		}
+		if v == nil {
+			return fmt.Errorf("delivery %q: %w", id, ErrNotFound)
+		}
+		if v[0] == recPending {
+			return fmt.Errorf("delivery %q is still pending", id)
+		}
+		old, err := decodeRecord(v)
+		if err != nil {
+			return err
+		}
+		events := tx.Bucket(bucketEvents)
+		ev, err := decodeEvent(events.Get([]byte(old.EventID)))
+		if err != nil {
+			return err
+		}
+		if err := refEvent(events, old.EventID); err != nil {
+			return err
+		}
+		nseq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		rec := &record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, CreatedAt: time.Now().UTC()}
+		if err := b.Put(seqKey(nseq), encodeRecord(rec)); err != nil {
+			return err
+		}
+		if v[0] == recFailed {
+			wasFail = true
+			if err := b.Delete(seqKey(seq)); err != nil {
+				return err
+			}
+			if err := derefEvent(events, old.EventID); err != nil {
+				return err
+			}
+		}
+		p = &pending{seq: nseq, rec: rec, ev: ev}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if wasFail {
+		h.mu.Lock()
+		h.failedN--
+		h.mu.Unlock()
+	}
+	h.enqueue([]*pending{p})
+	return nil
+}
+
+// Recover queues again every delivery of a webhook that failed since then.
+func (q *Queue) Recover(name string, since time.Time) (int, error) {
+	if q.hook(name) == nil {
+		return 0, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	var ids []string
+	err := q.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(queueBucket(name))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			if v[0] != recFailed {
+				return nil
+			}
+			rec, err := decodeRecord(v)
+			if err != nil {
+				return nil
+			}
+			at := rec.CreatedAt
+			if n := len(rec.Attempts); n > 0 {
+				at = rec.Attempts[n-1].At
+			}
+			if !at.Before(since) {
+				ids = append(ids, deliveryID(name, binary.BigEndian.Uint64(k)))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, id := range ids {
+		if err := q.Redeliver(id); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Test sends a ping now, signed like any event, and counts it in the stats.
+func (q *Queue) Test(ctx context.Context, name string) (Attempt, error) {
+	h := q.hook(name)
+	if h == nil {
+		return Attempt{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	h.mu.Lock()
+	w, enc, signer := h.w.clone(), h.enc, h.signer
+	h.mu.Unlock()
+	id := "ping-" + randomID(8)
+	res := q.attempt(ctx, &w, signer, request{id: id, event: "ping", body: enc.encodePing(id, time.Now()), attempt: 1})
+	q.logAttempt(h, &w, id, "ping", 1, res)
+	ok := res.att.Status >= 200 && res.att.Status < 300
+	h.mu.Lock()
+	h.countLocked(res.att, ok)
+	h.mu.Unlock()
+	q.send(&update{h: h, stats: true})
+	return res.att, nil
+}

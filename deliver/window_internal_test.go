@@ -1,0 +1,131 @@
+package deliver
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"walhook/cdc"
+)
+
+// A backlog far larger than the window stays on disk and drains in order.
+func TestBacklogStaysOnDisk(t *testing.T) {
+	const total = 3 * windowSize
+	var got atomic.Int64
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		got.Add(1)
+	}))
+	defer srv.Close()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	q, err := Open(Options{
+		Dir: t.TempDir(), Concurrency: 8, Route: func(*cdc.Event) []string { return []string{"h"} },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var w Webhook
+	ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
+	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range total / 100 {
+		tx := &cdc.Tx{CommitLSN: uint64(i + 1), EndLSN: uint64(i + 2), CommitTime: time.Now()}
+		for j := range 100 {
+			tx.Events = append(tx.Events, cdc.Event{
+				ID: cdc.EventID(uint64(i+1), uint32(j)), Schema: "public", Table: "t", Action: cdc.ActionCreate,
+				Data: map[string]any{"id": int64(i*100 + j)}, Entity: "t", EntityID: fmt.Sprint(i*100 + j),
+			})
+		}
+		if err := q.Write(t.Context(), tx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Stats("h").Queued != total {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued = %d, want %d", q.Stats("h").Queued, total)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	h := q.hook("h")
+	h.mu.Lock()
+	inWindow := h.inWindow
+	h.mu.Unlock()
+	if inWindow > windowSize {
+		t.Errorf("%d deliveries in memory, window is %d", inWindow, windowSize)
+	}
+	close(release)
+	deadline = time.Now().Add(30 * time.Second)
+	for q.Stats("h").SuccessfulCalls != total {
+		if time.Now().After(deadline) {
+			t.Fatalf("delivered %d of %d", q.Stats("h").SuccessfulCalls, total)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := got.Load(); n != total {
+		t.Errorf("receiver got %d, want %d", n, total)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0}, {"30", 30 * time.Second}, {"-1", 0}, {"soon", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Hour).Format(http.TimeFormat), 0},
+	} {
+		if got := parseRetryAfter(tc.in, now); got != tc.want {
+			t.Errorf("parseRetryAfter(%q) = %s, want %s", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestBackoffProduction(t *testing.T) {
+	h := &hook{w: Webhook{RetryMode: RetryProduction, Timeout: 10 * time.Second}}
+	for n, want := range map[int]time.Duration{1: 11 * time.Second, 2: 26 * time.Second, 4: 266 * time.Second} {
+		if got := h.backoff(n, 0); got != want {
+			t.Errorf("backoff(%d) = %s, want %s", n, got, want)
+		}
+	}
+	if got := h.backoff(1, time.Hour); got != time.Hour {
+		t.Errorf("backoff with Retry-After 1h = %s", got)
+	}
+}
+
+func BenchmarkEncodePayload(b *testing.B) {
+	w := Webhook{Name: "hr-sync", Method: "POST", ContentType: "json", IncludeEntity: true}
+	enc, err := newEncoder(&w)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := sampleEvent()
+	for i := range 20 {
+		ev.Data[fmt.Sprintf("col%d", i)] = strings.Repeat("x", 20)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := enc.encode(&ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

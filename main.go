@@ -1,0 +1,104 @@
+// Command walhook gives a legacy application webhooks from PostgreSQL
+// logical replication, without a line of its code changed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// errUsage makes main exit with code 2.
+var errUsage = errors.New("usage")
+
+const usage = `walhook: webhooks from PostgreSQL logical replication
+
+usage:
+  walhook run [-config FILE]      run the sidecar (SIGHUP reloads, SIGINT/SIGTERM stop)
+  walhook check [-config FILE]    check the config and the database; exit 1 with one line per problem
+  walhook teardown -config FILE -yes   drop the slot and the publication walhook created
+  walhook demo                    a throwaway PostgreSQL, a sample table, a receiver, the admin page
+  walhook version                 version and build info
+
+-config defaults to $WALHOOK_CONFIG, else ./config.toml.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, errUsage):
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "walhook:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(ctx, args[1:], stderr)
+	case "demo":
+		return demoCommand(ctx, args[1:], stdout, stderr)
+	case "check":
+		return checkCommand(ctx, args[1:], stdout, stderr)
+	case "teardown":
+		return teardownCommand(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		return versionCommand(stdout)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "walhook: unknown command %q\n\n%s", args[0], usage)
+		return errUsage
+	}
+}
+
+func versionCommand(w io.Writer) error {
+	fmt.Fprintf(w, "walhook %s\n", version)
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		fmt.Fprintf(w, "go %s\n", bi.GoVersion)
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" || s.Key == "vcs.time" {
+				fmt.Fprintf(w, "%s %s\n", s.Key, s.Value)
+			}
+		}
+	}
+	return nil
+}
+
+// configFlag adds -config with its default.
+func configFlag(fs *flag.FlagSet) *string {
+	def := os.Getenv("WALHOOK_CONFIG")
+	if def == "" {
+		def = "config.toml"
+	}
+	return fs.String("config", def, "config file")
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected argument %q\n", fs.Arg(0))
+		return errUsage
+	}
+	return nil
+}

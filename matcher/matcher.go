@@ -1,0 +1,227 @@
+// Package matcher decides which webhooks want an event: it names the
+// event's entity (an [[entity]] or the table-name rule), computes its
+// entity_id and entity_url, and applies each webhook's events and actions
+// filters.
+package matcher
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"walhook/cdc"
+)
+
+// Entity names a table as an event type.
+type Entity struct {
+	Name   string
+	Schema string
+	Table  string
+	ID     []string // columns forming entity_id; empty: the replica identity key
+	URL    string   // entity_url template with {column} placeholders
+}
+
+// Rule is one webhook's subscription.
+type Rule struct {
+	Webhook string
+	Events  []string // entity names, schema.table, or "*"
+	Actions []string // create, modify, delete, truncate; empty: the first three
+}
+
+// DefaultActions are the actions a rule without actions gets.
+var DefaultActions = []string{cdc.ActionCreate, cdc.ActionModify, cdc.ActionDelete}
+
+// relation is the compiled match result for one table, cached.
+type relation struct {
+	entity  string
+	id      []string
+	url     string
+	targets map[string][]string // action -> webhook names
+}
+
+// Matcher routes events to webhook names. It is safe for concurrent use.
+type Matcher struct {
+	byTable  map[string]Entity // schema.table -> entity
+	byName   map[string]Entity
+	rules    []Rule
+	all      bool
+	tables   []string
+	relCache *lru.Cache[string, *relation]
+}
+
+var identRE = regexp.MustCompile(`^[^.\s]+\.[^.\s]+$`)
+
+// New compiles entities and rules. A rule naming an event that is neither
+// an entity, "*", nor schema.table is an error naming the webhook.
+func New(entities []Entity, rules []Rule) (*Matcher, error) {
+	m := &Matcher{byTable: map[string]Entity{}, byName: map[string]Entity{}}
+	for _, e := range entities {
+		if e.Schema == "" {
+			e.Schema = "public"
+		}
+		m.byTable[e.Schema+"."+e.Table] = e
+		m.byName[e.Name] = e
+	}
+	tables := map[string]bool{}
+	for _, r := range rules {
+		for _, ev := range r.Events {
+			switch {
+			case ev == "*":
+				m.all = true
+			case m.byName[ev].Name != "":
+				e := m.byName[ev]
+				tables[e.Schema+"."+e.Table] = true
+			case identRE.MatchString(ev):
+				tables[ev] = true
+			default:
+				return nil, fmt.Errorf("webhook %q: events: unknown entity %q (declare it with [[entity]] or write schema.table)", r.Webhook, ev)
+			}
+		}
+		for _, a := range r.Actions {
+			switch a {
+			case cdc.ActionCreate, cdc.ActionModify, cdc.ActionDelete, cdc.ActionTruncate:
+			default:
+				return nil, fmt.Errorf("webhook %q: actions: unknown action %q (create, modify, delete, truncate)", r.Webhook, a)
+			}
+		}
+	}
+	for t := range tables {
+		m.tables = append(m.tables, t)
+	}
+	sort.Strings(m.tables)
+	m.rules = rules
+	cache, err := lru.New[string, *relation](1024)
+	if err != nil {
+		return nil, err
+	}
+	m.relCache = cache
+	return m, nil
+}
+
+// Tables returns the schema.table names the rules need, and whether some
+// rule wants every table.
+func (m *Matcher) Tables() (tables []string, all bool) { return m.tables, m.all }
+
+// EntityName returns the event type of a table: its [[entity]] name, else
+// the table name for tables in public, else schema.table.
+func (m *Matcher) EntityName(schema, table string) string {
+	if e, ok := m.byTable[schema+"."+table]; ok {
+		return e.Name
+	}
+	if schema == "public" {
+		return table
+	}
+	return schema + "." + table
+}
+
+func (m *Matcher) compile(schema, table string) *relation {
+	key := schema + "." + table
+	if r, ok := m.relCache.Get(key); ok {
+		return r
+	}
+	r := &relation{entity: m.EntityName(schema, table), targets: map[string][]string{}}
+	if e, ok := m.byTable[key]; ok {
+		r.id, r.url = e.ID, e.URL
+	}
+	for _, rule := range m.rules {
+		if !wants(rule.Events, r.entity, key) {
+			continue
+		}
+		actions := rule.Actions
+		if len(actions) == 0 {
+			actions = DefaultActions
+		}
+		for _, a := range actions {
+			r.targets[a] = append(r.targets[a], rule.Webhook)
+		}
+	}
+	m.relCache.Add(key, r)
+	return r
+}
+
+func wants(events []string, entity, table string) bool {
+	for _, ev := range events {
+		if ev == "*" || ev == entity || ev == table {
+			return true
+		}
+	}
+	return false
+}
+
+// Route fills ev's Entity, EntityID and EntityURL and returns the names of
+// the webhooks that want it.
+func (m *Matcher) Route(ev *cdc.Event) []string {
+	r := m.compile(ev.Schema, ev.Table)
+	ev.Entity = r.entity
+	targets := r.targets[ev.Action]
+	if len(targets) == 0 {
+		return nil
+	}
+	if ev.Action != cdc.ActionTruncate {
+		cols := r.id
+		if len(cols) == 0 {
+			cols = ev.Key
+		}
+		ev.EntityID = entityID(ev, cols)
+		if r.url != "" {
+			ev.EntityURL = expandURL(r.url, ev)
+		}
+	}
+	return targets
+}
+
+func value(ev *cdc.Event, col string) (any, bool) {
+	if v, ok := ev.Data[col]; ok {
+		return v, true
+	}
+	v, ok := ev.Old[col]
+	return v, ok
+}
+
+func entityID(ev *cdc.Event, cols []string) string {
+	parts := make([]string, 0, len(cols))
+	for _, c := range cols {
+		v, _ := value(ev, c)
+		parts = append(parts, Text(v))
+	}
+	return strings.Join(parts, ",")
+}
+
+var placeholder = regexp.MustCompile(`\{([^{}]+)\}`)
+
+func expandURL(tmpl string, ev *cdc.Event) string {
+	return placeholder.ReplaceAllStringFunc(tmpl, func(p string) string {
+		v, _ := value(ev, p[1:len(p)-1])
+		return url.PathEscape(Text(v))
+	})
+}
+
+// Text renders a decoded column value as text, as in entity_id.
+func Text(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	case bool:
+		return strconv.FormatBool(x)
+	case json.RawMessage:
+		return string(x)
+	default:
+		b, err := json.Marshal(x)
+		if err != nil {
+			return fmt.Sprint(x)
+		}
+		return string(b)
+	}
+}

@@ -1,0 +1,69 @@
+package matcher_test
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+
+	"walhook/cdc"
+	"walhook/matcher"
+)
+
+func TestRoute(t *testing.T) {
+	m, err := matcher.New(
+		[]matcher.Entity{{Name: "employee", Schema: "public", Table: "employees", URL: "https://hr.example.com/api/employees/{id}"}},
+		[]matcher.Rule{
+			{Webhook: "hr", Events: []string{"employee"}, Actions: []string{"create", "modify"}},
+			{Webhook: "all", Events: []string{"*"}},
+			{Webhook: "orders", Events: []string{"shop.orders"}, Actions: []string{"delete", "truncate"}},
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		schema, table, action string
+		data                  map[string]any
+		key                   []string
+		want                  []string
+		entity, id, url       string
+	}{
+		{"public", "employees", "create", map[string]any{"id": int64(130333)}, []string{"id"}, []string{"hr", "all"}, "employee", "130333", "https://hr.example.com/api/employees/130333"},
+		{"public", "employees", "delete", map[string]any{"id": int64(7)}, []string{"id"}, []string{"all"}, "employee", "7", "https://hr.example.com/api/employees/7"},
+		{"shop", "orders", "delete", map[string]any{"a": "x/y", "b": int64(2)}, []string{"a", "b"}, []string{"all", "orders"}, "shop.orders", "x/y,2", ""},
+		{"shop", "orders", "truncate", nil, nil, []string{"orders"}, "shop.orders", "", ""},
+		{"public", "misc", "modify", map[string]any{"k": true}, []string{"k"}, []string{"all"}, "misc", "true", ""},
+	}
+	for _, tc := range tests {
+		ev := &cdc.Event{Schema: tc.schema, Table: tc.table, Action: tc.action, Data: tc.data, Key: tc.key}
+		got := m.Route(ev)
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s.%s %s: webhooks %v, want %v", tc.schema, tc.table, tc.action, got, tc.want)
+		}
+		if ev.Entity != tc.entity || ev.EntityID != tc.id || ev.EntityURL != tc.url {
+			t.Errorf("%s.%s: entity %q id %q url %q, want %q %q %q", tc.schema, tc.table, ev.Entity, ev.EntityID, ev.EntityURL, tc.entity, tc.id, tc.url)
+		}
+	}
+	tables, all := m.Tables()
+	if !all || !reflect.DeepEqual(tables, []string{"public.employees", "shop.orders"}) {
+		t.Errorf("Tables() = %v, %v", tables, all)
+	}
+}
+
+func TestUnknownEntity(t *testing.T) {
+	_, err := matcher.New(nil, []matcher.Rule{{Webhook: "x", Events: []string{"employe"}}})
+	if err == nil || !strings.Contains(err.Error(), `webhook "x": events: unknown entity "employe"`) {
+		t.Fatalf("err = %v", err)
+	}
+	_, err = matcher.New(nil, []matcher.Rule{{Webhook: "x", Events: []string{"*"}, Actions: []string{"update"}}})
+	if err == nil || !strings.Contains(err.Error(), `actions: unknown action "update"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func BenchmarkRoute(b *testing.B) {
+	m, _ := matcher.New(nil, []matcher.Rule{{Webhook: "a", Events: []string{"public.t"}}})
+	ev := &cdc.Event{Schema: "public", Table: "t", Action: "create", Data: map[string]any{"id": int64(1)}, Key: []string{"id"}}
+	for i := 0; i < b.N; i++ {
+		m.Route(ev)
+	}
+}
