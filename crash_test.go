@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -69,6 +70,13 @@ func startProcess(t *testing.T, logPath string, args ...string) *process {
 	t.Cleanup(func() {
 		p.kill()
 		f.Close()
+		if t.Failed() {
+			raw, _ := os.ReadFile(logPath)
+			if len(raw) > 6000 {
+				raw = raw[len(raw)-6000:]
+			}
+			t.Logf("walhook's log (tail):\n%s", raw)
+		}
 	})
 	return p
 }
@@ -162,11 +170,18 @@ func (rc *keyReceiver) verify(t *testing.T, keys []string) {
 	defer rc.mu.Unlock()
 	want := map[string]bool{}
 	lost := 0
-	for _, k := range keys {
+	var lostAt []int
+	for i, k := range keys {
 		want[k] = true
 		if rc.ids[k] == nil {
 			lost++
+			if len(lostAt) < 10 || i == len(keys)-1 {
+				lostAt = append(lostAt, i)
+			}
 		}
+	}
+	if lost > 0 {
+		t.Logf("positions (in write order) of the first lost changes: %v", lostAt)
 	}
 	dups := rc.total - len(rc.ids)
 	t.Logf("sent=%d received=%d lost=%d duplicates=%d", len(keys), rc.total, lost, dups)
@@ -308,8 +323,11 @@ func TestCrashSIGKILL(t *testing.T) {
 	dsn := newDatabase(t)
 	execSQL(t, dsn, itemsSchema)
 	rc, url := newKeyReceiver(t, nil)
-	cfg := crashConfig(t, dsn, url, "")
+	admin := freeAddr(t)
+	cfg := crashConfig(t, dsn, url, admin)
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
+	// Changes made before the slot exists are not walhook's to deliver.
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
 
 	ctx := context.Background()
 	db, err := pgx.Connect(ctx, dsn)
@@ -336,11 +354,30 @@ func TestCrashSIGKILL(t *testing.T) {
 	if err := c.run(ctx, db, total); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Minute)
+	deadline := time.Now().Add(90 * time.Second)
 	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rc.verify(t, c.keys)
+	if t.Failed() {
+		logMetrics(t, admin)
+	}
+}
+
+// logMetrics logs walhook's queue and delivery metrics, to explain a failure.
+func logMetrics(t *testing.T, admin string) {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Logf("metrics: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "walhook_") && !strings.Contains(line, "_bucket") {
+			t.Log(line)
+		}
+	}
 }
 
 func (rc *keyReceiver) count() int {
@@ -364,14 +401,7 @@ func TestPostgresRestart(t *testing.T) {
 	rc, url := newKeyReceiver(t, nil)
 	admin := freeAddr(t)
 	startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", crashConfig(t, dsn, url, admin))
-	readyz := func() int {
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	readyz := func() int { return httpStatus("http://" + admin + "/readyz") }
 	waitFor(t, "/readyz 200", time.Minute, func() bool { return readyz() == 200 })
 
 	c := newChurn(1000, 7)
@@ -400,4 +430,14 @@ func TestPostgresRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rc.verify(t, c.keys)
+}
+
+// httpStatus GETs url and returns the status, 0 when unreachable.
+func httpStatus(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

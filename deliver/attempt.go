@@ -161,10 +161,7 @@ func (q *Queue) logAttempt(h *hook, w *Webhook, id, event string, n int, res res
 	if a.Status != 0 {
 		status = strconv.Itoa(a.Status)
 	}
-	u := w.URL
-	if pu, err := url.Parse(w.URL); err == nil {
-		u = pu.Redacted()
-	}
+	u := redactURL(w.URL)
 	line := fmt.Sprintf("%s id=%s event=%s attempt=%d/%d status=%s duration_ms=%d url=%s",
 		a.At.Format(time.RFC3339), id, event, n, w.MaxAttempts, status, a.Duration.Milliseconds(), u)
 	switch {
@@ -187,4 +184,12 @@ func randomID(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// redactURL hides a password in the URL's user info.
+func redactURL(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return u.Redacted()
+	}
+	return "[unparsable url]"
 }

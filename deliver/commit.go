@@ -162,6 +162,9 @@ func (q *Queue) commit(batch []commitItem) error {
 	if hasWrites {
 		err := q.db.Update(func(btx *bolt.Tx) error {
 			news, doneAdded, pruned = nil, map[*hook]int{}, map[*hook]int{}
+			if e := q.failCommit.Load(); e != nil {
+				return *e
+			}
 			events := btx.Bucket(bucketEvents)
 			meta := btx.Bucket(bucketMeta)
 			var persisted uint64

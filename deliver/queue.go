@@ -121,6 +121,8 @@ type Queue struct {
 	cancel    context.CancelFunc
 	committed chan struct{} // closed when the committer has exited
 
+	failCommit atomic.Pointer[error] // when set, commits fail with it (tests: a full disk)
+
 	admin    sync.Mutex // serializes changes to the webhook set
 	mu       sync.Mutex
 	hooks    map[string]*hook

@@ -282,7 +282,7 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 	h.w.Active = false
 	cur := h.w.clone()
 	h.mu.Unlock()
-	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", w.URL)
+	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", redactURL(w.URL))
 	var err error
 	if cur.Source == SourceAPI {
 		err = q.putWebhook(cur)

@@ -129,3 +129,49 @@ func BenchmarkEncodePayload(b *testing.B) {
 		}
 	}
 }
+
+// A failing commit holds Durable back, shows in Healthy and is retried.
+func TestCommitFailureRetried(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	q, err := Open(Options{
+		Dir: t.TempDir(), Route: func(*cdc.Event) []string { return []string{"h"} },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	var w Webhook
+	ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
+	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
+		t.Fatal(err)
+	}
+	diskFull := fmt.Errorf("no space left on device")
+	q.failCommit.Store(&diskFull)
+	tx := &cdc.Tx{CommitLSN: 10, EndLSN: 11, CommitTime: time.Now(), Events: []cdc.Event{{
+		ID: cdc.EventID(10, 0), Schema: "public", Table: "t", Action: cdc.ActionCreate, EntityID: "1",
+	}}}
+	if err := q.Write(t.Context(), tx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Healthy() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Healthy stays nil while commits fail")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := q.Durable(); d != 0 {
+		t.Errorf("Durable = %d while the commit fails", d)
+	}
+	q.failCommit.Store(nil)
+	deadline = time.Now().Add(5 * time.Second)
+	for q.Durable() != 11 || q.Healthy() != nil || q.Stats("h").SuccessfulCalls != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after recovery: Durable %d, Healthy %v, stats %+v", q.Durable(), q.Healthy(), q.Stats("h"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
