@@ -129,6 +129,14 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx) }()
+	// Changes made before the slot exists would not be replicated.
+	for app.ready() != nil {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	fmt.Fprintf(stdout, "demo: admin page http://%s/   receiver http://%s/hook   Ctrl-C to stop\n", app.AdminAddr(), recv.Addr())
 
 	go demoChanges(ctx, db, *interval, stdout)

@@ -146,7 +146,9 @@ var (
 // normalise replaces the run-dependent id and commit time.
 func normalise(body []byte) []byte {
 	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber() // keep int8 values exact
+	if err := dec.Decode(&v); err != nil {
 		return body
 	}
 	pretty, _ := json.MarshalIndent(v, "", "  ")
@@ -337,7 +339,27 @@ func TestDemo(t *testing.T) {
 	if n := strings.Count(out.String(), "signature verified"); n != 3 {
 		t.Errorf("demo printed %d verified webhooks, want 3:\n%s", n, out.String())
 	}
-	if !strings.Contains(out.String(), "received employee.create") {
-		t.Errorf("demo output lacks the create event:\n%s", out.String())
+	// The demo's first change is an INSERT: it must be the first webhook.
+	_, after, _ := strings.Cut(out.String(), "\nreceived ")
+	if !strings.HasPrefix(after, "employee.create ") {
+		t.Errorf("the demo's first webhook is not the first INSERT:\n%s", out.String())
 	}
+}
+
+// TestTypes: one row with every type the contract names arrives with the
+// contract's JSON encoding.
+func TestTypes(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := newHarness(t, `CREATE TYPE mood AS ENUM ('sad', 'happy');
+CREATE TABLE typed (
+	id int PRIMARY KEY, i2 int2, i8 int8, f4 float4, f8 float8, fnan float8, finf float8, num numeric,
+	ok bool, t text, vc varchar(10), u uuid, j json, jb jsonb, b bytea, d date, ts timestamp,
+	tstz timestamptz, ia int[], ta text[], m mood, n text)`)
+	h.start(fmt.Sprintf("[[webhook]]\nname = \"types\"\nurl = %q\nevents = [\"public.typed\"]\n", rc.URL))
+	h.exec(`INSERT INTO typed VALUES (1, 32767, 9007199254740993, 1.5, 2.25, 'NaN', '-Infinity', 12345678901234567890.123,
+		true, 'héllo "quoted"', 'vc', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2]}', '{"b": {"c": null}}',
+		'\xdeadbeef', '2026-11-29', '2026-11-29 01:02:03.456789', '2026-11-29 01:02:03.456789+02', '{1,2,NULL}',
+		'{"x","y z"}', 'happy', NULL)`)
+	waitFor(t, "the typed row", 30*time.Second, func() bool { return len(rc.requests()) >= 1 })
+	golden(t, "types_create.json", normalise(rc.requests()[0].Body))
 }
