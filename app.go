@@ -94,6 +94,16 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		a.ln = ln
 		srv := admin.New(admin.Options{
 			Token: cfg.Admin.Token, Ready: a.ready, Gatherer: opts.Registry, Logger: opts.Logger,
+			Queue: q, Entities: a.entities,
+			// An API webhook's events must name entities of the current
+			// config, as a config webhook's must.
+			Validate: func(w deliver.Webhook) error {
+				a.mu.Lock()
+				entities := a.cfg.MatcherEntities()
+				a.mu.Unlock()
+				_, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
+				return err
+			},
 		})
 		a.admin = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	}

@@ -1,0 +1,325 @@
+package admin_test
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/jackc/pgx/v5"
+
+	"walhook/internal/pgcluster"
+)
+
+// TestBrowser drives Debian's headless chromium through the admin page of a
+// running walhook on a real PostgreSQL: create a webhook with the form, see
+// it in the table, test it until the status is green, switch it off, read a
+// delivery's payload in its history, redeliver it, delete the webhook.
+func TestBrowser(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("the browser test needs chromium (Debian: apt-get install chromium; .ci/run installs it): %v", err)
+	}
+	w := startWalhook(t)
+	ctx := newBrowser(t, chromium)
+	shots := t.TempDir()
+
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := chromedp.Do(sctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		s, err := chromedp.Run(sctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot: %v", err)
+		}
+		path := filepath.Join(shots, name)
+		if err := os.WriteFile(path, buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if dir := os.Getenv("WALHOOK_SCREENSHOTS"); dir != "" { // to look at them after the run
+			os.WriteFile(filepath.Join(dir, name), buf, 0o644)
+		}
+		t.Logf("screenshot %s", path)
+	}
+
+	var entities []struct {
+		Name, Table, Source string
+		ReplicaIdentity     string `json:"replica_identity"`
+		PrimaryKey          bool   `json:"primary_key"`
+	}
+	w.api(t, "GET", "/api/entities", &entities)
+	if got := fmt.Sprintf("%+v", entities); got != "[{Name:item Table:public.items Source:config ReplicaIdentity:full PrimaryKey:true} "+
+		"{Name:public.notes Table:public.notes Source:database ReplicaIdentity:default PrimaryKey:false}]" {
+		t.Errorf("GET /api/entities = %s", got)
+	}
+	// The form offers them.
+	run("open the form", chromedp.Navigate(w.url+"/webhooks/new"), chromedp.WaitVisible(chromedp.CSS(`#webhook-form`)))
+	if got := text(`#events`); !strings.Contains(got, "item") || !strings.Contains(got, "public.items, replica identity full") ||
+		!strings.Contains(got, "public.notes") {
+		t.Errorf("the events offered: %q", got)
+	}
+	row := `tr[data-name="browser-hook"]`
+	run("fill in the form",
+		chromedp.SendKeys(chromedp.CSS(`input[name=name]`), "browser-hook"),
+		chromedp.SendKeys(chromedp.CSS(`input[name=url]`), w.receiver.URL+"/hooks?src=<script>alert(1)</script>"),
+		chromedp.Click(chromedp.CSS(`input[name=events][value=item]`)),
+		chromedp.SetValue(chromedp.CSS(`select[name=retry_mode]`), "test"),
+	)
+	screenshot("0-form.png")
+	run("create",
+		chromedp.Click(chromedp.CSS(`#webhook-form button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.ID("secret-box")),
+	)
+	secret := text(`#secret-value`)
+	if !strings.HasPrefix(secret, "whsec_") {
+		t.Fatalf("the page showed the secret %q", secret)
+	}
+	screenshot("1-created.png")
+
+	run("see it in the table", chromedp.Navigate(w.url+"/"), chromedp.WaitVisible(chromedp.CSS(row)))
+	if got := text(row + ` .latest`); got != "N/A" {
+		t.Errorf("latest response before any call: %q, want N/A", got)
+	}
+	if got := text(row + ` td.endpoint code`); !strings.Contains(got, "<script>alert(1)</script>") {
+		t.Errorf("the endpoint cell shows %q, want the URL as text", got)
+	}
+
+	run("press Test", chromedp.Click(chromedp.CSS(row+` button[data-action=test]`)), chromedp.WaitVisible(chromedp.CSS(row+` .latest.ok`)))
+	if got := text(row + ` .latest`); got != "200" {
+		t.Errorf("latest response after the test: %q", got)
+	}
+	if got := text(`#flash`); !strings.Contains(got, "HTTP 200") {
+		t.Errorf("flash after the test: %q", got)
+	}
+	ping := w.receiver.waitRequest(t, func(r *http.Request, body string) bool { return strings.Contains(body, `"event":"ping"`) })
+	if want := standardSignature(t, secret, ping.Header.Get("Webhook-Id"), ping.Header.Get("Webhook-Timestamp"), ping.body); ping.Header.Get("Webhook-Signature") != want {
+		t.Errorf("the ping is not signed with the secret the page showed")
+	}
+
+	// A row change is delivered, then the webhook is switched off.
+	w.exec(t, `INSERT INTO items (id, name) VALUES (7, 'widget')`)
+	w.receiver.waitRequest(t, func(r *http.Request, body string) bool {
+		return r.Header.Get("X-Walhook-Webhook") == "browser-hook" && r.Header.Get("X-Walhook-Event") == "item.create"
+	})
+	waitFor(t, "the delivery to be counted", func() bool {
+		var hook webhook
+		w.api(t, "GET", "/api/webhooks/browser-hook", &hook)
+		return hook.Stats.SuccessfulCalls == 2
+	})
+	run("refresh the row", chromedp.Click(chromedp.CSS(row+` button[data-action=refresh]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('`+row+` td.successful').textContent.trim() === "2"`,
+			chromedp.WithPollingTimeout(10*time.Second)))
+	run("switch it off", chromedp.Click(chromedp.CSS(row+` input[data-action=toggle]`)), chromedp.WaitVisible(chromedp.CSS(row+`.inactive`)))
+	var hook webhook
+	w.api(t, "GET", "/api/webhooks/browser-hook", &hook)
+	if hook.Active {
+		t.Error("the switch did not switch the webhook off")
+	}
+	screenshot("2-table.png")
+
+	run("open its history", chromedp.Click(chromedp.CSS(row+` td.name a`)), chromedp.WaitVisible(chromedp.CSS(`article.delivery`)))
+	payload := text(`article.delivery .payload pre`)
+	for _, want := range []string{`"event": "item.create"`, `"name": "widget"`, "\n  \"data\": {"} {
+		if !strings.Contains(payload, want) {
+			t.Errorf("the payload shown lacks %q:\n%s", want, payload)
+		}
+	}
+	if got := text(`article.delivery .status`); got != "success" {
+		t.Errorf("delivery status %q", got)
+	}
+	screenshot("3-history.png")
+	run("redeliver", chromedp.Click(chromedp.CSS(`article.delivery button[data-action=redeliver]`)),
+		chromedp.WaitVisible(chromedp.CSS(`article.delivery.pending`)))
+
+	run("delete it", chromedp.Navigate(w.url+"/"), chromedp.WaitVisible(chromedp.CSS(row)),
+		chromedp.Click(chromedp.CSS(row+` button[data-action=delete]`)), chromedp.WaitNotPresent(chromedp.CSS(row)))
+	if status := w.api(t, "GET", "/api/webhooks/browser-hook", nil); status != 404 {
+		t.Errorf("after Delete, GET answers %d", status)
+	}
+	if text(`tr[data-name="from-config"] .tag`) != "config" {
+		t.Error("the config webhook is not marked as such")
+	}
+}
+
+// newBrowser starts headless chromium with a fresh profile; every request
+// of the page carries the admin token as basic auth, as after the browser's
+// login dialog. Confirmation dialogs are accepted.
+func newBrowser(t *testing.T, chromium string) context.Context {
+	t.Helper()
+	allocCtx, cancel := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(chromium),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 900),
+	)
+	t.Cleanup(cancel)
+	ctx, cancel := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("operator:"+token))
+	if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{
+		Headers: network.Headers{"Authorization": auth},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dialogs := chromedp.Events(ctx, page.JavascriptDialogOpening)
+	go func() {
+		for _, err := range dialogs {
+			if err != nil {
+				return
+			}
+			chromedp.Call(ctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: true})
+		}
+	}()
+	console := chromedp.Console(ctx)
+	go func() {
+		for m, err := range console {
+			if err != nil {
+				return
+			}
+			if m.Type == chromedp.ConsoleError || m.IsException() {
+				t.Errorf("browser console: %s", m)
+			}
+		}
+	}()
+	return ctx
+}
+
+// walhook is a running walhook process with its database and a receiver.
+type walhook struct {
+	url      string
+	dsn      string
+	receiver *receiver
+}
+
+// startWalhook builds walhook, starts a PostgreSQL with two tables and runs
+// walhook on it with one (inactive) config webhook.
+func startWalhook(t *testing.T) *walhook {
+	t.Helper()
+	ctx := context.Background()
+	pg, err := pgcluster.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	dsn, err := pg.CreateDatabase(ctx, "browser")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &walhook{dsn: dsn, receiver: newReceiver(t, nil)}
+	w.exec(t, `CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL)`)
+	w.exec(t, `ALTER TABLE items REPLICA IDENTITY FULL`)
+	w.exec(t, `CREATE TABLE notes (body text)`)
+
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "walhook")
+	if out, err := exec.Command("go", "build", "-o", bin, "walhook").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	addr := freeAddr(t)
+	w.url = "http://" + addr
+	config := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(config, fmt.Appendf(nil, `[postgres]
+dsn = %q
+slot = "browser"
+publication = "browser"
+[admin]
+listen = %q
+token = %q
+[[entity]]
+name = "item"
+table = "public.items"
+[[webhook]]
+name = "from-config"
+url = %q
+events = ["item"]
+active = false
+`, dsn, addr, token, w.receiver.URL), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "walhook.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "-config", config)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		logFile.Close()
+		if t.Failed() {
+			raw, _ := os.ReadFile(logPath)
+			t.Logf("walhook's log:\n%s", raw)
+		}
+	})
+	waitFor(t, "walhook to be ready", func() bool { return w.api(t, "GET", "/readyz", nil) == 200 })
+	return w
+}
+
+func (w *walhook) exec(t *testing.T, sql string) {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), w.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// api calls walhook's API with the token and decodes a 2xx answer into v;
+// it returns the status, 0 when walhook is unreachable.
+func (w *walhook) api(t *testing.T, method, path string, v any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, w.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	r := readResponse(t, resp)
+	if v != nil && r.status/100 == 2 {
+		r.json(t, v)
+	}
+	return r.status
+}

@@ -1,0 +1,329 @@
+package admin_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"walhook/admin"
+	"walhook/cdc"
+	"walhook/deliver"
+	"walhook/matcher"
+)
+
+const token = "t0ken-for-tests"
+
+// env is the admin server on a real store, routing every event to the
+// webhooks that want its table (or "*").
+type env struct {
+	t     *testing.T
+	token string
+	dir   string
+	q     *deliver.Queue
+	srv   *httptest.Server
+	logs  *syncBuffer
+	reg   *prometheus.Registry
+}
+
+// entities are the [[entity]]s the test server's validator knows.
+var entities = []matcher.Entity{{Name: "employee", Schema: "public", Table: "employees"}}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWithToken(t, token)
+}
+
+// newEnvWithToken serves the admin with the given token ("" for none).
+func newEnvWithToken(t *testing.T, tok string) *env {
+	t.Helper()
+	e := &env{t: t, token: tok, dir: t.TempDir(), logs: &syncBuffer{}}
+	e.open()
+	return e
+}
+
+// open opens the store (again) and serves the admin on it.
+func (e *env) open() {
+	t := e.t
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.reg = prometheus.NewRegistry()
+	var q *deliver.Queue
+	q, err := deliver.Open(deliver.Options{
+		Dir: filepath.Join(e.dir, "data"), LogDir: filepath.Join(e.dir, "logs"),
+		Registerer: e.reg, Logger: logger, Concurrency: 2,
+		Route: func(ev *cdc.Event) []string {
+			ev.Entity = "employee"
+			var names []string
+			for _, w := range q.Webhooks() {
+				if slices.Contains(w.Events, "*") || slices.Contains(w.Events, ev.Entity) {
+					names = append(names, w.Name)
+				}
+			}
+			return names
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.q = q
+	srv := admin.New(admin.Options{
+		Token: e.token, Gatherer: e.reg, Logger: logger, Queue: q,
+		Entities: func(ctx context.Context) ([]admin.Entity, error) {
+			return []admin.Entity{{Name: "employee", Table: "public.employees", Source: "config", ReplicaIdentity: "full", PrimaryKey: true}}, nil
+		},
+		Validate: func(w deliver.Webhook) error {
+			_, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
+			return err
+		},
+	})
+	e.srv = httptest.NewServer(srv)
+	t.Cleanup(func() { e.close() })
+}
+
+func (e *env) close() {
+	if e.srv != nil {
+		e.srv.Close()
+		e.q.Close()
+		e.srv = nil
+	}
+}
+
+// reopen closes the store and opens it again, as a restart does.
+func (e *env) reopen() {
+	e.t.Helper()
+	e.close()
+	e.open()
+}
+
+// response is what a request got.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// json decodes the body into v, failing the test when it is not JSON.
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(r.body), v); err != nil {
+		t.Fatalf("body is not JSON (%v): %s", err, r.body)
+	}
+}
+
+// errorText returns the "error" of a JSON error body, failing when there
+// is none.
+func (r response) errorText(t *testing.T) string {
+	t.Helper()
+	var v struct{ Error string }
+	r.json(t, &v)
+	if v.Error == "" {
+		t.Fatalf("no \"error\" in %d answer: %s", r.status, r.body)
+	}
+	return v.Error
+}
+
+// do sends a request with the bearer token; header pairs are added.
+func (e *env) do(method, path, body string, header ...string) response {
+	e.t.Helper()
+	return e.send(method, path, body, append([]string{"Authorization", "Bearer " + e.token}, header...)...)
+}
+
+// send sends a request with exactly the given headers.
+func (e *env) send(method, path, body string, header ...string) response {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, e.srv.URL+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return readResponse(e.t, resp)
+}
+
+// readResponse reads and closes resp.
+func readResponse(t *testing.T, resp *http.Response) response {
+	t.Helper()
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(raw)}
+}
+
+// mustDo is do that fails the test unless the status is want.
+func (e *env) mustDo(want int, method, path, body string, header ...string) response {
+	e.t.Helper()
+	r := e.do(method, path, body, header...)
+	if r.status != want {
+		e.t.Fatalf("%s %s: status %d, want %d: %s", method, path, r.status, want, r.body)
+	}
+	return r
+}
+
+// write queues one employee change for the routed webhooks.
+func (e *env) write(lsn uint64, id int64) {
+	e.t.Helper()
+	ev := cdc.Event{
+		ID: cdc.EventID(lsn, 0), CommitLSN: lsn, CommitTime: time.Now().UTC(),
+		Schema: "public", Table: "employees", Action: cdc.ActionCreate,
+		Data: map[string]any{"id": id, "email": "ada@example.com"}, Key: []string{"id"},
+	}
+	tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: ev.CommitTime, Events: []cdc.Event{ev}}
+	if err := e.q.Write(e.t.Context(), tx); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// receiver is a real HTTP endpoint recording requests; status decides the
+// answer (200 when nil).
+type receiver struct {
+	*httptest.Server
+	mu     sync.Mutex
+	reqs   []*http.Request
+	bodies []string
+	status func(n int) int
+	answer string
+}
+
+func newReceiver(t *testing.T, status func(n int) int) *receiver {
+	t.Helper()
+	rc := &receiver{status: status, answer: `{"received": true}`}
+	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		rc.mu.Lock()
+		rc.reqs = append(rc.reqs, r)
+		rc.bodies = append(rc.bodies, string(body))
+		n, answer := len(rc.reqs), rc.answer
+		rc.mu.Unlock()
+		code := http.StatusOK
+		if rc.status != nil {
+			code = rc.status(n)
+		}
+		w.Header().Set("X-Receiver", "test")
+		w.WriteHeader(code)
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(rc.Close)
+	return rc
+}
+
+// last returns the latest request and its body.
+func (rc *receiver) last(t *testing.T) (*http.Request, string) {
+	t.Helper()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.reqs) == 0 {
+		t.Fatal("the receiver got no request")
+	}
+	return rc.reqs[len(rc.reqs)-1], rc.bodies[len(rc.bodies)-1]
+}
+
+// seen is a request a receiver got, with its body.
+type seen struct {
+	*http.Request
+	body string
+}
+
+// waitRequest waits for a request that match accepts.
+func (rc *receiver) waitRequest(t *testing.T, match func(r *http.Request, body string) bool) seen {
+	t.Helper()
+	var got seen
+	waitFor(t, "a matching request at the receiver", func() bool {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		for i, r := range rc.reqs {
+			if match(r, rc.bodies[i]) {
+				got = seen{r, rc.bodies[i]}
+				return true
+			}
+		}
+		return false
+	})
+	return got
+}
+
+func (rc *receiver) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.reqs)
+}
+
+// syncBuffer is a log destination safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// standardSignature is the Standard Webhooks signature of a request.
+func standardSignature(t *testing.T, secret, id, ts, body string) string {
+	t.Helper()
+	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
+	if err != nil {
+		t.Fatalf("secret %q: %v", secret, err)
+	}
+	mac := hmac.New(sha256.New, key)
+	fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
+	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// freeAddr returns a free loopback address.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
