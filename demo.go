@@ -139,7 +139,16 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	fmt.Fprintf(stdout, "demo: admin page http://%s/   receiver http://%s/hook   Ctrl-C to stop\n", app.AdminAddr(), recv.Addr())
 
-	go demoChanges(ctx, db, *interval, stdout)
+	changing := make(chan struct{})
+	go func() {
+		defer close(changing)
+		demoChanges(ctx, db, *interval, stdout)
+	}()
+	// The connection is closed by a deferred call: stop using it first.
+	defer func() {
+		cancel()
+		<-changing
+	}()
 	n := 0
 	for {
 		select {
