@@ -23,6 +23,12 @@ import (
 type AppOptions struct {
 	Logger   *slog.Logger
 	Registry *prometheus.Registry
+	// Concurrency is the number of workers per webhook; 0 keeps deliver's
+	// default. walhook bench sets it.
+	Concurrency int
+	// SlotLagInterval is how often the slot's lag is measured against
+	// max_lag_mb; 0: every 5 s.
+	SlotLagInterval time.Duration
 }
 
 // App is a wired walhook: the WAL reader feeding the delivery queue through
@@ -31,8 +37,11 @@ type App struct {
 	logger *slog.Logger
 	queue  *deliver.Queue
 	reader *cdc.Reader
+	lag    *cdc.SlotLag // the slot's lag against max_lag_mb
 	admin  *http.Server
 	ln     net.Listener
+
+	notifier *deliver.Notifier // failure e-mails
 
 	mu      sync.Mutex // serialises Reload and rebuilds
 	cfg     *Config
@@ -49,6 +58,10 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	a := &App{logger: opts.Logger, cfg: cfg}
+	a.notifier = deliver.NewNotifier(deliver.NotifierOptions{
+		Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password,
+		From: cfg.SMTP.From, StartTLS: cfg.SMTP.StartTLS, AdminURL: adminURL(*cfg.Admin.Listen), Logger: opts.Logger,
+	})
 	q, err := deliver.Open(deliver.Options{
 		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
 		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,
@@ -58,6 +71,9 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		Logger:     opts.Logger,
 		Registerer: opts.Registry,
 		Version:    version,
+		OnFailed:   a.notifier.Notify,
+
+		Concurrency: opts.Concurrency,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
@@ -80,6 +96,14 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		Tables:            tables, AllTables: all,
 		Logger: opts.Logger, Registerer: opts.Registry,
 	}, q)
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	a.lag, err = cdc.NewSlotLag(cdc.SlotLagConfig{
+		DSN: cfg.Postgres.DSN, Slot: cfg.Postgres.Slot, MaxBytes: uint64(cfg.Postgres.MaxLagMB) << 20,
+		Interval: opts.SlotLagInterval, Logger: opts.Logger, Registerer: opts.Registry,
+	})
 	if err != nil {
 		q.Close()
 		return nil, err
@@ -159,11 +183,18 @@ func (a *App) AdminAddr() string {
 // Queue exposes the delivery queue (for the demo and tests).
 func (a *App) Queue() *deliver.Queue { return a.queue }
 
+// ready is /readyz: a slot above max_lag_mb is named first, because it is
+// what fills the database's disk.
 func (a *App) ready() error {
-	if !a.reader.Ready() {
-		return errors.New("not connected to PostgreSQL")
+	var errs []error
+	if a.lag.Exceeded() {
+		errs = append(errs, fmt.Errorf("replication slot lag %d bytes is above max_lag_mb = %d: PostgreSQL keeps that WAL on its disk",
+			a.lag.Bytes(), a.lag.Limit()>>20))
 	}
-	return a.queue.Healthy()
+	if !a.reader.Ready() {
+		errs = append(errs, errors.New("not connected to PostgreSQL"))
+	}
+	return errors.Join(append(errs, a.queue.Healthy())...)
 }
 
 // Run serves until ctx is cancelled, then shuts down gracefully: stops
@@ -177,7 +208,12 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 		a.logger.Info("admin page", "url", "http://"+a.AdminAddr()+"/")
 	}
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() { a.lag.Run(lagCtx); close(lagDone) }()
 	err := a.reader.Run(ctx)
+	stopLag()
+	<-lagDone
 	if a.admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		a.admin.Shutdown(sctx)
@@ -186,5 +222,15 @@ func (a *App) Run(ctx context.Context) error {
 	if cerr := a.queue.Close(); err == nil {
 		err = cerr
 	}
+	a.notifier.Close()
 	return err
+}
+
+// adminURL is the base of the admin routes named in failure e-mails; ""
+// (routes only) when the admin server is off or its port is chosen at start.
+func adminURL(listen string) string {
+	if _, port, err := net.SplitHostPort(listen); err != nil || port == "0" {
+		return ""
+	}
+	return "http://" + listen
 }

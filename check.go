@@ -8,10 +8,13 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"walhook/cdc"
 	"walhook/matcher"
@@ -90,44 +93,157 @@ func checkDatabase(ctx context.Context, cfg *Config, rep *checkReport) {
 	case slotExists:
 		rep.ok("max_replication_slots = %d (%d in use, one of them walhook's)", maxSlots, usedSlots)
 	case usedSlots >= maxSlots:
-		rep.fail("max_replication_slots = %d and all are in use: walhook needs one more (ALTER SYSTEM SET max_replication_slots = %d; then restart)", maxSlots, usedSlots+1)
+		rep.fail("max_replication_slots = %d with %d in use: walhook needs one more; run ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL", maxSlots, usedSlots, usedSlots+1)
 	default:
 		rep.ok("max_replication_slots = %d (%d in use, walhook will take one)", maxSlots, usedSlots)
 	}
-	if senders >= maxSenders {
-		rep.fail("max_wal_senders = %d and all are in use", maxSenders)
-	} else {
+	sendersFree := senders < maxSenders
+	if sendersFree {
 		rep.ok("max_wal_senders = %d (%d in use)", maxSenders, senders)
+	} else {
+		rep.fail("max_wal_senders = %d with %d in use: walhook's replication connection needs one more; run ALTER SYSTEM SET max_wal_senders = %d; then restart PostgreSQL", maxSenders, senders, senders+1)
 	}
 
-	checkRole(ctx, conn, cfg, rep)
-	checkTables(ctx, conn, cfg, rep)
+	f, ok := checkRole(ctx, conn, cfg, rep)
+	if !ok {
+		return
+	}
+	// A missing REPLICATION attribute or wal sender is reported above
+	// already; one line per problem.
+	if (f.super || f.replication) && sendersFree {
+		checkReplication(ctx, cfg, f.role, rep)
+	}
+	checkTables(ctx, conn, cfg, f, rep)
 	checkSlot(ctx, conn, cfg, rep)
 }
 
-func checkRole(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) {
-	var role string
-	var super, replication, canCreate bool
+// roleFacts is what check learns about the role and the publication
+// before it judges the tables.
+type roleFacts struct {
+	role        string
+	super       bool
+	replication bool
+	canCreate   bool // CREATE on the database: needed to create a publication
+	pubExists   bool
+	pubAll      bool
+	pubOwned    bool            // the role owns the publication (or inherits from its owner)
+	pubTables   map[string]bool // schema.table in the publication
+	publishes   map[string]bool // insert, update, delete, truncate
+}
+
+func checkRole(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) (*roleFacts, bool) {
+	f := &roleFacts{pubTables: map[string]bool{}, publishes: map[string]bool{}}
 	err := conn.QueryRow(ctx, `SELECT current_user, rolsuper, rolreplication, has_database_privilege(current_database(), 'CREATE')
-		FROM pg_roles WHERE rolname = current_user`).Scan(&role, &super, &replication, &canCreate)
+		FROM pg_roles WHERE rolname = current_user`).Scan(&f.role, &f.super, &f.replication, &f.canCreate)
 	if err != nil {
 		rep.fail("role: %v", err)
-		return
+		return nil, false
 	}
-	if super || replication {
-		rep.ok("role %s may connect for replication and create the slot", role)
-	} else {
-		rep.fail("role %s lacks REPLICATION: ALTER ROLE %s WITH REPLICATION;", role, pgx.Identifier{role}.Sanitize())
+	pub := cfg.Postgres.Publication
+	var ins, upd, del, trunc bool
+	err = conn.QueryRow(ctx, `SELECT puballtables, pg_has_role(pubowner, 'USAGE'), pubinsert, pubupdate, pubdelete, pubtruncate
+		FROM pg_publication WHERE pubname = $1`, pub).Scan(&f.pubAll, &f.pubOwned, &ins, &upd, &del, &trunc)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		rep.fail("publication %s: %v", pub, err)
+		return nil, false
+	default:
+		f.pubExists = true
+		f.publishes = map[string]bool{"insert": ins, "update": upd, "delete": del, "truncate": trunc}
+		rows, _ := conn.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, pub)
+		var t string
+		if _, err := pgx.ForEachRow(rows, []any{&t}, func() error { f.pubTables[t] = true; return nil }); err != nil {
+			rep.fail("publication %s: %v", pub, err)
+			return nil, false
+		}
+	}
+
+	role := pgx.Identifier{f.role}.Sanitize()
+	switch {
+	case f.super:
+		rep.ok("role %s is a superuser (walhook needs much less: see the README's For DBAs)", f.role)
+	case f.replication:
+		rep.ok("role %s has REPLICATION: it may create the slot and stream from it", f.role)
+	default:
+		rep.fail("role %s lacks REPLICATION, so it can neither create the slot nor stream: ALTER ROLE %s WITH REPLICATION;", f.role, role)
 	}
 	if !*cfg.Postgres.ManagePublication {
+		rep.ok("manage_publication = false: walhook reads publication %s and never changes it", pub)
+		return f, true
+	}
+	tables, all := configTables(cfg)
+	quotedPub := pgx.Identifier{pub}.Sanitize()
+	switch {
+	case f.super:
+	case all && !(f.pubExists && f.pubAll):
+		rep.fail("role %s cannot create a publication FOR ALL TABLES (a webhook says \"*\"): only a superuser may; have one run CREATE PUBLICATION %s FOR ALL TABLES; and set manage_publication = false",
+			f.role, quotedPub)
+	case !f.pubExists && !f.canCreate:
+		rep.fail("role %s cannot create publication %s: GRANT CREATE ON DATABASE %s TO %s; (it must also own the tables), or create the publication yourself and set manage_publication = false",
+			f.role, pub, pgx.Identifier{dbName(cfg.Postgres.DSN)}.Sanitize(), role)
+	case f.pubExists && !f.pubOwned && !all && !sameTables(tables, f.pubTables):
+		rep.fail("publication %s belongs to another role, so walhook (manage_publication = true) cannot alter it to cover the webhooks' tables: ALTER PUBLICATION %s OWNER TO %s; or maintain it yourself and set manage_publication = false",
+			pub, quotedPub, role)
+	case f.pubExists && !f.pubOwned:
+		rep.warn("publication %s belongs to another role: it covers the webhooks' tables now, but walhook cannot alter it when webhooks change; ALTER PUBLICATION %s OWNER TO %s; or set manage_publication = false",
+			pub, quotedPub, role)
+	}
+	return f, true
+}
+
+func sameTables(want []string, have map[string]bool) bool {
+	if len(want) != len(have) {
+		return false
+	}
+	for _, t := range want {
+		if !have[t] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkReplication opens a replication connection the way walhook's
+// reader does, so pg_hba.conf, connection limits and poolers are tested
+// too, not only the role's attributes.
+func checkReplication(ctx context.Context, cfg *Config, role string, rep *checkReport) {
+	pc, err := pgconn.ParseConfig(cfg.Postgres.DSN)
+	if err != nil {
+		rep.fail("postgres: dsn: %v", err)
 		return
 	}
-	if _, all := configTables(cfg); all && !super {
-		rep.fail("role %s cannot create a publication FOR ALL TABLES (a webhook says \"*\"): that needs a superuser; create it as one, or set manage_publication = false", role)
-	} else if !super && !canCreate {
-		rep.fail("role %s cannot create the publication: GRANT CREATE ON DATABASE %s TO %s; (and it must own the tables), or pre-create it and set manage_publication = false",
-			role, pgx.Identifier{dbName(cfg.Postgres.DSN)}.Sanitize(), pgx.Identifier{role}.Sanitize())
+	pc.RuntimeParams["replication"] = "database"
+	pc.RuntimeParams["application_name"] = "walhook check"
+	conn, err := pgconn.ConnectConfig(ctx, pc)
+	if err == nil {
+		defer conn.Close(context.Background())
+		_, err = pglogrepl.IdentifySystem(ctx, conn)
 	}
+	if err == nil {
+		rep.ok("role %s can open a replication connection", role)
+		return
+	}
+	var hint string
+	switch sqlStateOf(err) {
+	case "28000", "28P01": // pg_hba.conf rejected, bad password
+		hint = "pg_hba.conf needs a line for this database and role from walhook's host (logical replication matches the database name, not the keyword replication), then SELECT pg_reload_conf();"
+	case "53300": // too many connections
+		hint = "walhook needs a replication connection and a few normal ones: raise the role's CONNECTION LIMIT, max_connections or max_wal_senders"
+	case "42501":
+		hint = fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", pgx.Identifier{role}.Sanitize())
+	default:
+		hint = "walhook's reader connects the same way: pg_hba.conf must let this role into this database from walhook's host, and a pooler such as PgBouncer cannot carry replication connections: connect to PostgreSQL directly"
+	}
+	rep.fail("cannot open a replication connection: %v: %s", err, hint)
+}
+
+func sqlStateOf(err error) string {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code
+	}
+	return ""
 }
 
 // configTables lists the tables the config's webhooks need.
@@ -147,25 +263,63 @@ func dbName(dsn string) string {
 	return cc.Database
 }
 
-func checkTables(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) {
+// publishOf maps a webhook action to the publication's publish option.
+var publishOf = map[string]string{
+	cdc.ActionCreate: "insert", cdc.ActionModify: "update", cdc.ActionDelete: "delete", cdc.ActionTruncate: "truncate",
+}
+
+func checkTables(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, rep *checkReport) {
 	tables, all := configTables(cfg)
-	var pubExists, pubAll bool
-	conn.QueryRow(ctx, `SELECT count(*) > 0, coalesce(bool_or(puballtables), false) FROM pg_publication WHERE pubname = $1`,
-		cfg.Postgres.Publication).Scan(&pubExists, &pubAll)
+	pub := cfg.Postgres.Publication
+	quotedPub := pgx.Identifier{pub}.Sanitize()
 	switch {
-	case pubExists:
-		rep.ok("publication %s exists", cfg.Postgres.Publication)
+	case f.pubExists && f.pubAll:
+		rep.ok("publication %s exists, FOR ALL TABLES", pub)
+	case f.pubExists:
+		rep.ok("publication %s exists (%d tables)", pub, len(f.pubTables))
 	case *cfg.Postgres.ManagePublication:
-		rep.ok("publication %s does not exist yet; walhook will create it", cfg.Postgres.Publication)
+		rep.ok("publication %s does not exist yet; walhook will create it", pub)
+	case all || len(tables) == 0:
+		rep.fail("publication %s does not exist and manage_publication = false: CREATE PUBLICATION %s FOR ALL TABLES; (as a superuser) or FOR TABLE the tables you want",
+			pub, quotedPub)
 	default:
 		rep.fail("publication %s does not exist and manage_publication = false: CREATE PUBLICATION %s FOR TABLE %s;",
-			cfg.Postgres.Publication, pgx.Identifier{cfg.Postgres.Publication}.Sanitize(), strings.Join(quoteTables(tables), ", "))
+			pub, quotedPub, strings.Join(quoteTables(tables), ", "))
 	}
-	if all {
+	if all && *cfg.Postgres.ManagePublication {
 		rep.ok("a webhook wants every table (\"*\"): the publication is FOR ALL TABLES")
 	}
+	if f.pubExists {
+		checkPublishes(cfg, f, rep)
+	}
 	for _, t := range tables {
-		checkTable(ctx, conn, cfg, t, pubExists && !pubAll, rep)
+		checkTable(ctx, conn, cfg, f, t, rep)
+	}
+}
+
+// checkPublishes compares the publication's publish option with the
+// actions the webhooks want: an action it does not publish never arrives.
+func checkPublishes(cfg *Config, f *roleFacts, rep *checkReport) {
+	wanted := map[string][]string{} // publish op -> webhooks
+	for _, w := range cfg.DeliverWebhooks() {
+		for _, a := range w.Actions {
+			if op := publishOf[a]; op != "" && !slices.Contains(wanted[op], w.Name) {
+				wanted[op] = append(wanted[op], w.Name)
+			}
+		}
+	}
+	var missing, publish []string
+	for _, op := range []string{"insert", "update", "delete", "truncate"} {
+		if f.publishes[op] || len(wanted[op]) > 0 {
+			publish = append(publish, op)
+		}
+		if !f.publishes[op] && len(wanted[op]) > 0 {
+			missing = append(missing, fmt.Sprintf("%s (wanted by %s)", op, strings.Join(wanted[op], ", ")))
+		}
+	}
+	if len(missing) > 0 {
+		rep.fail("publication %s does not publish %s: ALTER PUBLICATION %s SET (publish = '%s');",
+			cfg.Postgres.Publication, strings.Join(missing, "; "), pgx.Identifier{cfg.Postgres.Publication}.Sanitize(), strings.Join(publish, ", "))
 	}
 }
 
@@ -178,17 +332,17 @@ func quoteTables(tables []string) []string {
 	return out
 }
 
-func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, table string, checkPub bool, rep *checkReport) {
+func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, table string, rep *checkReport) {
 	schema, name, _ := strings.Cut(table, ".")
 	quoted := pgx.Identifier{schema, name}.Sanitize()
-	var exists, hasPK, canSelect, inPub bool
-	var ident string
-	err := conn.QueryRow(ctx, `SELECT true, c.relreplident::text,
+	var hasPK, canSelect, owned, ownerSuper bool
+	var ident, kind, owner string
+	err := conn.QueryRow(ctx, `SELECT c.relreplident::text, c.relkind::text, r.rolname::text, r.rolsuper,
 		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-		has_table_privilege(c.oid, 'SELECT'),
-		EXISTS (SELECT 1 FROM pg_publication_tables p WHERE p.pubname = $3 AND p.schemaname = $1 AND p.tablename = $2)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
-		schema, name, cfg.Postgres.Publication).Scan(&exists, &ident, &hasPK, &canSelect, &inPub)
+		has_table_privilege(c.oid, 'SELECT'), pg_has_role(c.relowner, 'USAGE')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner
+		WHERE n.nspname = $1 AND c.relname = $2`,
+		schema, name).Scan(&ident, &kind, &owner, &ownerSuper, &hasPK, &canSelect, &owned)
 	if errors.Is(err, pgx.ErrNoRows) {
 		rep.fail("table %s: does not exist (a webhook's events name it)", table)
 		return
@@ -197,15 +351,37 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, table string, 
 		rep.fail("table %s: %v", table, err)
 		return
 	}
-	if !canSelect {
-		rep.fail("table %s: the role cannot read it: GRANT SELECT ON %s TO %s;", table, quoted, "<walhook role>")
+	if kind != "r" && kind != "p" {
+		rep.fail("table %s: is not a table (relkind %s): only tables can be published", table, kind)
+		return
 	}
-	if checkPub && !inPub {
-		if *cfg.Postgres.ManagePublication {
+	role := pgx.Identifier{f.role}.Sanitize()
+	if !canSelect {
+		// pgoutput does not check SELECT, so the stream works without it,
+		// but the admin's entity list shows only the tables the role reads.
+		rep.warn("table %s: role %s cannot read it, so the admin page does not offer it: GRANT SELECT ON %s TO %s;", table, f.role, quoted, role)
+	}
+	pub := cfg.Postgres.Publication
+	quotedPub := pgx.Identifier{pub}.Sanitize()
+	if !f.pubAll && !f.pubTables[table] {
+		yourself := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quotedPub, quoted)
+		if !f.pubExists {
+			yourself = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s;", quotedPub, quoted)
+		}
+		switch {
+		case !*cfg.Postgres.ManagePublication && f.pubExists:
+			rep.fail("table %s: not in publication %s: ALTER PUBLICATION %s ADD TABLE %s;", table, pub, quotedPub, quoted)
+		case !*cfg.Postgres.ManagePublication:
+			// The missing publication is reported already.
+		case !f.super && !owned && ownerSuper:
+			// Membership in a superuser role is no advice to give.
+			rep.fail("table %s: walhook (manage_publication = true) must own it to publish it, and superuser %s owns it: publish it yourself (%s) and set manage_publication = false",
+				table, owner, yourself)
+		case !f.super && !owned:
+			rep.fail("table %s: walhook (manage_publication = true) must own it to publish it, and %s owns it: GRANT %s TO %s; or publish it yourself (%s) and set manage_publication = false",
+				table, owner, pgx.Identifier{owner}.Sanitize(), role, yourself)
+		case f.pubExists:
 			rep.ok("table %s: not in the publication yet; walhook will add it", table)
-		} else {
-			rep.fail("table %s: not in publication %s: ALTER PUBLICATION %s ADD TABLE %s;", table, cfg.Postgres.Publication,
-				pgx.Identifier{cfg.Postgres.Publication}.Sanitize(), quoted)
 		}
 	}
 	full := fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", quoted)
@@ -215,7 +391,7 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, table string, 
 	case ident == "d" && hasPK:
 		rep.ok("table %s: REPLICA IDENTITY DEFAULT (primary key): delete carries the key only, modify has no old row and no changed; for old values run %s", table, full)
 	case ident == "i":
-		rep.ok("table %s: REPLICA IDENTITY USING INDEX: old rows carry that index's columns only; for old values run %s", table, full)
+		rep.ok("table %s: REPLICA IDENTITY USING INDEX: old rows carry that index's columns only, modify has no changed; for old values run %s", table, full)
 	case ident == "n":
 		rep.fail("table %s: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE will fail once it is published; run %s", table, full)
 	default:
@@ -224,36 +400,46 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, table string, 
 }
 
 func checkSlot(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) {
-	var active bool
-	var plugin string
+	slot := cfg.Postgres.Slot
+	var active, sameDB bool
+	var slotType, plugin, walStatus, database string
+	var pid *int32
 	var lag *int64
-	err := conn.QueryRow(ctx, `SELECT active, plugin, (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
-		FROM pg_replication_slots WHERE slot_name = $1`, cfg.Postgres.Slot).Scan(&active, &plugin, &lag)
+	err := conn.QueryRow(ctx, `SELECT active, active_pid, slot_type, coalesce(plugin, ''), coalesce(database, ''),
+		coalesce(database = current_database(), false), coalesce(wal_status, ''),
+		(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END - confirmed_flush_lsn)::bigint
+		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active, &pid, &slotType, &plugin, &database, &sameDB, &walStatus, &lag)
 	if errors.Is(err, pgx.ErrNoRows) {
-		rep.ok("slot %s does not exist yet; walhook will create it (pgoutput)", cfg.Postgres.Slot)
+		rep.ok("slot %s does not exist yet; walhook will create it (pgoutput)", slot)
 		return
 	}
 	if err != nil {
-		rep.fail("slot %s: %v", cfg.Postgres.Slot, err)
+		rep.fail("slot %s: %v", slot, err)
 		return
 	}
-	if plugin != "pgoutput" {
-		rep.fail("slot %s uses plugin %s, not pgoutput: pick another slot name or drop it", cfg.Postgres.Slot, plugin)
+	if slotType != "logical" || plugin != "pgoutput" || !sameDB {
+		rep.fail("slot %s exists but is not a pgoutput logical slot of this database (%s, plugin %q, database %q): choose another slot name, or drop it",
+			slot, slotType, plugin, database)
 		return
 	}
-	state := "inactive"
-	if active {
-		state = "active (a walhook is streaming from it)"
+	if walStatus == "lost" {
+		rep.fail("slot %s was invalidated (wal_status = lost, see max_slot_wal_keep_size): it can stream no more; drop it with walhook teardown and start again (the changes in between are not delivered)", slot)
+		return
+	}
+	state := "inactive (no walhook is streaming from it)"
+	if active && pid != nil {
+		state = fmt.Sprintf("active (streamed by PID %d)", *pid)
 	}
 	var bytes int64
 	if lag != nil {
-		bytes = *lag
+		bytes = max(*lag, 0)
 	}
 	if limit := int64(cfg.Postgres.MaxLagMB) << 20; bytes > limit {
-		rep.fail("slot %s: %s, lag %d bytes is above max_lag_mb = %d: the database keeps that WAL on disk; run walhook, or drop the slot with walhook teardown", cfg.Postgres.Slot, state, bytes, cfg.Postgres.MaxLagMB)
+		rep.warn("slot %s: %s, lag %d bytes (%.1f MB) is above max_lag_mb = %d: PostgreSQL keeps that WAL on its disk until walhook confirms it; run walhook, or drop the slot with walhook teardown",
+			slot, state, bytes, float64(bytes)/(1<<20), cfg.Postgres.MaxLagMB)
 		return
 	}
-	rep.ok("slot %s: %s, lag %d bytes", cfg.Postgres.Slot, state, bytes)
+	rep.ok("slot %s: %s, lag %d bytes", slot, state, bytes)
 }
 
 func checkWebhooks(cfg *Config, rep *checkReport) {
@@ -267,11 +453,15 @@ func checkWebhooks(cfg *Config, rep *checkReport) {
 			rep.fail("webhook %s: signature = %q but no secret", w.Name, w.Signature)
 			continue
 		}
-		if len(w.Secrets) > 0 && u.Scheme == "http" && !isLoopback(hostOnly(u.Host)) {
+		plain := u.Scheme == "http" && !isLoopback(hostOnly(u.Host))
+		switch {
+		case plain && len(w.Secrets) > 0:
 			rep.warn("webhook %s: a signed webhook to %s over plain http: use https so the secret-signed payload is not readable on the way", w.Name, u.Host)
-			continue
+		case plain && w.BasicAuthPassword != "":
+			rep.warn("webhook %s: basic_auth to %s over plain http sends the password readable on the way: use https", w.Name, u.Host)
+		default:
+			rep.ok("webhook %s -> %s", w.Name, w.URL)
 		}
-		rep.ok("webhook %s -> %s", w.Name, w.URL)
 	}
 }
 
@@ -294,21 +484,51 @@ func teardownCommand(ctx context.Context, args []string, stdout, stderr io.Write
 	if err != nil {
 		return err
 	}
-	if !*yes {
-		fmt.Fprintf(stderr, "teardown drops slot %q and publication %q; run again with -yes\n", cfg.Postgres.Slot, cfg.Postgres.Publication)
-		return errUsage
-	}
 	pub := cfg.Postgres.Publication
 	if !*cfg.Postgres.ManagePublication {
 		pub = "" // the DBA made it; it is theirs to drop
+	}
+	if !*yes {
+		if pub == "" {
+			fmt.Fprintf(stderr, "teardown drops slot %q (publication %q stays: manage_publication = false); run again with -yes\n", cfg.Postgres.Slot, cfg.Postgres.Publication)
+		} else {
+			fmt.Fprintf(stderr, "teardown drops slot %q and publication %q; run again with -yes\n", cfg.Postgres.Slot, pub)
+		}
+		return errUsage
+	}
+	// Dropping the publication under a walhook that still streams would
+	// break it, so an active slot stops everything.
+	if pid, err := slotActivePID(ctx, cfg.Postgres.DSN, cfg.Postgres.Slot); err != nil {
+		return fmt.Errorf("teardown: %w", err)
+	} else if pid != 0 {
+		return fmt.Errorf("teardown: slot %s is active (PID %d streams from it): stop that walhook first; nothing was dropped", cfg.Postgres.Slot, pid)
 	}
 	if err := cdc.Teardown(ctx, cfg.Postgres.DSN, cfg.Postgres.Slot, pub); err != nil {
 		return fmt.Errorf("teardown: %w", err)
 	}
 	if pub == "" {
-		fmt.Fprintf(stdout, "dropped slot %s (publication %s kept: manage_publication = false)\n", cfg.Postgres.Slot, cfg.Postgres.Publication)
+		fmt.Fprintf(stdout, "slot %s is gone (publication %s kept: manage_publication = false)\n", cfg.Postgres.Slot, cfg.Postgres.Publication)
 	} else {
-		fmt.Fprintf(stdout, "dropped slot %s and publication %s\n", cfg.Postgres.Slot, pub)
+		fmt.Fprintf(stdout, "slot %s and publication %s are gone\n", cfg.Postgres.Slot, pub)
 	}
+	fmt.Fprintf(stdout, "the store (%s) and logs (%s) are yours to delete\n", cfg.Store.Dir, cfg.Log.Dir)
 	return nil
+}
+
+// slotActivePID is the PID streaming from slot, 0 when none (or no slot).
+func slotActivePID(ctx context.Context, dsn, slot string) (int32, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var pid *int32
+	err = conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&pid)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && pid == nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up slot %s: %w", slot, err)
+	}
+	return *pid, nil
 }

@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"walhook/internal/pgcluster"
 )
@@ -30,6 +35,71 @@ func runCheck(t *testing.T, path string) (string, error) {
 	return out.String(), err
 }
 
+// dropSlot drops a slot if it exists: an unread slot keeps WAL.
+func dropSlot(t *testing.T, slot string) {
+	t.Helper()
+	execSQL(t, cluster.DSN("postgres"), "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '"+slot+"'")
+}
+
+// throughPooler points dsn at a TCP proxy that passes normal connections
+// to PostgreSQL and refuses replication ones the way PgBouncer does, the
+// usual reason a role with REPLICATION still cannot stream.
+func throughPooler(t *testing.T, dsn string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	target := fmt.Sprintf("127.0.0.1:%d", cluster.Port)
+	go func() {
+		for {
+			client, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go proxyUnlessReplication(client, target)
+		}
+	}()
+	return strings.Replace(dsn, target, ln.Addr().String(), 1)
+}
+
+func proxyUnlessReplication(client net.Conn, target string) {
+	defer client.Close()
+	be := pgproto3.NewBackend(client, client)
+	msg, err := be.ReceiveStartupMessage()
+	if _, ok := msg.(*pgproto3.SSLRequest); ok {
+		client.Write([]byte("N"))
+		msg, err = be.ReceiveStartupMessage()
+	}
+	startup, ok := msg.(*pgproto3.StartupMessage)
+	if err != nil || !ok {
+		return
+	}
+	if _, ok := startup.Parameters["replication"]; ok {
+		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "08P01", Message: "unsupported startup parameter: replication"})
+		be.Flush()
+		return
+	}
+	server, err := net.Dial("tcp", target)
+	if err != nil {
+		return
+	}
+	defer server.Close()
+	raw, err := startup.Encode(nil)
+	if err != nil {
+		return
+	}
+	if _, err := server.Write(raw); err != nil {
+		return
+	}
+	go io.Copy(server, client)
+	io.Copy(client, server)
+}
+
+// asRole returns dsn connecting as role instead of postgres.
+func asRole(dsn, role string) string { return strings.Replace(dsn, "postgres@", role+"@", 1) }
+
 const checkHooks = `
 [[webhook]]
 name = "a"
@@ -37,21 +107,30 @@ url = "http://127.0.0.1:9/x"
 events = ["public.people"]
 `
 
+// TestCheck runs `walhook check` against one fresh database per case. In
+// setup, extra and expect, {db}, {role} and {slot} stand for the test's
+// database, a role of its own (roles are cluster-wide) and its slot and
+// publication name.
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
-		setup  string // SQL run first
-		dsn    func(dsn string) string
+		setup  string // SQL run first, as postgres
+		asRole bool   // check connects as {role}
+		dsn    func(t *testing.T, dsn string) string
 		extra  string
 		ok     bool
 		expect []string
+		absent []string
 	}{
 		{
-			name:   "usable",
-			setup:  `CREATE TABLE people (id int PRIMARY KEY, name text)`,
-			extra:  checkHooks,
-			ok:     true,
-			expect: []string{"ok    wal_level = logical", "REPLICA IDENTITY DEFAULT (primary key)", `ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`, "walhook will create it (pgoutput)"},
+			name:  "usable",
+			setup: `CREATE TABLE people (id int PRIMARY KEY, name text)`,
+			extra: checkHooks,
+			ok:    true,
+			expect: []string{"ok    postgres 15", "ok    wal_level = logical", "ok    max_wal_senders", "ok    role postgres is a superuser",
+				"ok    role postgres can open a replication connection", "REPLICA IDENTITY DEFAULT (primary key)",
+				`ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`, "ok    publication {slot} does not exist yet; walhook will create it",
+				"ok    slot {slot} does not exist yet; walhook will create it (pgoutput)", "ok    webhook a -> http://127.0.0.1:9/x", "walhook can run with this config"},
 		},
 		{
 			name:   "full identity",
@@ -61,9 +140,28 @@ func TestCheck(t *testing.T) {
 			expect: []string{"REPLICA IDENTITY FULL: modify and delete carry the whole old row"},
 		},
 		{
+			name:   "identity using index",
+			setup:  `CREATE TABLE people (id int NOT NULL, email text NOT NULL); CREATE UNIQUE INDEX people_email ON people (email); ALTER TABLE people REPLICA IDENTITY USING INDEX people_email`,
+			extra:  checkHooks,
+			ok:     true,
+			expect: []string{"ok    table public.people: REPLICA IDENTITY USING INDEX: old rows carry that index's columns only"},
+		},
+		{
+			name:   "identity nothing",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); ALTER TABLE people REPLICA IDENTITY NOTHING`,
+			extra:  checkHooks,
+			expect: []string{`FAIL  table public.people: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE will fail once it is published; run ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`, "1 problem(s)"},
+		},
+		{
 			name:   "missing table",
 			extra:  checkHooks,
 			expect: []string{"FAIL  table public.people: does not exist"},
+		},
+		{
+			name:   "a view",
+			setup:  `CREATE VIEW people AS SELECT 1 AS id`,
+			extra:  checkHooks,
+			expect: []string{"FAIL  table public.people: is not a table (relkind v)"},
 		},
 		{
 			name:   "no primary key",
@@ -72,25 +170,114 @@ func TestCheck(t *testing.T) {
 			expect: []string{"FAIL  table public.people: no primary key and REPLICA IDENTITY DEFAULT", `ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`},
 		},
 		{
-			name:   "role without replication",
-			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE ROLE plain LOGIN`,
-			dsn:    func(dsn string) string { return strings.Replace(dsn, "postgres@", "plain@", 1) },
+			name:   "cannot connect",
+			dsn:    func(_ *testing.T, dsn string) string { return asRole(dsn, "nobody_here") },
 			extra:  checkHooks,
-			expect: []string{`FAIL  role plain lacks REPLICATION: ALTER ROLE "plain" WITH REPLICATION;`, `GRANT SELECT ON "public"."people"`},
+			expect: []string{"FAIL  postgres: cannot connect:", `role "nobody_here" does not exist`},
+		},
+		{
+			name:   "role without replication",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE ROLE {role} LOGIN`,
+			asRole: true,
+			extra:  checkHooks,
+			expect: []string{`FAIL  role {role} lacks REPLICATION, so it can neither create the slot nor stream: ALTER ROLE "{role}" WITH REPLICATION;`,
+				`warn  table public.people: role {role} cannot read it, so the admin page does not offer it: GRANT SELECT ON "public"."people" TO "{role}";`,
+				`FAIL  role {role} cannot create publication {slot}: GRANT CREATE ON DATABASE "{db}" TO "{role}";`},
+			// One line per problem: the replication connection is not tried.
+			absent: []string{"replication connection"},
+		},
+		{
+			name:   "replication connection refused by a pooler",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY)`,
+			dsn:    throughPooler,
+			extra:  checkHooks,
+			expect: []string{"FAIL  cannot open a replication connection:", "unsupported startup parameter: replication", "pg_hba.conf", "PgBouncer", "1 problem(s)"},
+		},
+		{
+			name: "least privilege, publication made by the DBA",
+			setup: `CREATE TABLE people (id int PRIMARY KEY); CREATE ROLE {role} LOGIN REPLICATION;
+				GRANT SELECT ON people TO {role}; CREATE PUBLICATION {slot} FOR TABLE people`,
+			asRole: true,
+			extra:  "manage_publication = false\n" + checkHooks,
+			ok:     true,
+			expect: []string{"ok    role {role} has REPLICATION", "ok    role {role} can open a replication connection",
+				"ok    manage_publication = false: walhook reads publication {slot} and never changes it", "ok    publication {slot} exists (1 tables)"},
+			absent: []string{"FAIL", "warn"},
 		},
 		{
 			name:   "publication missing, unmanaged",
 			setup:  `CREATE TABLE people (id int PRIMARY KEY)`,
 			extra:  "manage_publication = false\n" + checkHooks,
-			expect: []string{`does not exist and manage_publication = false: CREATE PUBLICATION "s_t`},
+			expect: []string{`FAIL  publication {slot} does not exist and manage_publication = false: CREATE PUBLICATION "{slot}" FOR TABLE "public"."people";`},
 		},
 		{
-			name: "slot lag",
+			name:   "table not in the publication, unmanaged",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY); CREATE PUBLICATION {slot} FOR TABLE other`,
+			extra:  "manage_publication = false\n" + checkHooks,
+			expect: []string{`FAIL  table public.people: not in publication {slot}: ALTER PUBLICATION "{slot}" ADD TABLE "public"."people";`, "1 problem(s)"},
+		},
+		{
+			name:   "publication without update and delete",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE PUBLICATION {slot} FOR TABLE people WITH (publish = 'insert')`,
+			extra:  "manage_publication = false\n" + checkHooks,
+			expect: []string{`FAIL  publication {slot} does not publish update (wanted by a); delete (wanted by a): ALTER PUBLICATION "{slot}" SET (publish = 'insert, update, delete');`},
+		},
+		{
+			name:   "managed, no CREATE on the database",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON people TO {role}`,
+			asRole: true,
+			extra:  checkHooks,
+			expect: []string{`FAIL  role {role} cannot create publication {slot}: GRANT CREATE ON DATABASE "{db}" TO "{role}";`,
+				"FAIL  table public.people: walhook (manage_publication = true) must own it to publish it, and superuser postgres owns it: publish it yourself (CREATE PUBLICATION"},
+		},
+		{
+			name: "managed, tables owned by the application's role",
+			setup: `CREATE ROLE {role}_app; CREATE TABLE people (id int PRIMARY KEY); ALTER TABLE people OWNER TO {role}_app;
+				CREATE ROLE {role} LOGIN REPLICATION; GRANT CREATE ON DATABASE {db} TO {role}; GRANT SELECT ON people TO {role}`,
+			asRole: true,
+			extra:  checkHooks,
+			expect: []string{`FAIL  table public.people: walhook (manage_publication = true) must own it to publish it, and {role}_app owns it: GRANT "{role}_app" TO "{role}";`},
+		},
+		{
+			name: "managed, least rights",
+			setup: `CREATE ROLE {role}_app; CREATE TABLE people (id int PRIMARY KEY); ALTER TABLE people OWNER TO {role}_app;
+				CREATE ROLE {role} LOGIN REPLICATION; GRANT CREATE ON DATABASE {db} TO {role}; GRANT {role}_app TO {role}`,
+			asRole: true,
+			extra:  checkHooks,
+			ok:     true,
+			expect: []string{"ok    publication {slot} does not exist yet; walhook will create it", "ok    role {role} can open a replication connection"},
+			absent: []string{"FAIL", "warn"},
+		},
+		{
+			name: "managed, publication owned by another role",
+			setup: `CREATE ROLE {role}_app; CREATE TABLE people (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY);
+				ALTER TABLE people OWNER TO {role}_app; CREATE PUBLICATION {slot} FOR TABLE other;
+				CREATE ROLE {role} LOGIN REPLICATION; GRANT CREATE ON DATABASE {db} TO {role}; GRANT {role}_app TO {role}`,
+			asRole: true,
+			extra:  checkHooks,
+			expect: []string{`FAIL  publication {slot} belongs to another role, so walhook (manage_publication = true) cannot alter it to cover the webhooks' tables: ALTER PUBLICATION "{slot}" OWNER TO "{role}";`},
+		},
+		{
+			name:   "managed, every table without superuser",
+			setup:  `CREATE ROLE {role} LOGIN REPLICATION; GRANT CREATE ON DATABASE {db} TO {role}`,
+			asRole: true,
+			extra:  "[[webhook]]\nname = \"all\"\nurl = \"https://127.0.0.1:9/x\"\nevents = [\"*\"]\n",
+			expect: []string{`FAIL  role {role} cannot create a publication FOR ALL TABLES (a webhook says "*"): only a superuser may; have one run CREATE PUBLICATION "{slot}" FOR ALL TABLES;`},
+		},
+		{
+			name: "slot lag above max_lag_mb is a warning",
 			setup: `CREATE TABLE people (id int PRIMARY KEY);
-				SELECT pg_create_logical_replication_slot('s_' || current_database(), 'pgoutput');
+				SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');
 				CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 50000) g`,
 			extra:  "max_lag_mb = 1\n" + checkHooks,
-			expect: []string{"FAIL  slot s_t", "is above max_lag_mb = 1"},
+			ok:     true,
+			expect: []string{"warn  slot {slot}: inactive (no walhook is streaming from it), lag ", "is above max_lag_mb = 1: PostgreSQL keeps that WAL on its disk"},
+		},
+		{
+			name:   "slot of another kind",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); SELECT pg_create_physical_replication_slot('{slot}')`,
+			extra:  checkHooks,
+			expect: []string{`FAIL  slot {slot} exists but is not a pgoutput logical slot of this database (physical, plugin "", database "")`},
 		},
 		{
 			name:  "secret over plain http",
@@ -105,17 +292,55 @@ signature = "sha256"`,
 			ok:     true,
 			expect: []string{"warn  webhook remote: a signed webhook to hooks.example.com over plain http"},
 		},
+		{
+			name:  "basic auth over plain http",
+			setup: `CREATE TABLE people (id int PRIMARY KEY)`,
+			extra: `
+[[webhook]]
+name = "remote"
+url = "http://hooks.example.com/x"
+events = ["public.people"]
+basic_auth = { username = "u", password = "s3cret" }`,
+			ok:     true,
+			expect: []string{"warn  webhook remote: basic_auth to hooks.example.com over plain http sends the password readable on the way: use https"},
+		},
+		{
+			name:   "signature without a secret",
+			extra:  "[[webhook]]\nname = \"a\"\nurl = \"https://h.example.com/\"\nevents = [\"public.people\"]\nsignature = \"sha256\"\n",
+			expect: []string{`FAIL  `, `webhook "a": secrets: required with signature "sha256"`},
+		},
+		{
+			name:   "secret from an unset variable",
+			extra:  "[[webhook]]\nname = \"a\"\nurl = \"https://h.example.com/\"\nevents = [\"public.people\"]\nsecret_env = \"WALHOOK_TEST_UNSET_SECRET\"\n",
+			expect: []string{`FAIL  `, `webhook "a": secret_env: $WALHOOK_TEST_UNSET_SECRET is not set`},
+		},
+		{
+			name:   "template that does not render",
+			extra:  "[[webhook]]\nname = \"a\"\nurl = \"https://h.example.com/\"\nevents = [\"public.people\"]\ntemplate = '{{.Nope}}'\n",
+			expect: []string{`FAIL  `, `webhook "a": template: rendering a sample event`},
+		},
+		{
+			name:   "url that does not parse",
+			extra:  "[[webhook]]\nname = \"a\"\nurl = \"hooks.example.com/x\"\nevents = [\"public.people\"]\n",
+			expect: []string{`FAIL  `, `webhook "a": url: must be an absolute http or https URL (got "hooks.example.com/x")`},
+		},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := newDatabase(t)
+			db := dbName(dsn)
+			fill := strings.NewReplacer("{db}", db, "{role}", "r_"+db, "{slot}", slotFor(dsn)).Replace
+			t.Cleanup(func() { dropSlot(t, slotFor(dsn)) })
 			if tc.setup != "" {
-				execSQL(t, dsn, tc.setup)
+				execSQL(t, dsn, fill(tc.setup))
+			}
+			if tc.asRole {
+				dsn = asRole(dsn, "r_"+db)
 			}
 			if tc.dsn != nil {
-				dsn = tc.dsn(dsn)
+				dsn = tc.dsn(t, dsn)
 			}
-			out, err := runCheck(t, writeConfig(t, dsn, tc.extra))
+			out, err := runCheck(t, writeConfig(t, dsn, fill(tc.extra)))
 			if tc.ok && err != nil {
 				t.Errorf("check failed: %v\n%s", err, out)
 			}
@@ -123,8 +348,13 @@ signature = "sha256"`,
 				t.Errorf("check err = %v, want errCheckFailed\n%s", err, out)
 			}
 			for _, want := range tc.expect {
-				if !strings.Contains(out, want) {
+				if want = fill(want); !strings.Contains(out, want) {
 					t.Errorf("output lacks %q:\n%s", want, out)
+				}
+			}
+			for _, not := range tc.absent {
+				if strings.Contains(out, not) {
+					t.Errorf("output has %q:\n%s", not, out)
 				}
 			}
 			if strings.Contains(out, "s3cret") {
@@ -134,9 +364,12 @@ signature = "sha256"`,
 	}
 }
 
-// TestCheckWalLevel runs check against a cluster without wal_level=logical.
-func TestCheckWalLevel(t *testing.T) {
-	c, err := pgcluster.Start(context.Background(), "wal_level=replica")
+// TestCheckServerSettings runs check against a cluster that cannot do
+// logical replication at all: each setting gets its own line with the fix,
+// and the replication connection, bound to fail for the same reason, is
+// not reported again.
+func TestCheckServerSettings(t *testing.T) {
+	c, err := pgcluster.Start(context.Background(), "wal_level=replica", "max_wal_senders=0", "max_replication_slots=0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +378,14 @@ func TestCheckWalLevel(t *testing.T) {
 	if !errors.Is(err, errCheckFailed) {
 		t.Errorf("err = %v", err)
 	}
-	if want := "FAIL  wal_level = replica: logical replication needs wal_level = logical; run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL"; !strings.Contains(out, want) {
-		t.Errorf("output lacks %q:\n%s", want, out)
+	for _, want := range []string{
+		"FAIL  wal_level = replica: logical replication needs wal_level = logical; run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
+		"FAIL  max_replication_slots = 0 with 0 in use: walhook needs one more; run ALTER SYSTEM SET max_replication_slots = 1; then restart PostgreSQL",
+		"FAIL  max_wal_senders = 0 with 0 in use: walhook's replication connection needs one more; run ALTER SYSTEM SET max_wal_senders = 1; then restart PostgreSQL",
+		"3 problem(s)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -335,12 +335,6 @@ func (w WebhookConfig) Webhook() deliver.Webhook {
 	default:
 		h.Secrets = w.Secrets
 	}
-	if w.Active != nil {
-		h.Active = *w.Active
-	}
-	if w.IncludeEntity != nil {
-		h.IncludeEntity = *w.IncludeEntity
-	}
 	if w.BasicAuth != nil {
 		h.BasicAuthUser, h.BasicAuthPassword = w.BasicAuth.Username, w.BasicAuth.Password
 	}
@@ -351,6 +345,13 @@ func (w WebhookConfig) Webhook() deliver.Webhook {
 		h.MaxAttempts = *w.MaxAttempts
 	}
 	deliver.ApplyDefaults(&h)
+	// After ApplyDefaults, which switches both on.
+	if w.Active != nil {
+		h.Active = *w.Active
+	}
+	if w.IncludeEntity != nil {
+		h.IncludeEntity = *w.IncludeEntity
+	}
 	if w.Signature != nil {
 		h.Signature = *w.Signature
 	}

@@ -27,6 +27,7 @@ usage:
   walhook check [-config FILE]    check the config and the database; exit 1 with one line per problem
   walhook teardown -config FILE -yes   drop the slot and the publication walhook created
   walhook demo                    a throwaway PostgreSQL, a sample table, a receiver, the admin page
+  walhook bench [flags]           the end-to-end benchmark against the machine's own ceilings (-h: flags)
   walhook version                 version and build info
 
 -config defaults to $WALHOOK_CONFIG, else ./config.toml.
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runCommand(ctx, args[1:], stderr)
 	case "demo":
 		return demoCommand(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, args[1:], stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args[1:], stdout, stderr)
 	case "teardown":

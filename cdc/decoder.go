@@ -38,56 +38,73 @@ type decoder struct {
 	primaryKeys map[string][]string
 	log         *slog.Logger
 
-	inTx bool
-	tx   *Tx
+	// chunkSize is the most events a Tx handed out holds; a bigger
+	// transaction goes out in several (see Tx).
+	chunkSize int
+
+	inTx  bool
+	tx    *Tx    // the chunk being filled
+	index uint32 // of the next event, counted across the transaction's chunks
+	full  *Tx    // a full chunk waiting to be handed out
 }
+
+// defaultChunkSize bounds the events of one transaction held in memory.
+const defaultChunkSize = 5000
 
 func newDecoder(log *slog.Logger) *decoder {
-	return &decoder{relations: make(map[uint32]*relation), types: pgtype.NewMap(), log: log}
+	return &decoder{relations: make(map[uint32]*relation), types: pgtype.NewMap(), log: log, chunkSize: defaultChunkSize}
 }
 
-// decode handles one pgoutput message. It returns the transaction when the
-// message was its Commit (with no events when nothing published changed).
+// decode handles one pgoutput message. It returns a chunk of the
+// transaction when the message was its Commit (the last chunk, with no
+// events when nothing published changed) or when the message's change did
+// not fit in the chunk being filled (a full chunk, EndLSN 0).
 func (d *decoder) decode(walData []byte) (*Tx, error) {
+	if err := d.apply(walData); err != nil {
+		return nil, err
+	}
+	tx := d.full
+	d.full = nil
+	return tx, nil
+}
+
+func (d *decoder) apply(walData []byte) error {
 	msg, err := pglogrepl.Parse(walData)
 	if err != nil {
-		return nil, fmt.Errorf("parse pgoutput message: %w", err)
+		return fmt.Errorf("parse pgoutput message: %w", err)
 	}
 	switch m := msg.(type) {
 	case *pglogrepl.RelationMessage:
 		d.relation(m)
 	case *pglogrepl.BeginMessage:
-		d.inTx = true
-		d.tx = &Tx{CommitTime: m.CommitTime.UTC()}
+		// Protocol v1 sends only committed transactions, and Begin
+		// already carries the commit's LSN and time: event ids are
+		// final from the first change on.
+		d.inTx, d.index = true, 0
+		d.tx = &Tx{CommitLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime.UTC()}
 	case *pglogrepl.CommitMessage:
 		if !d.inTx {
-			return nil, fmt.Errorf("commit at %s without begin", m.CommitLSN)
+			return fmt.Errorf("commit at %s without begin", m.CommitLSN)
 		}
 		tx := d.tx
 		d.inTx, d.tx = false, nil
-		tx.CommitLSN = uint64(m.CommitLSN)
-		tx.EndLSN = uint64(m.TransactionEndLSN)
-		tx.CommitTime = m.CommitTime.UTC()
-		for i := range tx.Events {
-			e := &tx.Events[i]
-			e.CommitLSN = tx.CommitLSN
-			e.CommitTime = tx.CommitTime
-			e.Index = uint32(i)
-			e.ID = EventID(tx.CommitLSN, uint32(i))
+		if uint64(m.CommitLSN) != tx.CommitLSN {
+			return fmt.Errorf("commit at %s but its begin announced %s", m.CommitLSN, pglogrepl.LSN(tx.CommitLSN))
 		}
-		return tx, nil
+		tx.EndLSN = uint64(m.TransactionEndLSN)
+		d.full = tx
 	case *pglogrepl.InsertMessage:
-		return nil, d.insert(m)
+		return d.insert(m)
 	case *pglogrepl.UpdateMessage:
-		return nil, d.update(m)
+		return d.update(m)
 	case *pglogrepl.DeleteMessage:
-		return nil, d.delete(m)
+		return d.delete(m)
 	case *pglogrepl.TruncateMessage:
-		return nil, d.truncate(m)
+		return d.truncate(m)
 	default:
 		// Type and Origin messages carry nothing walhook needs.
 	}
-	return nil, nil
+	return nil
 }
 
 func (d *decoder) relation(m *pglogrepl.RelationMessage) {
@@ -116,8 +133,23 @@ func (d *decoder) rel(id uint32) (*relation, error) {
 	return r, nil
 }
 
+// event appends a change to the chunk being filled. A full chunk is set
+// aside for decode to hand out first, so the transaction's last chunk,
+// handed out at Commit, is never empty once an earlier one went out.
 func (d *decoder) event(r *relation, action string) *Event {
-	d.tx.Events = append(d.tx.Events, Event{Schema: r.Schema, Table: r.Table, Action: action, Key: r.Key})
+	tx := d.tx
+	// (A truncate of many tables may overfill a chunk; one is set aside
+	// per message at most.)
+	if len(tx.Events) >= d.chunkSize && d.full == nil {
+		d.full = tx
+		d.tx = &Tx{CommitLSN: tx.CommitLSN, CommitTime: tx.CommitTime, Events: make([]Event, 0, d.chunkSize)}
+	}
+	i := d.index
+	d.index++
+	d.tx.Events = append(d.tx.Events, Event{
+		ID: EventID(d.tx.CommitLSN, i), CommitLSN: d.tx.CommitLSN, Index: i, CommitTime: d.tx.CommitTime,
+		Schema: r.Schema, Table: r.Table, Action: action, Key: r.Key,
+	})
 	return &d.tx.Events[len(d.tx.Events)-1]
 }
 

@@ -58,18 +58,28 @@ func EventID(commitLSN uint64, index uint32) string {
 	return fmt.Sprintf("%016X-%08X", commitLSN, index)
 }
 
-// Tx is one committed transaction's published changes.
+// Tx is one committed transaction's published changes, or a chunk of them.
+//
+// A big transaction is not held in memory whole: protocol v1 sends only
+// committed transactions and its Begin carries the commit LSN and time, so
+// the Reader hands the Sink chunks of up to a few thousand events as they
+// are decoded. Every chunk has the transaction's CommitLSN and CommitTime;
+// event indexes (and so ids) run on across its chunks. Chunks before the
+// last have EndLSN 0: nothing may be confirmed for them. The last chunk
+// carries the EndLSN, and only its durability makes the transaction
+// durable. After a crash PostgreSQL sends the whole transaction again, so a
+// Sink must take chunks it already stored as repeats (same event ids).
 type Tx struct {
 	CommitLSN  uint64
-	EndLSN     uint64 // the LSN to confirm once the transaction is durable
+	EndLSN     uint64 // the LSN to confirm once the transaction is durable; 0 in a chunk before the last
 	CommitTime time.Time
 	Events     []Event
 }
 
 // Sink receives committed transactions in commit order.
 type Sink interface {
-	// Write hands over one transaction. It may return before the
-	// transaction is durable; Durable reports that.
+	// Write hands over one transaction, or one chunk of it (see Tx). It
+	// may return before the transaction is durable; Durable reports that.
 	Write(ctx context.Context, tx *Tx) error
 	// Durable returns the EndLSN of the latest transaction whose effects
 	// are fsynced; every earlier transaction is durable too.

@@ -420,7 +420,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if tx == nil {
 			return nil
 		}
-		if len(tx.Events) == 0 {
+		if tx.EndLSN != 0 && len(tx.Events) == 0 {
 			s.idle = max(s.idle, tx.EndLSN)
 			return nil
 		}
@@ -430,6 +430,9 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 			}
 			return fmt.Errorf("sink write: %w", err)
 		}
+		// A chunk before the last (EndLSN 0) moves nothing: the decoder
+		// stays in the transaction, so no keepalive counts as idle until
+		// its Commit.
 		s.r.lastWritten = max(s.r.lastWritten, tx.EndLSN)
 	}
 	return nil

@@ -27,6 +27,21 @@ type request struct {
 	id, event, entityID, entityURL string
 	body                           body
 	attempt                        int
+	client                         *http.Client // nil: the queue's
+}
+
+// hookClient gives a webhook its own keep-alive pool, as many idle
+// connections as it has workers: one transport shared by all webhooks keeps
+// only Concurrency idle connections per host, so webhooks posting to the
+// same host would close and reopen connections all the time.
+func (q *Queue) hookClient() *http.Client {
+	t, ok := q.client.Transport.(*http.Transport)
+	if q.opts.Client != nil || !ok {
+		return q.client
+	}
+	t = t.Clone()
+	t.MaxIdleConnsPerHost = q.opts.Concurrency
+	return &http.Client{Transport: t, CheckRedirect: q.client.CheckRedirect}
 }
 
 // result is an attempt and what the response asked of the next one.
@@ -89,7 +104,11 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	}
 	att.RequestBody = truncate(r.body.data, keepRequest)
 
-	resp, err := q.client.Do(req)
+	client := r.client
+	if client == nil {
+		client = q.client
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		att.Duration = time.Since(start)
 		att.Error = describe(err, w.Timeout)
@@ -161,20 +180,27 @@ func (q *Queue) logAttempt(h *hook, w *Webhook, id, event string, n int, res res
 	if a.Status != 0 {
 		status = strconv.Itoa(a.Status)
 	}
-	u := redactURL(w.URL)
-	line := fmt.Sprintf("%s id=%s event=%s attempt=%d/%d status=%s duration_ms=%d url=%s",
-		a.At.Format(time.RFC3339), id, event, n, w.MaxAttempts, status, a.Duration.Milliseconds(), u)
+	// Appended, not Sprintf'd: one line per attempt is on the hot path.
+	line := make([]byte, 0, 192)
+	line = a.At.AppendFormat(line, time.RFC3339)
+	line = append(append(line, " id="...), id...)
+	line = append(append(line, " event="...), event...)
+	line = strconv.AppendInt(append(line, " attempt="...), int64(n), 10)
+	line = strconv.AppendInt(append(line, '/'), int64(w.MaxAttempts), 10)
+	line = append(append(line, " status="...), status...)
+	line = strconv.AppendInt(append(line, " duration_ms="...), a.Duration.Milliseconds(), 10)
+	line = append(append(line, " url="...), redactURL(w.URL)...)
 	switch {
 	case a.Status == 0 && a.Error != "":
-		line += fmt.Sprintf(" error=%q", a.Error)
+		line = strconv.AppendQuote(append(line, " error="...), a.Error)
 	case a.Status != 0 && (a.Status < 200 || a.Status > 299):
 		body := []rune(a.ResponseBody)
 		if len(body) > 200 {
 			body = body[:200]
 		}
-		line += fmt.Sprintf(" error=%q", string(body))
+		line = strconv.AppendQuote(append(line, " error="...), string(body))
 	}
-	if _, err := io.WriteString(h.log, line+"\n"); err != nil {
+	if _, err := h.log.Write(append(line, '\n')); err != nil {
 		q.log.Error("write webhook log", "webhook", h.name, "err", err)
 	}
 }
@@ -188,6 +214,9 @@ func randomID(n int) string {
 
 // redactURL hides a password in the URL's user info.
 func redactURL(raw string) string {
+	if !strings.Contains(raw, "@") {
+		return raw // no user info: spare a parse per logged attempt
+	}
 	if u, err := url.Parse(raw); err == nil {
 		return u.Redacted()
 	}

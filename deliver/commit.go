@@ -1,16 +1,21 @@
 package deliver
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"walhook/cdc"
 )
+
+// appendFill is the bbolt FillPercent of buckets whose keys only grow.
+const appendFill = 0.9
 
 // commitItem is a transaction to enqueue or a delivery result to persist.
 type commitItem struct {
@@ -26,6 +31,8 @@ type update struct {
 	rec   []byte
 	done  bool // completed successfully: enters the retention index
 	stats bool // the webhook's counters changed
+
+	eventID string // of a done delivery: the retention index keeps it, so pruning decodes nothing
 }
 
 // commitLoop is the single writer: it takes every waiting item, commits
@@ -34,6 +41,7 @@ type update struct {
 func (q *Queue) commitLoop() {
 	defer close(q.committed)
 	var batch []commitItem
+	released := time.Now()
 	for {
 		if len(batch) == 0 {
 			select {
@@ -44,11 +52,15 @@ func (q *Queue) commitLoop() {
 				return
 			}
 		}
+		events := batchEvents(batch)
 	fill:
-		for len(batch) < maxBatch {
+		for len(batch) < maxBatch && events < maxBatchEvents {
 			select {
 			case it := <-q.in:
 				batch = append(batch, it)
+				if it.tx != nil {
+					events += len(it.tx.Events)
+				}
 			default:
 				break fill
 			}
@@ -71,8 +83,78 @@ func (q *Queue) commitLoop() {
 			continue
 		}
 		q.health.Store(nil)
+		q.gate.release(events)
 		batch = batch[:0]
+		if time.Since(released) > releaseEvery {
+			q.releaseMapped()
+			released = time.Now()
+		}
 	}
+}
+
+// releaseEvery is how often the committer drops the store's mapped pages
+// from the resident set (see releaseMapped).
+const releaseEvery = time.Second
+
+// maxWaitingEvents bounds the events written but not yet committed: the
+// chunks of a big transaction (see cdc.Tx) wait for the store rather than
+// pile up in memory.
+const maxWaitingEvents = 2 * maxBatchEvents
+
+// eventGate counts the events handed to the committer and not yet
+// committed. Write is its only waiter (the Reader writes from one loop).
+type eventGate struct {
+	mu   sync.Mutex
+	n    int
+	free chan struct{} // signalled when n drops
+}
+
+// acquire waits until n more events fit. A single item bigger than the
+// bound is let through when nothing else waits.
+func (g *eventGate) acquire(ctx context.Context, closed <-chan struct{}, n int) error {
+	for {
+		g.mu.Lock()
+		if g.n == 0 || g.n+n <= maxWaitingEvents {
+			g.n += n
+			g.mu.Unlock()
+			return nil
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.free:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-closed:
+			return errClosed
+		}
+	}
+}
+
+func (g *eventGate) release(n int) {
+	if n == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.n -= n
+	g.mu.Unlock()
+	select {
+	case g.free <- struct{}{}:
+	default:
+	}
+}
+
+// maxBatchEvents stops filling a batch: chunks of a big transaction (see
+// cdc.Tx) are thousands of events each.
+const maxBatchEvents = 8000
+
+func batchEvents(batch []commitItem) int {
+	n := 0
+	for _, it := range batch {
+		if it.tx != nil {
+			n += len(it.tx.Events)
+		}
+	}
+	return n
 }
 
 // finalCommit persists what is still waiting when the Queue closes.
@@ -166,6 +248,10 @@ func (q *Queue) commit(batch []commitItem) error {
 				return *e
 			}
 			events := btx.Bucket(bucketEvents)
+			// Keys grow with the WAL (events) and the sequence (deliveries):
+			// bbolt's default half-full split would leave every page half
+			// empty.
+			events.FillPercent = appendFill
 			meta := btx.Bucket(bucketMeta)
 			var persisted uint64
 			if v := meta.Get(keyDurable); len(v) == 8 {
@@ -180,6 +266,11 @@ func (q *Queue) commit(batch []commitItem) error {
 				}
 				if it.tx.EndLSN != 0 && it.tx.EndLSN <= persisted {
 					continue // PostgreSQL sent a transaction we already have
+				}
+				if it.tx.EndLSN == 0 && it.tx.CommitLSN != 0 && it.tx.CommitLSN < persisted {
+					// A chunk of a transaction whose last chunk is stored:
+					// commits before the durable end are all durable.
+					continue
 				}
 				for i := range it.tx.Events {
 					ev := &it.tx.Events[i]
@@ -256,6 +347,7 @@ func (q *Queue) enqueueEvent(btx *bolt.Tx, events *bolt.Bucket, ev *cdc.Event, n
 		if err != nil {
 			return err
 		}
+		b.FillPercent = appendFill
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -293,7 +385,7 @@ func (q *Queue) applyUpdate(btx *bolt.Tx, u *update, stats []byte, doneAdded map
 		if err != nil {
 			return err
 		}
-		if err := d.Put(seqKey(u.seq), nil); err != nil {
+		if err := d.Put(seqKey(u.seq), []byte(u.eventID)); err != nil {
 			return err
 		}
 		doneAdded[u.h]++
@@ -312,16 +404,22 @@ func (q *Queue) prune(btx *bolt.Tx, events *bolt.Bucket, h *hook, count int) (in
 	if d == nil || b == nil {
 		return 0, nil
 	}
-	var keys [][]byte
+	var keys, ids [][]byte
 	c := d.Cursor()
-	for k, _ := c.First(); k != nil && len(keys) < excess; k, _ = c.Next() {
+	for k, id := c.First(); k != nil && len(keys) < excess; k, id = c.Next() {
 		keys = append(keys, append([]byte(nil), k...))
+		ids = append(ids, append([]byte(nil), id...))
 	}
-	for _, k := range keys {
+	for i, k := range keys {
 		if v := b.Get(k); v != nil {
-			rec, err := decodeRecord(v)
-			if err == nil {
-				if err := derefEvent(events, rec.EventID); err != nil {
+			id := string(ids[i])
+			if id == "" { // indexed before the index kept event ids
+				if rec, err := decodeRecord(v); err == nil {
+					id = rec.EventID
+				}
+			}
+			if id != "" {
+				if err := derefEvent(events, id); err != nil {
 					return 0, err
 				}
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,6 +81,7 @@ type hook struct {
 	doneCount int // completed deliveries in the retention index; committer only
 
 	log    *lumberjack.Logger
+	client *http.Client // the webhook's own keep-alive pool
 	wake   chan struct{}
 	work   chan *pending
 	ctx    context.Context // stops the scheduler and workers
@@ -104,6 +106,7 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 		diskMore: true,
 		wake:     make(chan struct{}, 1),
 		work:     make(chan *pending),
+		client:   q.hookClient(),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.reqCtx, h.abort = context.WithCancel(context.Background())
@@ -187,6 +190,9 @@ func (h *hook) stop(abort bool) {
 	h.cancel()
 	h.wg.Wait()
 	h.abort()
+	if h.client != h.q.client {
+		h.client.CloseIdleConnections()
+	}
 }
 
 func (h *hook) closeLog() {
@@ -346,11 +352,30 @@ func (h *hook) worker() {
 	for {
 		select {
 		case p := <-h.work:
-			h.deliver(p)
+			// A busy worker takes its next delivery itself: no hand-off
+			// through the scheduler (two goroutine wake-ups) per delivery.
+			for p != nil && h.ctx.Err() == nil {
+				h.deliver(p)
+				select {
+				case p = <-h.work:
+				default:
+					p = h.take()
+				}
+			}
 		case <-h.ctx.Done():
 			return
 		}
 	}
+}
+
+// take pops the earliest due delivery, nil when none is due.
+func (h *hook) take() *pending {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.active.Load() || h.ready.Len() == 0 || h.ready[0].due.After(time.Now()) {
+		return nil
+	}
+	return heap.Pop(&h.ready).(*pending)
 }
 
 // deliver makes one attempt and files its outcome.
@@ -367,6 +392,7 @@ func (h *hook) deliver(p *pending) {
 	} else {
 		res = h.q.attempt(h.reqCtx, &w, signer, request{
 			id: ev.ID, event: p.rec.Event, entityID: ev.EntityID, entityURL: ev.EntityURL, body: b, attempt: n,
+			client: h.client,
 		})
 	}
 	att := res.att
@@ -388,7 +414,11 @@ func (h *hook) deliver(p *pending) {
 		p.rec.Status = StatusFailed
 		h.failedN++
 	default:
-		p.due = att.At.Add(h.backoff(n, res.retryAfter))
+		wait := res.retryAfter
+		if wait > 0 {
+			wait += att.Duration // Retry-After counts from the response
+		}
+		p.due = att.At.Add(h.backoff(n, wait))
 		p.rec.Due = p.due
 	}
 	if gone {
@@ -401,7 +431,7 @@ func (h *hook) deliver(p *pending) {
 		h.queued--
 		h.completeLocked(p)
 	}
-	u := &update{h: h, seq: p.seq, rec: encodeRecord(p.rec), done: ok, stats: true}
+	u := &update{h: h, seq: p.seq, rec: encodeRecord(p.rec), done: ok, stats: true, eventID: p.rec.EventID}
 	queued := h.queued
 	var d Delivery
 	if final && !ok {

@@ -41,6 +41,7 @@ type TemplateData struct {
 	ID, Event, Entity, Action, Op string
 	EntityID, EntityURL, Table    string
 	OccurredAt                    string
+	OccurredAtMs                  int64 // the commit time in Unix milliseconds (Etlworks' "timestamp")
 	Webhook                       string
 	Data, Old                     map[string]any
 	Changed                       []string
@@ -65,7 +66,7 @@ func renderTemplate(t *template.Template, webhook string, ev *cdc.Event) ([]byte
 	err := t.Execute(&buf, TemplateData{
 		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action, Op: op,
 		EntityID: ev.EntityID, EntityURL: ev.EntityURL, Table: ev.QualifiedTable(),
-		OccurredAt: ev.CommitTime.UTC().Format(time.RFC3339), Webhook: webhook,
+		OccurredAt: ev.CommitTime.UTC().Format(time.RFC3339), OccurredAtMs: ev.CommitTime.UnixMilli(), Webhook: webhook,
 		Data: ev.Data, Old: ev.Old, Changed: ev.Changed,
 	})
 	return buf.Bytes(), err

@@ -113,6 +113,7 @@ type Queue struct {
 	metrics *metrics
 
 	in        chan commitItem
+	gate      eventGate // bounds the events in items not yet committed
 	durable   atomic.Uint64
 	health    atomic.Pointer[error]
 	closed    atomic.Bool
@@ -165,6 +166,7 @@ func Open(opts Options) (*Queue, error) {
 		client:    newClient(opts),
 		metrics:   newMetrics(opts.Registerer),
 		in:        make(chan commitItem, pendingItems),
+		gate:      eventGate{free: make(chan struct{}, 1)},
 		committed: make(chan struct{}),
 		hooks:     map[string]*hook{},
 	}
@@ -280,12 +282,17 @@ func (q *Queue) Write(ctx context.Context, tx *cdc.Tx) error {
 		}
 		q.metrics.events.WithLabelValues(entity, ev.Action).Inc()
 	}
+	if err := q.gate.acquire(ctx, q.ctx.Done(), len(tx.Events)); err != nil {
+		return err
+	}
 	select {
 	case q.in <- item:
 		return nil
 	case <-ctx.Done():
+		q.gate.release(len(tx.Events))
 		return ctx.Err()
 	case <-q.ctx.Done():
+		q.gate.release(len(tx.Events))
 		return errClosed
 	}
 }

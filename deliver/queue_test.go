@@ -190,7 +190,14 @@ func TestRedirectNotFollowed(t *testing.T) {
 
 func TestGoneSwitchesOff(t *testing.T) {
 	t.Parallel()
-	rc := newReceiver(t, func(received, int) (int, http.Header, string) { return 410, nil, "gone" })
+	// The old URL is gone; the new one (/v2) works, so the webhook stays
+	// on once the config points there.
+	rc := newReceiver(t, func(r received, _ int) (int, http.Header, string) {
+		if r.Path == "/v2" {
+			return 200, nil, "ok"
+		}
+		return 410, nil, "gone"
+	})
 	e := newEnv(t, []string{"h"})
 	changes := make(chan struct{}, 10)
 	e.q.OnChange(func() { changes <- struct{}{} })
@@ -228,6 +235,8 @@ func TestGoneSwitchesOff(t *testing.T) {
 	if w, _ := e.q.Webhook("h"); !w.Active {
 		t.Error("config webhook with a new URL still switched off")
 	}
+	// The delivery held while it was off now goes to the new URL.
+	waitFor(t, 10*time.Second, "the held delivery sent to /v2", func() bool { return e.q.Stats("h").Queued == 0 })
 }
 
 func TestPerEntityOrder(t *testing.T) {

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestBacklogDrains: with the endpoint down, 20,000 deliveries queue up on
+// disk; walhook restarts; the endpoint comes up and every one arrives.
+func TestBacklogDrains(t *testing.T) {
+	if testing.Short() {
+		t.Skip("queues 20,000 deliveries")
+	}
+	const rows = 20_000
+	addr := freeAddr(t) // nothing listens here yet
+	h := newHarness(t, thingsSchema)
+	// Production backoff with a 1s timeout: 2s, then 17s, so no delivery
+	// runs out of attempts while the endpoint is down.
+	hooks := faultHook("down", "http://"+addr+"/hook", "retry_mode = \"production\"\ntimeout_ms = 1000\nmax_attempts = 8")
+	hooks = strings.Replace(hooks, "retry_mode = \"test\"\n", "", 1)
+	h.start(hooks)
+	begin := time.Now()
+	for i := 0; i < rows; i += 5000 {
+		h.exec(`INSERT INTO things SELECT g, 'v' FROM generate_series($1::int, $2::int) g`, i+1, i+5000)
+	}
+	q := h.app.Queue()
+	waitFor(t, "every delivery queued", 2*time.Minute, func() bool { return q.Stats("down").Queued == rows })
+	t.Logf("%d queued after %s", rows, time.Since(begin).Round(time.Millisecond))
+	h.stop()
+
+	h.start(hooks)
+	up := time.Now()
+	if got := h.app.Queue().Stats("down").Queued; got != rows {
+		t.Fatalf("%d queued after the restart, want %d", got, rows)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		got = map[string]int{}
+	)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get("X-Walhook-Entity-Id")]++
+		mu.Unlock()
+	}))
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	waitFor(t, "the backlog to drain", 5*time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == rows
+	})
+	t.Logf("drained %s after the restart", time.Since(up).Round(time.Millisecond))
+	q = h.app.Queue()
+	waitFor(t, "the queue empty", time.Minute, func() bool { return q.Stats("down").Queued == 0 })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i <= rows; i++ {
+		if got[strconv.Itoa(i)] == 0 {
+			t.Fatalf("row %d never arrived", i)
+		}
+	}
+	if st := q.Stats("down"); st.Failed != 0 {
+		t.Errorf("%d deliveries failed for good", st.Failed)
+	}
+}
+
+// TestRetentionKeepsFailed: completed deliveries are pruned to the latest
+// [store] retention per webhook; failed ones stay.
+func TestRetentionKeepsFailed(t *testing.T) {
+	rc := newReceiver(t, nil)
+	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, _ := strconv.Atoi(r.Header.Get("X-Walhook-Entity-Id")); id%5 == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+		}
+	})
+	h := newHarness(t, thingsSchema)
+	text := fmt.Sprintf("%s[store]\ndir = %q\nretention = 5\n[log]\ndir = %q\n[admin]\nlisten = \"\"\n%s",
+		postgresSection(h.dsn), filepath.Join(h.dir, "data"), filepath.Join(h.dir, "logs"), faultHook("h", rc.URL, "max_attempts = 1"))
+	cfg, err := ParseConfig(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := NewApp(cfg, AppOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("walhook run: %v", err)
+		}
+	})
+	waitFor(t, "walhook ready", 30*time.Second, func() bool { return app.ready() == nil })
+	insertThings(h, 1, 30)
+	q := app.Queue()
+	waitFor(t, "30 calls", time.Minute, func() bool { st := q.Stats("h"); return st.TotalCalls == 30 && st.Queued == 0 })
+	var success, failed []string
+	waitFor(t, "pruned to 5 completed", 30*time.Second, func() bool {
+		success, failed = nil, nil
+		for _, d := range deliveries(t, q, "h", "") {
+			switch d.Status {
+			case "success":
+				success = append(success, d.EntityID)
+			case "failed":
+				failed = append(failed, d.EntityID)
+			}
+		}
+		return len(success) == 5 && len(failed) == 6
+	})
+	if want := []string{"29", "28", "27", "26", "24"}; fmt.Sprint(success) != fmt.Sprint(want) {
+		// Rows are inserted one per transaction, so commit order is row order.
+		t.Errorf("kept completed %v, want the newest %v", success, want)
+	}
+	if want := []string{"30", "25", "20", "15", "10", "5"}; fmt.Sprint(failed) != fmt.Sprint(want) {
+		t.Errorf("kept failed %v, want %v", failed, want)
+	}
+}

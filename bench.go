@@ -1,0 +1,1148 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"walhook/internal/pgcluster"
+)
+
+// benchOptions are walhook bench's flags, plus what tests inject.
+type benchOptions struct {
+	changes     int
+	txSize      int
+	webhooks    int
+	rowWidth    int
+	latency     time.Duration // the receiver's delay per request
+	concurrency int
+	rate        int           // changes/s offered in the latency phase
+	duration    time.Duration // of the latency phase
+	backlog     int
+	bigTx       int
+	cpuprofile  string // prefix of the walhook processes' CPU profiles
+
+	ceiling time.Duration      // of each HTTP ceiling measurement; default 3s
+	exe     string             // the walhook binary to run; default this executable
+	cluster *pgcluster.Cluster // reused when set (tests); default a new one
+}
+
+// benchResult is what walhook bench measured; -json prints it.
+type benchResult struct {
+	DecodeCeilingEPS float64 `json:"decode_ceiling_eps"`
+	HTTPCeilingRPS   float64 `json:"http_ceiling_rps"`   // with -concurrency workers, as one webhook
+	HTTPCeiling4RPS  float64 `json:"http_ceiling_4_rps"` // with -webhooks × -concurrency workers
+	E2EEPS           float64 `json:"e2e_eps"`
+	E2E4RPS          float64 `json:"e2e_4_webhooks_rps"`
+	E2ECPU           float64 `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
+	E2E4CPU          float64 `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
+	P50MS            float64 `json:"p50_ms"`
+	P99MS            float64 `json:"p99_ms"`
+	P999MS           float64 `json:"p999_ms"`
+	OfferedEPS       float64 `json:"latency_offered_eps"` // the load actually offered in the latency phase
+	PeakRSSMB        float64 `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
+	PeakAnonMB       float64 `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
+	Ratio            float64 `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
+	Ratio4           float64 `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
+	WriteEPS         float64 `json:"write_eps"`           // rows/s the bench wrote the workload at
+	BodyBytes        int     `json:"body_bytes"`          // of one request body
+
+	BacklogN               int     `json:"backlog,omitempty"`
+	BacklogQueueEPS        float64 `json:"backlog_queue_eps,omitempty"` // deliveries/s queued with the receiver down
+	BacklogRSSMB           float64 `json:"backlog_rss_mb,omitempty"`
+	BacklogAnonMB          float64 `json:"backlog_anon_mb,omitempty"`
+	StoreBytesPerDelivery  float64 `json:"store_bytes_per_delivery,omitempty"`
+	BacklogFirstDeliveryMS float64 `json:"backlog_first_delivery_ms,omitempty"` // process start → first 2xx after a restart
+	BacklogDrainEPS        float64 `json:"backlog_drain_eps,omitempty"`
+	BacklogRestartRSSMB    float64 `json:"backlog_restart_rss_mb,omitempty"`
+	BacklogRestartAnonMB   float64 `json:"backlog_restart_anon_mb,omitempty"`
+
+	BigTxRows   int     `json:"big_tx_rows,omitempty"`
+	BigTxEPS    float64 `json:"big_tx_eps,omitempty"` // commit → last 2xx
+	BigTxRSSMB  float64 `json:"big_tx_rss_mb,omitempty"`
+	BigTxAnonMB float64 `json:"big_tx_anon_mb,omitempty"`
+
+	Load string `json:"load"` // /proc/loadavg before and after
+}
+
+func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := benchOptions{}
+	fs.IntVar(&o.changes, "changes", 20000, "rows inserted for the throughput phases")
+	fs.IntVar(&o.txSize, "tx-size", 10, "rows per transaction")
+	fs.IntVar(&o.webhooks, "webhooks", 4, "webhooks on the same table in the second end-to-end phase")
+	fs.IntVar(&o.rowWidth, "row-width", 300, "bytes of payload text per row")
+	fs.DurationVar(&o.latency, "latency", 0, "the receiver's delay per request")
+	fs.IntVar(&o.concurrency, "concurrency", 16, "workers per webhook")
+	fs.IntVar(&o.rate, "rate", 2000, "changes/s offered in the latency phase")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of the latency phase")
+	fs.IntVar(&o.backlog, "backlog", 10000, "deliveries queued with the receiver down, then drained after a restart (0: skip)")
+	fs.IntVar(&o.bigTx, "big-tx", 0, "rows of one big transaction (0: skip)")
+	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write walhook's CPU profile of each phase to FILE.<phase>")
+	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
+	serve := fs.String("serve", "", "internal: run walhook with this config, as bench's subprocess")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *serve != "" {
+		return benchServe(ctx, *serve, o.concurrency, o.cpuprofile, stderr)
+	}
+	if o.changes < 1 || o.txSize < 1 || o.webhooks < 1 || o.rowWidth < 0 || o.concurrency < 1 || o.rate < 1 || o.backlog < 0 || o.bigTx < 0 {
+		fmt.Fprintln(stderr, "bench: sizes must be positive")
+		return errUsage
+	}
+	res, err := runBench(ctx, o, stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	printBench(stdout, o, res)
+	return nil
+}
+
+// benchServe is the walhook that bench measures: `walhook run` with the
+// worker count and an optional CPU profile.
+func benchServe(ctx context.Context, path string, concurrency int, cpuprofile string, stderr io.Writer) error {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	app, err := NewApp(cfg, AppOptions{Logger: logger, Concurrency: concurrency})
+	if err != nil {
+		return err
+	}
+	return app.Run(ctx)
+}
+
+// bench is one run's shared state.
+type bench struct {
+	o        benchOptions
+	progress io.Writer
+	cluster  *pgcluster.Cluster
+	dsn      string
+	tmp      string
+	rc       *benchReceiver
+	payload  string
+	nextID   int64 // next row id to insert
+	slotSeq  int
+	prefix   string // of slot names: slots are cluster-wide
+	peakRSS  float64
+	peakAnon float64
+	sample   []byte // a request body walhook sent
+}
+
+func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchResult, error) {
+	if o.exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		o.exe = exe
+	}
+	if o.ceiling <= 0 {
+		o.ceiling = 3 * time.Second
+	}
+	b := &bench{o: o, progress: progress, nextID: 1}
+	tmp, err := os.MkdirTemp("", "walhook-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	b.tmp = tmp
+	res := &benchResult{Load: loadavg()}
+	b.logf("machine: %s", machine())
+
+	b.cluster = o.cluster
+	if b.cluster == nil {
+		b.logf("starting PostgreSQL")
+		c, err := pgcluster.Start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		b.cluster = c
+	}
+	db := fmt.Sprintf("bench%d_%d", os.Getpid(), time.Now().UnixNano()%1e12)
+	b.prefix = db
+	if b.dsn, err = b.cluster.CreateDatabase(ctx, db); err != nil {
+		return nil, err
+	}
+	if err := b.exec(ctx, `CREATE TABLE bench (id bigint PRIMARY KEY, payload text NOT NULL);
+		CREATE PUBLICATION bench FOR TABLE bench`); err != nil {
+		return nil, err
+	}
+	b.payload = randomText(o.rowWidth)
+	if b.rc, err = newBenchReceiver(o.latency); err != nil {
+		return nil, err
+	}
+	defer b.rc.close()
+
+	// The throughput workload is written once; each reader has its own slot.
+	decodeSlot, e1Slot, e4Slot := b.slotName(), b.slotName(), b.slotName()
+	for _, s := range []string{decodeSlot, e1Slot, e4Slot} {
+		if err := b.createSlot(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	b.logf("writing %d rows in transactions of %d", o.changes, o.txSize)
+	start := time.Now()
+	if err := b.insert(ctx, o.changes, o.txSize, 8); err != nil {
+		return nil, err
+	}
+	res.WriteEPS = float64(o.changes) / time.Since(start).Seconds()
+
+	b.logf("decode ceiling: a bare pglogrepl reader")
+	if res.DecodeCeilingEPS, err = b.decodeCeiling(ctx, decodeSlot, o.changes); err != nil {
+		return nil, fmt.Errorf("decode ceiling: %w", err)
+	}
+	b.dropSlot(ctx, decodeSlot)
+
+	b.logf("walhook end to end, 1 webhook")
+	if res.E2EEPS, res.E2ECPU, err = b.endToEnd(ctx, "e2e1", e1Slot, 1, o.changes); err != nil {
+		return nil, fmt.Errorf("end to end: %w", err)
+	}
+	b.logf("walhook end to end, %d webhooks", o.webhooks)
+	if res.E2E4RPS, res.E2E4CPU, err = b.endToEnd(ctx, "e2e4", e4Slot, o.webhooks, o.changes); err != nil {
+		return nil, fmt.Errorf("end to end, %d webhooks: %w", o.webhooks, err)
+	}
+	res.BodyBytes = len(b.sample)
+
+	b.logf("HTTP ceiling: %d and %d workers", o.concurrency, o.concurrency*o.webhooks)
+	res.HTTPCeilingRPS = b.httpCeiling(ctx, o.concurrency, o.ceiling)
+	res.HTTPCeiling4RPS = b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
+
+	b.logf("latency at %d changes/s for %s", o.rate, o.duration)
+	if err := b.latencyPhase(ctx, res); err != nil {
+		return nil, fmt.Errorf("latency: %w", err)
+	}
+	res.PeakRSSMB, res.PeakAnonMB = b.peakRSS, b.peakAnon
+	res.Ratio = res.E2EEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingRPS)
+	res.Ratio4 = res.E2E4RPS / res.HTTPCeiling4RPS
+
+	if o.backlog > 0 {
+		b.logf("backlog of %d deliveries", o.backlog)
+		if err := b.backlogPhase(ctx, res); err != nil {
+			return nil, fmt.Errorf("backlog: %w", err)
+		}
+	}
+	if o.bigTx > 0 {
+		b.logf("one transaction of %d rows", o.bigTx)
+		if err := b.bigTxPhase(ctx, res); err != nil {
+			return nil, fmt.Errorf("big transaction: %w", err)
+		}
+	}
+	res.Load += " → " + loadavg()
+	return res, nil
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(b.progress, "bench: "+format+"\n", args...)
+}
+
+func (b *bench) slotName() string {
+	b.slotSeq++
+	return fmt.Sprintf("%s_s%d", b.prefix, b.slotSeq)
+}
+
+func (b *bench) exec(ctx context.Context, sql string) error {
+	conn, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	for _, stmt := range strings.Split(sql, ";") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("%s: %w", strings.TrimSpace(stmt), err)
+		}
+	}
+	return nil
+}
+
+func (b *bench) replicationConn(ctx context.Context) (*pgconn.PgConn, error) {
+	pc, err := pgconn.ParseConfig(b.dsn)
+	if err != nil {
+		return nil, err
+	}
+	pc.RuntimeParams["replication"] = "database"
+	return pgconn.ConnectConfig(ctx, pc)
+}
+
+// createSlot creates a pgoutput slot now, so it streams every change
+// written after.
+func (b *bench) createSlot(ctx context.Context, name string) error {
+	conn, err := b.replicationConn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+	return err
+}
+
+// dropSlot drops a slot once its last reader let go, so it keeps no WAL.
+func (b *bench) dropSlot(ctx context.Context, name string) {
+	conn, err := pgx.Connect(ctx, b.dsn)
+	if err != nil {
+		return
+	}
+	defer conn.Close(context.Background())
+	for range 50 {
+		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, name); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b.logf("could not drop slot %s", name)
+}
+
+// insert writes n rows in transactions of txSize over conns connections.
+func (b *bench) insert(ctx context.Context, n, txSize, conns int) error {
+	first := b.nextID
+	b.nextID += int64(n)
+	var next atomic.Int64
+	txs := int64((n + txSize - 1) / txSize)
+	errs := make(chan error, conns)
+	for range conns {
+		go func() {
+			conn, err := pgx.Connect(ctx, b.dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			for {
+				i := next.Add(1) - 1
+				if i >= txs {
+					errs <- nil
+					return
+				}
+				lo := first + i*int64(txSize)
+				hi := min(lo+int64(txSize), first+int64(n)) - 1
+				if _, err := conn.Exec(ctx, `INSERT INTO bench (id, payload) SELECT g, $3 FROM generate_series($1::bigint, $2::bigint) g`, lo, hi, b.payload); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	var firstErr error
+	for range conns {
+		if err := <-errs; err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	return firstErr
+}
+
+// decodeCeiling is the rows/s of a bare pglogrepl reader: parse every
+// message, count the inserts, nothing else.
+func (b *bench) decodeCeiling(ctx context.Context, slot string, want int) (float64, error) {
+	start := time.Now()
+	conn, err := b.replicationConn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(context.Background())
+	err = pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
+		Mode:       pglogrepl.LogicalReplication,
+		PluginArgs: []string{"proto_version '1'", "publication_names 'bench'"},
+	})
+	if err != nil {
+		return 0, err
+	}
+	// One deadline for the whole read, none per message.
+	conn.Conn().SetReadDeadline(time.Now().Add(5 * time.Minute))
+	n := 0
+	for n < want {
+		msg, err := conn.ReceiveMessage(context.Background())
+		if err != nil {
+			return 0, err
+		}
+		cd, ok := msg.(*pgproto3.CopyData)
+		if !ok {
+			if er, ok := msg.(*pgproto3.ErrorResponse); ok {
+				return 0, pgconn.ErrorResponseToPgError(er)
+			}
+			continue
+		}
+		switch cd.Data[0] {
+		case pglogrepl.PrimaryKeepaliveMessageByteID:
+			pkm, err := pglogrepl.ParsePrimaryKeepaliveMessage(cd.Data[1:])
+			if err == nil && pkm.ReplyRequested {
+				pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pkm.ServerWALEnd})
+			}
+		case pglogrepl.XLogDataByteID:
+			xld, err := pglogrepl.ParseXLogData(cd.Data[1:])
+			if err != nil {
+				return 0, err
+			}
+			m, err := pglogrepl.Parse(xld.WALData)
+			if err != nil {
+				return 0, err
+			}
+			if _, ok := m.(*pglogrepl.InsertMessage); ok {
+				n++
+			}
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// benchHook is one webhook of a walhook under test.
+type benchHook struct {
+	name, path string
+	timeoutMS  int
+	retryMode  string
+}
+
+// walhookProc is a walhook subprocess.
+type walhookProc struct {
+	cmd   *exec.Cmd
+	dir   string
+	admin string
+	token string
+	done  chan struct{}
+	anon  atomic.Int64 // peak RssAnon in kB, sampled every 50 ms
+}
+
+func (b *bench) writeConfig(name, slot string, hooks []benchHook) (dir, admin, token string, err error) {
+	dir = filepath.Join(b.tmp, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", "", err
+	}
+	admin = ln.Addr().String()
+	ln.Close()
+	token = randomText(24)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "[postgres]\ndsn = %q\nslot = %q\npublication = \"bench\"\nmanage_publication = false\n", b.dsn, slot)
+	fmt.Fprintf(&sb, "[store]\ndir = \"data\"\n[log]\ndir = \"logs\"\n[admin]\nlisten = %q\ntoken = %q\n", admin, token)
+	for _, h := range hooks {
+		fmt.Fprintf(&sb, "[[webhook]]\nname = %q\nurl = %q\nevents = [\"public.bench\"]\nsecret = \"whsec_%s\"\ntimeout_ms = %d\nretry_mode = %q\nmax_attempts = 8\n",
+			h.name, b.rc.url+h.path, base64.StdEncoding.EncodeToString([]byte("bench-secret-bench-secret")), h.timeoutMS, h.retryMode)
+	}
+	return dir, admin, token, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(sb.String()), 0o600)
+}
+
+// startWalhook runs walhook with its config in dir and waits until it is
+// ready; phase names the CPU profile.
+func (b *bench) startWalhook(ctx context.Context, dir, admin, token, phase string) (*walhookProc, error) {
+	args := []string{"bench", "-serve", filepath.Join(dir, "config.toml"), "-concurrency", strconv.Itoa(b.o.concurrency)}
+	if b.o.cpuprofile != "" {
+		args = append(args, "-cpuprofile", b.o.cpuprofile+"."+phase)
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "walhook.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(b.o.exe, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	p := &walhookProc{cmd: cmd, dir: dir, admin: admin, token: token, done: make(chan struct{})}
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(p.done)
+	}()
+	go p.sampleAnon()
+	deadline := time.Now().Add(30 * time.Second)
+	for p.get("/readyz") != http.StatusOK {
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("walhook exited: %s", p.logTail())
+		case <-ctx.Done():
+			p.kill()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			return nil, fmt.Errorf("walhook not ready after 30s: %s", p.logTail())
+		}
+	}
+	return p, nil
+}
+
+func (p *walhookProc) request(path string) (*http.Response, error) {
+	req, err := http.NewRequest("GET", "http://"+p.admin+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+p.token)
+	return http.DefaultClient.Do(req)
+}
+
+func (p *walhookProc) get(path string) int {
+	resp, err := p.request(path)
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// queued is walhook_queue_depth of a webhook, -1 when unknown.
+func (p *walhookProc) queued(hook string) int {
+	resp, err := p.request("/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	want := `walhook_queue_depth{webhook="` + hook + `"} `
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), want); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1
+			}
+			return int(f)
+		}
+	}
+	return -1
+}
+
+// rssMB is the process's peak resident set (VmHWM) in MB. It counts the
+// pages of the store's memory map walhook touched, which the kernel can
+// drop at will, as well as its heap: anonMB tells them apart.
+func (p *walhookProc) rssMB() float64 { return float64(p.status("VmHWM")) / 1024 }
+
+// anonMB is the peak of the anonymous resident memory (heap, stacks) seen.
+func (p *walhookProc) anonMB() float64 {
+	return float64(max(p.anon.Load(), p.status("RssAnon"))) / 1024
+}
+
+func (p *walhookProc) sampleAnon() {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+			if kb := p.status("RssAnon"); kb > p.anon.Load() {
+				p.anon.Store(kb)
+			}
+		}
+	}
+}
+
+// status is a kB field of /proc/<pid>/status, 0 when unknown.
+func (p *walhookProc) status(field string) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb
+		}
+	}
+	return 0
+}
+
+// stop ends walhook gracefully (SIGTERM), killing it after a minute.
+func (p *walhookProc) stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		p.kill()
+	}
+}
+
+func (p *walhookProc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+func (p *walhookProc) logTail() string {
+	raw, _ := os.ReadFile(filepath.Join(p.dir, "walhook.log"))
+	if len(raw) > 2000 {
+		raw = raw[len(raw)-2000:]
+	}
+	return strings.TrimSpace(string(raw))
+}
+
+// endToEnd starts walhook on a slot holding want changes and returns the
+// deliveries per second until the last 2xx, timed from process start, and
+// walhook's CPU microseconds per delivery.
+func (b *bench) endToEnd(ctx context.Context, phase, slot string, webhooks, want int) (rate, cpuUS float64, err error) {
+	var hooks []benchHook
+	for i := range webhooks {
+		hooks = append(hooks, benchHook{name: fmt.Sprintf("h%d", i+1), path: fmt.Sprintf("/h%d", i+1), timeoutMS: 10000, retryMode: "production"})
+	}
+	dir, admin, token, err := b.writeConfig(phase, slot, hooks)
+	if err != nil {
+		return 0, 0, err
+	}
+	b.rc.reset(false)
+	start := time.Now()
+	p, err := b.startWalhook(ctx, dir, admin, token, phase)
+	if err != nil {
+		return 0, 0, err
+	}
+	total := want * webhooks
+	err = b.waitReceived(ctx, p, total, time.Duration(total/200+60)*time.Second)
+	last := b.rc.lastAt()
+	cpu := p.cpuSeconds()
+	b.peakRSS, b.peakAnon = max(b.peakRSS, p.rssMB()), max(b.peakAnon, p.anonMB())
+	p.stop()
+	b.dropSlot(ctx, slot)
+	if err != nil {
+		return 0, 0, err
+	}
+	if s := b.rc.sampleBody(); s != nil && b.sample == nil {
+		b.sample = s
+	}
+	return float64(total) / last.Sub(start).Seconds(), cpu * 1e6 / float64(total), nil
+}
+
+// cpuSeconds is the user and system CPU time walhook used so far.
+func (p *walhookProc) cpuSeconds() float64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	_, rest, ok := strings.Cut(string(raw), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+}
+
+// waitReceived waits until n distinct deliveries came.
+func (b *bench) waitReceived(ctx context.Context, p *walhookProc, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for b.rc.count() < n {
+		select {
+		case <-p.done:
+			return fmt.Errorf("walhook exited after %d of %d deliveries: %s", b.rc.count(), n, p.logTail())
+		case <-ctx.Done():
+			p.kill()
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.kill()
+			return fmt.Errorf("only %d of %d deliveries after %s: %s", b.rc.count(), n, timeout, p.logTail())
+		}
+	}
+	return nil
+}
+
+// httpCeiling is the requests/s of a client set up like walhook's (a
+// keep-alive transport with as many idle connections as workers) sending
+// walhook's body with the same headers and signature to the same receiver.
+func (b *bench) httpCeiling(ctx context.Context, workers int, d time.Duration) float64 {
+	body := b.sample
+	if body == nil {
+		body = []byte(`{"data":"` + b.payload + `"}`)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = workers
+	client := &http.Client{Transport: t}
+	defer t.CloseIdleConnections()
+	key := []byte("bench-secret-bench-secret")
+	url := b.rc.url + "/ceiling"
+	b.rc.reset(false)
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	end := start.Add(d)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
+				id := fmt.Sprintf("%016X-%08X", w, i)
+				req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
+				ts := strconv.FormatInt(time.Now().Unix(), 10)
+				m := hmac.New(sha256.New, key)
+				m.Write([]byte(id + "." + ts + "."))
+				m.Write(body)
+				hd := req.Header
+				hd.Set("Content-Type", "application/json")
+				hd.Set("User-Agent", "walhook/bench")
+				hd.Set("Webhook-Id", id)
+				hd.Set("Webhook-Timestamp", ts)
+				hd.Set("Webhook-Signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
+				hd.Set("X-Walhook-Event", "bench.create")
+				hd.Set("X-Walhook-Event-Id", id)
+				hd.Set("X-Walhook-Webhook", "ceiling")
+				hd.Set("X-Walhook-Entity-Id", strconv.Itoa(i))
+				hd.Set("X-Walhook-Attempt", "1")
+				resp, err := client.Do(req)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode/100 == 2 {
+					n.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
+// latencyPhase offers a fixed load to a running walhook and measures
+// commit → receipt from each payload's occurred_at.
+func (b *bench) latencyPhase(ctx context.Context, res *benchResult) error {
+	slot := b.slotName()
+	if err := b.createSlot(ctx, slot); err != nil {
+		return err
+	}
+	dir, admin, token, err := b.writeConfig("latency", slot, []benchHook{{name: "h1", path: "/h1", timeoutMS: 10000, retryMode: "production"}})
+	if err != nil {
+		return err
+	}
+	b.rc.reset(true)
+	p, err := b.startWalhook(ctx, dir, admin, token, "latency")
+	if err != nil {
+		return err
+	}
+	defer b.dropSlot(ctx, slot)
+	defer p.stop()
+
+	txs := max(1, int(float64(b.o.rate)*b.o.duration.Seconds())/b.o.txSize)
+	n := txs * b.o.txSize
+	interval := time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
+	first := b.nextID
+	b.nextID += int64(n)
+	const writers = 4
+	errs := make(chan error, writers)
+	start := time.Now().Add(50 * time.Millisecond)
+	for w := range writers {
+		go func() {
+			conn, err := pgx.Connect(ctx, b.dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close(context.Background())
+			for i := w; i < txs; i += writers {
+				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+				lo := first + int64(i*b.o.txSize)
+				if _, err := conn.Exec(ctx, `INSERT INTO bench (id, payload) SELECT g, $3 FROM generate_series($1::bigint, $2::bigint) g`, lo, lo+int64(b.o.txSize)-1, b.payload); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	res.OfferedEPS = float64(n) / time.Since(start).Seconds()
+	if err := b.waitReceived(ctx, p, n, time.Minute); err != nil {
+		return err
+	}
+	b.peakRSS, b.peakAnon = max(b.peakRSS, p.rssMB()), max(b.peakAnon, p.anonMB())
+	lat := b.rc.latencies()
+	if len(lat) == 0 {
+		return errors.New("no latencies recorded")
+	}
+	slices.Sort(lat)
+	res.P50MS = percentile(lat, 0.50)
+	res.P99MS = percentile(lat, 0.99)
+	res.P999MS = percentile(lat, 0.999)
+	return nil
+}
+
+func percentile(sorted []time.Duration, p float64) float64 {
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	i = max(0, min(i, len(sorted)-1))
+	return float64(sorted[i].Microseconds()) / 1000
+}
+
+// backlogPhase queues deliveries while the receiver hangs, restarts
+// walhook with the receiver up and measures the first delivery and the
+// drain.
+func (b *bench) backlogPhase(ctx context.Context, res *benchResult) error {
+	n := b.o.backlog
+	slot := b.slotName()
+	if err := b.createSlot(ctx, slot); err != nil {
+		return err
+	}
+	defer b.dropSlot(ctx, slot)
+	// A long timeout: the workers wait on the hung receiver, the rest stays
+	// queued and unattempted.
+	hooks := []benchHook{{name: "hb", path: "/hold", timeoutMS: 300000, retryMode: "production"}}
+	dir, admin, token, err := b.writeConfig("backlog", slot, hooks)
+	if err != nil {
+		return err
+	}
+	b.rc.reset(false)
+	release := b.rc.holdRequests()
+	p, err := b.startWalhook(ctx, dir, admin, token, "backlog")
+	if err != nil {
+		release()
+		return err
+	}
+	start := time.Now()
+	if err := b.insert(ctx, n, max(b.o.txSize, 1000), 4); err != nil {
+		release()
+		p.kill()
+		return err
+	}
+	deadline := time.Now().Add(time.Duration(n/500+120) * time.Second)
+	for p.queued("hb") < n {
+		if time.Now().After(deadline) {
+			release()
+			p.kill()
+			return fmt.Errorf("only %d of %d deliveries queued: %s", p.queued("hb"), n, p.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	res.BacklogN = n
+	res.BacklogQueueEPS = float64(n) / time.Since(start).Seconds()
+	res.BacklogRSSMB, res.BacklogAnonMB = p.rssMB(), p.anonMB()
+	if fi, err := os.Stat(filepath.Join(dir, "data", "walhook.db")); err == nil {
+		res.StoreBytesPerDelivery = float64(fi.Size()) / float64(n)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM) // walhook waits for its in-flight requests...
+	release()                             // ...which end now
+	p.stop()
+
+	b.rc.reset(false)
+	start = time.Now()
+	p, err = b.startWalhook(ctx, dir, admin, token, "restart")
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	if err := b.waitReceived(ctx, p, 1, time.Minute); err != nil {
+		return err
+	}
+	firstAt := b.rc.firstAt()
+	res.BacklogFirstDeliveryMS = float64(firstAt.Sub(start).Microseconds()) / 1000
+	// Requests in flight at the stop were answered then and are not
+	// repeated: the queue running empty is the end.
+	deadline = time.Now().Add(time.Duration(n/200+60) * time.Second)
+	for p.queued("hb") != 0 {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d deliveries still queued after the restart: %s", p.queued("hb"), n, p.logTail())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	res.BacklogDrainEPS = float64(b.rc.count()) / b.rc.lastAt().Sub(firstAt).Seconds()
+	res.BacklogRestartRSSMB, res.BacklogRestartAnonMB = p.rssMB(), p.anonMB()
+	return nil
+}
+
+// bigTxPhase commits one transaction of -big-tx rows to a running walhook.
+func (b *bench) bigTxPhase(ctx context.Context, res *benchResult) error {
+	n := b.o.bigTx
+	slot := b.slotName()
+	if err := b.createSlot(ctx, slot); err != nil {
+		return err
+	}
+	defer b.dropSlot(ctx, slot)
+	dir, admin, token, err := b.writeConfig("bigtx", slot, []benchHook{{name: "h1", path: "/h1", timeoutMS: 10000, retryMode: "production"}})
+	if err != nil {
+		return err
+	}
+	b.rc.reset(false)
+	p, err := b.startWalhook(ctx, dir, admin, token, "bigtx")
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	if err := b.insert(ctx, n, n, 1); err != nil {
+		return err
+	}
+	committed := time.Now()
+	if err := b.waitReceived(ctx, p, n, time.Duration(n/100+120)*time.Second); err != nil {
+		return err
+	}
+	res.BigTxRows = n
+	res.BigTxEPS = float64(n) / b.rc.lastAt().Sub(committed).Seconds()
+	res.BigTxRSSMB, res.BigTxAnonMB = p.rssMB(), p.anonMB()
+	return nil
+}
+
+// benchReceiver is the local webhook endpoint: it counts distinct
+// deliveries and, when asked, their commit → receipt latency.
+type benchReceiver struct {
+	srv   *http.Server
+	url   string
+	delay time.Duration
+
+	mu          sync.Mutex
+	seen        map[string]struct{}
+	first, last time.Time
+	recordLat   bool
+	lat         []time.Duration
+	sample      []byte
+	hold        chan struct{} // requests to /hold wait until it is closed
+}
+
+func newBenchReceiver(delay time.Duration) (*benchReceiver, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	rc := &benchReceiver{url: "http://" + ln.Addr().String(), delay: delay, seen: map[string]struct{}{}}
+	rc.srv = &http.Server{Handler: http.HandlerFunc(rc.serve), ReadHeaderTimeout: 10 * time.Second}
+	go rc.srv.Serve(ln)
+	return rc, nil
+}
+
+func (rc *benchReceiver) close() { rc.srv.Close() }
+
+func (rc *benchReceiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return
+	}
+	if r.URL.Path == "/hold" {
+		rc.mu.Lock()
+		hold := rc.hold
+		rc.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}
+	if rc.delay > 0 {
+		time.Sleep(rc.delay)
+	}
+	if r.URL.Path == "/ceiling" {
+		return
+	}
+	now := time.Now()
+	key := r.Header.Get("X-Walhook-Webhook") + "/" + r.Header.Get("Webhook-Id")
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if _, ok := rc.seen[key]; ok {
+		return
+	}
+	rc.seen[key] = struct{}{}
+	if rc.first.IsZero() {
+		rc.first = now
+	}
+	rc.last = now
+	if rc.sample == nil {
+		rc.sample = body
+	}
+	if rc.recordLat {
+		var v struct {
+			OccurredAt time.Time `json:"occurred_at"`
+		}
+		if json.Unmarshal(body, &v) == nil {
+			rc.lat = append(rc.lat, now.Sub(v.OccurredAt))
+		}
+	}
+}
+
+func (rc *benchReceiver) reset(recordLat bool) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.seen = map[string]struct{}{}
+	rc.first, rc.last = time.Time{}, time.Time{}
+	rc.recordLat, rc.lat = recordLat, nil
+}
+
+// holdRequests makes /hold requests wait until release is called.
+func (rc *benchReceiver) holdRequests() (release func()) {
+	ch := make(chan struct{})
+	rc.mu.Lock()
+	rc.hold = ch
+	rc.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			rc.mu.Lock()
+			rc.hold = nil
+			rc.mu.Unlock()
+			close(ch)
+		})
+	}
+}
+
+func (rc *benchReceiver) count() int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return len(rc.seen)
+}
+
+func (rc *benchReceiver) firstAt() time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.first
+}
+
+func (rc *benchReceiver) lastAt() time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.last
+}
+
+func (rc *benchReceiver) latencies() []time.Duration {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.lat)
+}
+
+func (rc *benchReceiver) sampleBody() []byte {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.sample
+}
+
+// randomText is n characters of random base64, which PostgreSQL cannot
+// compress away.
+func randomText(n int) string {
+	raw := make([]byte, n)
+	rand.Read(raw)
+	return base64.RawStdEncoding.EncodeToString(raw)[:n]
+}
+
+// machine describes the host: cores, CPU model and memory.
+func machine() string {
+	model, mem := "unknown CPU", "unknown memory"
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(raw)) {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(raw)) {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				mem = fmt.Sprintf("%.1f GB", kb/1024/1024)
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores, %s, %s", runtime.NumCPU(), model, mem)
+}
+
+func loadavg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func printBench(w io.Writer, o benchOptions, r *benchResult) {
+	fmt.Fprintf(w, "walhook bench: -changes %d -tx-size %d -webhooks %d -row-width %d -latency %s -concurrency %d -rate %d\n",
+		o.changes, o.txSize, o.webhooks, o.rowWidth, o.latency, o.concurrency, o.rate)
+	fmt.Fprintf(w, "machine: %s; load average %s; request body %d bytes\n\n", machine(), r.Load, r.BodyBytes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
+	check := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "MISSED"
+	}
+	num := func(v float64, unit string) string { return fmt.Sprintf("%.0f %s", v, unit) }
+	row("decode ceiling (bare pglogrepl)", num(r.DecodeCeilingEPS, "rows/s"), "")
+	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency), num(r.HTTPCeilingRPS, "req/s"), "")
+	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency*o.webhooks), num(r.HTTPCeiling4RPS, "req/s"), "")
+	row("walhook end to end, 1 webhook", num(r.E2EEPS, "events/s"),
+		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, check(r.Ratio >= 0.7)))
+	row(fmt.Sprintf("walhook end to end, %d webhooks", o.webhooks), num(r.E2E4RPS, "req/s"),
+		fmt.Sprintf("%.2f × HTTP ceiling, target ≥ 0.7: %s", r.Ratio4, check(r.Ratio4 >= 0.7)))
+	row("walhook CPU per delivery", fmt.Sprintf("%.0f µs", r.E2ECPU), fmt.Sprintf("%.0f µs with %d webhooks", r.E2E4CPU, o.webhooks))
+	row(fmt.Sprintf("latency p50 at %.0f changes/s", r.OfferedEPS), fmt.Sprintf("%.1f ms", r.P50MS), "")
+	row("latency p99", fmt.Sprintf("%.1f ms", r.P99MS), "target < 50 ms: "+check(r.P99MS < 50))
+	row("latency p99.9", fmt.Sprintf("%.1f ms", r.P999MS), "target < 200 ms: "+check(r.P999MS < 200))
+	row("peak RSS (VmHWM)", fmt.Sprintf("%.1f MB", r.PeakRSSMB), fmt.Sprintf("anonymous (heap) peak %.1f MB; the rest is the store's memory map", r.PeakAnonMB))
+	if r.BacklogN > 0 {
+		row(fmt.Sprintf("backlog of %d: queued at", r.BacklogN), num(r.BacklogQueueEPS, "deliveries/s"), "")
+		row("backlog: peak RSS", fmt.Sprintf("%.1f MB", r.BacklogRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogAnonMB, check(r.BacklogRSSMB < 150)))
+		row("store bytes per queued delivery", fmt.Sprintf("%.0f B", r.StoreBytesPerDelivery), "")
+		row("restart: first delivery after", fmt.Sprintf("%.0f ms", r.BacklogFirstDeliveryMS), "target < 2 s: "+check(r.BacklogFirstDeliveryMS < 2000))
+		row("restart: drain", num(r.BacklogDrainEPS, "deliveries/s"), fmt.Sprintf("peak RSS %.1f MB, anonymous %.1f MB", r.BacklogRestartRSSMB, r.BacklogRestartAnonMB))
+	}
+	if r.BigTxRows > 0 {
+		row(fmt.Sprintf("one transaction of %d rows", r.BigTxRows), num(r.BigTxEPS, "events/s"), "")
+		row("big transaction: peak RSS", fmt.Sprintf("%.1f MB", r.BigTxRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 256 MB at 1,000,000: %s", r.BigTxAnonMB, check(r.BigTxRSSMB < 256)))
+	}
+	row("(bench wrote the workload at)", num(r.WriteEPS, "rows/s"), "")
+	tw.Flush()
+}

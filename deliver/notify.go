@@ -1,0 +1,348 @@
+package deliver
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"net/mail"
+	"net/smtp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// NotifierOptions configure a Notifier: the [smtp] section and how often a
+// webhook may be written about.
+type NotifierOptions struct {
+	Host     string // SMTP server; "" disables the e-mails
+	Port     int    // default 25
+	Username string // with a password: AUTH PLAIN (net/smtp refuses it unencrypted except to localhost)
+	Password string
+	From     string // default walhook@localhost
+	StartTLS bool   // upgrade the connection with STARTTLS before anything else; fail if not offered
+
+	// AdminURL is the admin server's base URL ("http://127.0.0.1:8080")
+	// used in the redelivery instructions; "" names the routes only.
+	AdminURL string
+
+	Interval time.Duration  // at most one e-mail per webhook per Interval; default 10 minutes
+	Timeout  time.Duration  // one e-mail, from dial to QUIT; default 30 s
+	RootCAs  *x509.CertPool // trusted for STARTTLS; nil = the system's (tests trust their own)
+	Logger   *slog.Logger   // default slog.Default()
+
+	// Now and AfterFunc are the clock; nil means the real one. Tests set
+	// them to fire a batch without waiting for the interval.
+	Now       func() time.Time
+	AfterFunc func(d time.Duration, f func()) (stop func() bool)
+}
+
+// Notifier e-mails a webhook's notify_email when its deliveries fail for
+// good: the first failure at once, then at most one e-mail per interval
+// listing what failed meanwhile. Notify is Options.OnFailed.
+type Notifier struct {
+	opts NotifierOptions
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	hooks  map[string]*mailbox
+	closed bool
+	sends  sync.WaitGroup
+}
+
+// mailbox is one webhook's batch of failures waiting to be e-mailed.
+type mailbox struct {
+	lastSent time.Time
+	failures []failure
+	stop     func() bool // of the timer that flushes failures; nil when none runs
+}
+
+// failure is one delivery that failed for good.
+type failure struct {
+	w Webhook
+	d Delivery
+}
+
+// NewNotifier returns a Notifier; Close it to send what is still batched.
+func NewNotifier(opts NotifierOptions) *Notifier {
+	if opts.Port == 0 {
+		opts.Port = 25
+	}
+	if opts.From == "" {
+		opts.From = "walhook@localhost"
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = 10 * time.Minute
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.AfterFunc == nil {
+		opts.AfterFunc = func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop }
+	}
+	return &Notifier{opts: opts, log: opts.Logger, hooks: map[string]*mailbox{}}
+}
+
+// Notify files a delivery that failed for good (or whose 410 switched the
+// webhook off). It never blocks on the SMTP server.
+func (n *Notifier) Notify(w Webhook, d Delivery) {
+	if !w.NotifyOnFailure || w.NotifyEmail == "" {
+		return
+	}
+	if n.opts.Host == "" {
+		n.log.Warn("failure e-mail not sent: [smtp] host is not set", "webhook", w.Name, "event_id", d.EventID)
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		n.log.Warn("failure e-mail not sent: shutting down", "webhook", w.Name, "event_id", d.EventID)
+		return
+	}
+	mb := n.hooks[w.Name]
+	if mb == nil {
+		mb = &mailbox{}
+		n.hooks[w.Name] = mb
+	}
+	mb.failures = append(mb.failures, failure{w: w, d: d})
+	if mb.stop != nil {
+		return // the running timer sends it with the rest
+	}
+	now := n.opts.Now()
+	if wait := mb.lastSent.Add(n.opts.Interval).Sub(now); !mb.lastSent.IsZero() && wait > 0 {
+		mb.stop = n.opts.AfterFunc(wait, func() { n.flush(w.Name) })
+		return
+	}
+	n.sendLocked(mb, now)
+}
+
+// flush sends a webhook's batch when its timer fires.
+func (n *Notifier) flush(name string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	mb := n.hooks[name]
+	if mb == nil || mb.stop == nil || n.closed {
+		return
+	}
+	mb.stop = nil
+	n.sendLocked(mb, n.opts.Now())
+}
+
+// sendLocked e-mails the batch from a goroutine of its own.
+func (n *Notifier) sendLocked(mb *mailbox, now time.Time) {
+	batch := mb.failures
+	mb.failures = nil
+	mb.lastSent = now
+	if len(batch) == 0 {
+		return
+	}
+	n.sends.Add(1)
+	go func() {
+		defer n.sends.Done()
+		n.send(batch, now)
+	}()
+}
+
+// Close sends every batch still waiting for its interval and waits for the
+// e-mails under way (each bounded by the timeout).
+func (n *Notifier) Close() {
+	n.mu.Lock()
+	if !n.closed {
+		n.closed = true
+		now := n.opts.Now()
+		for _, mb := range n.hooks {
+			if mb.stop != nil {
+				mb.stop()
+				mb.stop = nil
+				n.sendLocked(mb, now)
+			}
+		}
+	}
+	n.mu.Unlock()
+	n.sends.Wait()
+}
+
+func (n *Notifier) send(batch []failure, now time.Time) {
+	w := batch[len(batch)-1].w // the newest definition
+	msg := n.message(batch, now)
+	start := time.Now()
+	if err := n.deliverMail(address(w.NotifyEmail), msg); err != nil {
+		n.log.Error("failure e-mail not sent", "webhook", w.Name, "to", w.NotifyEmail,
+			"smtp", net.JoinHostPort(n.opts.Host, strconv.Itoa(n.opts.Port)), "failures", len(batch), "err", err)
+		return
+	}
+	n.log.Info("failure e-mail sent", "webhook", w.Name, "to", w.NotifyEmail, "failures", len(batch),
+		"duration_ms", time.Since(start).Milliseconds())
+}
+
+// deliverMail speaks SMTP: EHLO, STARTTLS when asked, AUTH PLAIN with a
+// username, then one message to one recipient.
+func (n *Notifier) deliverMail(to string, msg []byte) error {
+	o := n.opts
+	deadline := time.Now().Add(o.Timeout)
+	conn, err := net.DialTimeout("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)), o.Timeout)
+	if err != nil {
+		return err
+	}
+	conn.SetDeadline(deadline)
+	c, err := smtp.NewClient(conn, o.Host)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	defer c.Close()
+	if o.StartTLS {
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			return errors.New("starttls: the server does not offer STARTTLS")
+		}
+		if err := c.StartTLS(&tls.Config{ServerName: o.Host, RootCAs: o.RootCAs, MinVersion: tls.VersionTLS12}); err != nil {
+			return fmt.Errorf("starttls: %w", err)
+		}
+	}
+	if o.Username != "" {
+		if ok, _ := c.Extension("AUTH"); !ok {
+			return errors.New("auth: the server does not offer AUTH")
+		}
+		if err := c.Auth(smtp.PlainAuth("", o.Username, o.Password, o.Host)); err != nil {
+			return fmt.Errorf("auth: %w", err)
+		}
+	}
+	if err := c.Mail(address(o.From)); err != nil {
+		return fmt.Errorf("mail from: %w", err)
+	}
+	if err := c.Rcpt(to); err != nil {
+		return fmt.Errorf("rcpt to: %w", err)
+	}
+	wc, err := c.Data()
+	if err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	if _, err := wc.Write(msg); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	if err := wc.Close(); err != nil {
+		return fmt.Errorf("data: %w", err)
+	}
+	return c.Quit()
+}
+
+// message renders the e-mail: headers, then a quoted-printable text body.
+func (n *Notifier) message(batch []failure, now time.Time) []byte {
+	w := batch[len(batch)-1].w
+	gone := false
+	for _, f := range batch {
+		gone = gone || lastAttempt(f.d).Status == 410
+	}
+	subject := fmt.Sprintf("walhook: webhook %q: %d deliver%s failed", w.Name, len(batch), plural(len(batch), "y", "ies"))
+	if gone {
+		subject = fmt.Sprintf("walhook: webhook %q switched off (410 Gone)", w.Name)
+	}
+
+	var body strings.Builder
+	fmt.Fprintf(&body, "walhook gave up delivering %d event%s to a webhook.\n\n", len(batch), plural(len(batch), "", "s"))
+	fmt.Fprintf(&body, "Webhook:  %s\nEndpoint: %s\n", w.Name, redactURL(w.URL))
+	if gone {
+		body.WriteString("\nThe endpoint answered 410 Gone, so the webhook was switched off (active = false):\n" +
+			"nothing more is sent until it is switched on again.\n")
+	}
+	since := now
+	for i, f := range batch {
+		a := lastAttempt(f.d)
+		status := "no response"
+		if a.Status != 0 {
+			status = strconv.Itoa(a.Status)
+		}
+		fmt.Fprintf(&body, "\n%d. Event:       %s\n   Event id:    %s\n   Entity id:   %s\n   Delivery id: %s\n",
+			i+1, f.d.Event, f.d.EventID, f.d.EntityID, f.d.ID)
+		fmt.Fprintf(&body, "   Attempts:    %d, the last at %s\n   Last status: %s\n",
+			len(f.d.Attempts), a.At.UTC().Format(time.RFC3339), status)
+		if a.Error != "" {
+			fmt.Fprintf(&body, "   Error:       %s\n", oneLine(a.Error, 300))
+		}
+		if a.Status != 0 && a.ResponseBody != "" {
+			fmt.Fprintf(&body, "   Response:    %s\n", oneLine(a.ResponseBody, 300))
+		}
+		if !a.At.IsZero() && a.At.Before(since) {
+			since = a.At
+		}
+	}
+	base := strings.TrimSuffix(n.opts.AdminURL, "/")
+	if base == "" {
+		base = "http://<admin address>"
+	}
+	first := batch[0].d.ID
+	fmt.Fprintf(&body, "\nTo deliver again once the endpoint works, call the admin API (Authorization: Bearer <admin token>):\n"+
+		"  one delivery:      POST %s/api/deliveries/{delivery id}/redeliver\n"+
+		"  all of the above:  POST %s/api/webhooks/%s/recover?since=%s\n"+
+		"For example:\n  curl -X POST -H \"Authorization: Bearer $WALHOOK_ADMIN_TOKEN\" %s/api/deliveries/%s/redeliver\n",
+		base, base, w.Name, since.UTC().Truncate(time.Second).Format(time.RFC3339), base, first)
+	switch {
+	case gone && w.Source == SourceAPI:
+		fmt.Fprintf(&body, "Switch the webhook on again first: PATCH %s/api/webhooks/%s with {\"active\": true}.\n", base, w.Name)
+	case gone:
+		// The switch-off of a config webhook holds until its url changes.
+		body.WriteString("Switch the webhook on again first: give it its new url in the config file and reload (SIGHUP).\n")
+	}
+	fmt.Fprintf(&body, "\nFurther failures of this webhook are collected and sent at most once every %s.\n", n.opts.Interval)
+
+	var msg bytes.Buffer
+	hdr := func(k, v string) { fmt.Fprintf(&msg, "%s: %s\r\n", k, v) }
+	hdr("From", n.opts.From)
+	hdr("To", w.NotifyEmail)
+	hdr("Subject", mime.QEncoding.Encode("utf-8", subject))
+	hdr("Date", now.Format(time.RFC1123Z))
+	hdr("Message-ID", fmt.Sprintf("<%s@walhook>", randomID(12)))
+	hdr("MIME-Version", "1.0")
+	hdr("Content-Type", "text/plain; charset=utf-8")
+	hdr("Content-Transfer-Encoding", "quoted-printable")
+	hdr("X-Walhook-Webhook", w.Name)
+	msg.WriteString("\r\n")
+	qp := quotedprintable.NewWriter(&msg)
+	qp.Write([]byte(strings.ReplaceAll(body.String(), "\n", "\r\n")))
+	qp.Close()
+	return msg.Bytes()
+}
+
+// address is the bare address of "Name <addr>" for MAIL FROM and RCPT TO.
+func address(s string) string {
+	if a, err := mail.ParseAddress(s); err == nil {
+		return a.Address
+	}
+	return s
+}
+
+func lastAttempt(d Delivery) Attempt {
+	if len(d.Attempts) == 0 {
+		return Attempt{}
+	}
+	return d.Attempts[len(d.Attempts)-1]
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// oneLine flattens s to one line of at most max runes: a response body
+// must not break the mail's layout.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > max {
+		s = string(r[:max]) + "…"
+	}
+	return s
+}

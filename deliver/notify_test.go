@@ -1,0 +1,484 @@
+package deliver_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"log/slog"
+	"math/big"
+	"mime"
+	"mime/quotedprintable"
+	"net"
+	"net/http"
+	"net/mail"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"walhook/cdc"
+	"walhook/deliver"
+)
+
+// message is one e-mail the test SMTP server accepted.
+type message struct {
+	From, To   string
+	Subject    string
+	Body       string // decoded
+	TLS        bool   // the session was upgraded with STARTTLS
+	AuthedUser string
+}
+
+// mailServer is a real SMTP listener (go-smtp's server) keeping what it
+// receives. With a user it offers AUTH PLAIN and refuses mail without it.
+type mailServer struct {
+	host string
+	port int
+	pool *x509.CertPool // trusts the server's certificate (STARTTLS only)
+
+	user, password string
+
+	mu   sync.Mutex
+	msgs []message
+}
+
+func newMailServer(t *testing.T, startTLS bool, user, password string) *mailServer {
+	t.Helper()
+	ms := &mailServer{user: user, password: password}
+	srv := smtp.NewServer(ms)
+	srv.Domain = "localhost"
+	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
+	srv.AllowInsecureAuth = !startTLS
+	srv.ErrorLog = log4test{}
+	if startTLS {
+		cert, pool := selfSigned(t)
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+		ms.pool = pool
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().(*net.TCPAddr)
+	ms.host, ms.port = "127.0.0.1", addr.Port
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ms
+}
+
+type log4test struct{}
+
+func (log4test) Printf(string, ...any) {}
+func (log4test) Println(...any)        {}
+
+// selfSigned makes a certificate for 127.0.0.1 and a pool trusting it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "walhook test smtp"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+func (ms *mailServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	return &mailSession{ms: ms, conn: c}, nil
+}
+
+func (ms *mailServer) messages() []message {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return append([]message(nil), ms.msgs...)
+}
+
+type mailSession struct {
+	ms       *mailServer
+	conn     *smtp.Conn
+	user     string
+	from, to string
+}
+
+func (s *mailSession) AuthMechanisms() []string { return []string{sasl.Plain} }
+
+func (s *mailSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, password string) error {
+		if s.ms.user == "" || user != s.ms.user || password != s.ms.password {
+			return errors.New("invalid credentials")
+		}
+		s.user = user
+		return nil
+	}), nil
+}
+
+func (s *mailSession) Mail(from string, _ *smtp.MailOptions) error {
+	if s.ms.user != "" && s.user == "" {
+		return smtp.ErrAuthRequired
+	}
+	s.from = from
+	return nil
+}
+
+func (s *mailSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = to
+	return nil
+}
+
+func (s *mailSession) Data(r io.Reader) error {
+	m, err := mail.ReadMessage(r)
+	if err != nil {
+		return err
+	}
+	var body io.Reader = m.Body
+	if m.Header.Get("Content-Transfer-Encoding") == "quoted-printable" {
+		body = quotedprintable.NewReader(m.Body)
+	}
+	text, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	subject, _ := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
+	_, tlsOn := s.conn.TLSConnectionState()
+	s.ms.mu.Lock()
+	s.ms.msgs = append(s.ms.msgs, message{
+		From: s.from, To: s.to, Subject: subject, Body: strings.ReplaceAll(string(text), "\r\n", "\n"),
+		TLS: tlsOn, AuthedUser: s.user,
+	})
+	s.ms.mu.Unlock()
+	return nil
+}
+
+func (s *mailSession) Reset()        {}
+func (s *mailSession) Logout() error { return nil }
+
+// fakeClock is the Notifier's clock; its timers fire only when the test
+// says so.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+}
+
+type fakeTimer struct {
+	d time.Duration
+	f func()
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) func() bool {
+	c.mu.Lock()
+	c.timers = append(c.timers, fakeTimer{d, f})
+	c.mu.Unlock()
+	return func() bool { return true }
+}
+
+func (c *fakeClock) started() []fakeTimer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]fakeTimer(nil), c.timers...)
+}
+
+// syncBuffer is a log sink safe for the notifier's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func notifyHook(name, email string) deliver.Webhook {
+	return hook(name, "https://user:topsecret@hr.example.com/hooks", func(w *deliver.Webhook) {
+		w.NotifyOnFailure, w.NotifyEmail = true, email
+	})
+}
+
+// failedDelivery is a delivery whose last attempt answered status with
+// the response text.
+func failedDelivery(name string, seq int, status int, text string) deliver.Delivery {
+	at := time.Date(2026, 11, 28, 3, 0, seq, 0, time.UTC)
+	att := deliver.Attempt{N: 3, At: at, Status: status, ResponseBody: text, Error: "HTTP " + strconv.Itoa(status)}
+	if status == 0 {
+		att.Error = "timeout after 1s"
+	}
+	return deliver.Delivery{
+		ID: name + "-" + strconv.Itoa(1000+seq), Webhook: name, EventID: cdc.EventID(0x16B3A80, uint32(seq)),
+		Event: "employee.modify", EntityID: strconv.Itoa(130000 + seq), Status: deliver.StatusFailed,
+		Attempts: []deliver.Attempt{{N: 1, At: at.Add(-time.Minute), Status: 500}, {N: 2}, att},
+	}
+}
+
+func newNotifier(ms *mailServer, mods ...func(*deliver.NotifierOptions)) (*deliver.Notifier, *syncBuffer) {
+	logs := &syncBuffer{}
+	o := deliver.NotifierOptions{
+		Host: ms.host, Port: ms.port, From: "walhook <walhook@example.com>", AdminURL: "http://127.0.0.1:8080",
+		Timeout: 10 * time.Second, RootCAs: ms.pool, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	}
+	for _, m := range mods {
+		m(&o)
+	}
+	return deliver.NewNotifier(o), logs
+}
+
+// TestNotifierPlain: one failure, plain SMTP without auth, gives one
+// e-mail naming the webhook, endpoint, event, status, error and how to
+// redeliver; webhooks without notify_on_failure send nothing.
+func TestNotifierPlain(t *testing.T) {
+	t.Parallel()
+	ms := newMailServer(t, false, "", "")
+	n, _ := newNotifier(ms)
+	quiet := notifyHook("quiet", "ops@example.com")
+	quiet.NotifyOnFailure = false
+	n.Notify(quiet, failedDelivery("quiet", 1, 500, ""))
+	n.Notify(notifyHook("hr-sync", "HR Ops <ops@example.com>"), failedDelivery("hr-sync", 3, 400, "unknown employee\n130003"))
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) >= 1 })
+	n.Close()
+
+	msgs := ms.messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d e-mails, want 1: %+v", len(msgs), msgs)
+	}
+	m := msgs[0]
+	if m.From != "walhook@example.com" || m.To != "ops@example.com" || m.TLS || m.AuthedUser != "" {
+		t.Errorf("envelope = %+v", m)
+	}
+	if want := `walhook: webhook "hr-sync": 1 delivery failed`; m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	for _, want := range []string{
+		"Webhook:  hr-sync\n",
+		"Endpoint: https://user:xxxxx@hr.example.com/hooks\n",
+		"Event:       employee.modify\n",
+		"Event id:    00000000016B3A80-00000003\n",
+		"Entity id:   130003\n",
+		"Delivery id: hr-sync-1003\n",
+		"Attempts:    3, the last at 2026-11-28T03:00:03Z\n",
+		"Last status: 400\n",
+		"Error:       HTTP 400\n",
+		"Response:    unknown employee 130003\n",
+		"POST http://127.0.0.1:8080/api/deliveries/{delivery id}/redeliver",
+		"POST http://127.0.0.1:8080/api/webhooks/hr-sync/recover?since=2026-11-28T03:00:03Z",
+		"http://127.0.0.1:8080/api/deliveries/hr-sync-1003/redeliver",
+	} {
+		if !strings.Contains(m.Body, want) {
+			t.Errorf("body lacks %q:\n%s", want, m.Body)
+		}
+	}
+	if strings.Contains(m.Body, "topsecret") {
+		t.Error("the URL's password is in the e-mail")
+	}
+}
+
+// TestNotifierBatching: at most one e-mail per webhook per interval; what
+// fails meanwhile goes out in one e-mail when the timer fires. Another
+// webhook is not held back.
+func TestNotifierBatching(t *testing.T) {
+	t.Parallel()
+	ms := newMailServer(t, false, "", "")
+	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
+	n, _ := newNotifier(ms, func(o *deliver.NotifierOptions) {
+		o.Interval, o.Now, o.AfterFunc = 10*time.Minute, clock.Now, clock.AfterFunc
+	})
+	w := notifyHook("a", "a@example.com")
+	n.Notify(w, failedDelivery("a", 1, 500, ""))
+	waitFor(t, 10*time.Second, "the first e-mail", func() bool { return len(ms.messages()) == 1 })
+
+	clock.advance(time.Minute)
+	n.Notify(w, failedDelivery("a", 2, 502, ""))
+	n.Notify(w, failedDelivery("a", 3, 0, ""))
+	n.Notify(notifyHook("b", "b@example.com"), failedDelivery("b", 4, 500, ""))
+	waitFor(t, 10*time.Second, "webhook b's e-mail", func() bool { return len(ms.messages()) == 2 })
+	timers := clock.started()
+	if len(timers) != 1 || timers[0].d != 9*time.Minute {
+		t.Fatalf("timers started: %+v, want one of 9m", timers)
+	}
+	if got := ms.messages(); got[1].To != "b@example.com" {
+		t.Fatalf("second e-mail went to %s, want b (a's must wait for the timer)", got[1].To)
+	}
+
+	clock.advance(9 * time.Minute)
+	timers[0].f()
+	waitFor(t, 10*time.Second, "the batch", func() bool { return len(ms.messages()) == 3 })
+	batch := ms.messages()[2]
+	if batch.To != "a@example.com" || batch.Subject != `walhook: webhook "a": 2 deliveries failed` {
+		t.Errorf("batch e-mail = %s %q", batch.To, batch.Subject)
+	}
+	for _, want := range []string{"00000000016B3A80-00000002", "Last status: 502", "00000000016B3A80-00000003",
+		"Last status: no response", "Error:       timeout after 1s", "recover?since=2026-11-28T03:00:02Z"} {
+		if !strings.Contains(batch.Body, want) {
+			t.Errorf("batch lacks %q:\n%s", want, batch.Body)
+		}
+	}
+	if strings.Contains(batch.Body, "00000000016B3A80-00000001") {
+		t.Error("the batch repeats the failure already e-mailed")
+	}
+
+	// Within the next interval again: batched, and Close sends it.
+	clock.advance(time.Minute)
+	n.Notify(w, failedDelivery("a", 5, 500, ""))
+	if got := clock.started(); len(got) != 2 || got[1].d != 9*time.Minute {
+		t.Fatalf("timers started: %+v", got)
+	}
+	n.Close()
+	msgs := ms.messages()
+	if len(msgs) != 4 || !strings.Contains(msgs[3].Body, "00000000016B3A80-00000005") {
+		t.Errorf("Close did not send the pending batch: %d e-mails", len(msgs))
+	}
+}
+
+// TestNotifierStartTLSAuth: STARTTLS with AUTH PLAIN; a certificate the
+// client does not trust, or a wrong password, sends nothing and is logged.
+func TestNotifierStartTLSAuth(t *testing.T) {
+	t.Parallel()
+	ms := newMailServer(t, true, "walhook", "s3cret")
+	n, _ := newNotifier(ms, func(o *deliver.NotifierOptions) {
+		o.StartTLS, o.Username, o.Password = true, "walhook", "s3cret"
+	})
+	n.Notify(notifyHook("tls", "ops@example.com"), failedDelivery("tls", 1, 500, ""))
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) == 1 })
+	n.Close()
+	if m := ms.messages()[0]; !m.TLS || m.AuthedUser != "walhook" || m.To != "ops@example.com" {
+		t.Errorf("e-mail = %+v, want over TLS, authenticated as walhook", m)
+	}
+
+	for _, c := range []struct {
+		name string
+		mod  func(*deliver.NotifierOptions)
+		want string
+	}{
+		{"untrusted certificate", func(o *deliver.NotifierOptions) { o.RootCAs = x509.NewCertPool() }, "certificate"},
+		{"wrong password", func(o *deliver.NotifierOptions) { o.Password = "nope" }, "auth:"},
+		{"no starttls", func(o *deliver.NotifierOptions) { o.StartTLS = false }, "auth:"},
+	} {
+		n, logs := newNotifier(ms, func(o *deliver.NotifierOptions) {
+			o.StartTLS, o.Username, o.Password = true, "walhook", "s3cret"
+			c.mod(o)
+		})
+		n.Notify(notifyHook("tls", "ops@example.com"), failedDelivery("tls", 2, 500, ""))
+		n.Close()
+		if got := len(ms.messages()); got != 1 {
+			t.Errorf("%s: %d e-mails, want still 1", c.name, got)
+		}
+		if l := logs.String(); !strings.Contains(l, "failure e-mail not sent") || !strings.Contains(l, c.want) {
+			t.Errorf("%s: log lacks the error (%q):\n%s", c.name, c.want, l)
+		}
+	}
+}
+
+// TestNotifierUnreachable: an SMTP server that accepts and never answers,
+// or none at all, never blocks Notify; the failure is logged.
+func TestNotifierUnreachable(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-release; c.Close() }()
+		}
+	}()
+	defer func() { close(release); ln.Close() }()
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedPort := closed.Addr().(*net.TCPAddr).Port
+	closed.Close()
+
+	for name, port := range map[string]int{"silent": ln.Addr().(*net.TCPAddr).Port, "refused": closedPort} {
+		logs := &syncBuffer{}
+		n := deliver.NewNotifier(deliver.NotifierOptions{
+			Host: "127.0.0.1", Port: port, Timeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		})
+		done := make(chan struct{})
+		go func() {
+			n.Notify(notifyHook("x", "ops@example.com"), failedDelivery("x", 1, 500, ""))
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second): // a generous bound on a call that must not wait for SMTP at all
+			t.Fatalf("%s: Notify blocked", name)
+		}
+		n.Close()
+		if !strings.Contains(logs.String(), "failure e-mail not sent") {
+			t.Errorf("%s: not logged:\n%s", name, logs.String())
+		}
+	}
+}
+
+// TestNotifierQueue: a real Queue's OnFailed feeds the Notifier; a 410 that
+// switches the webhook off says so.
+func TestNotifierQueue(t *testing.T) {
+	t.Parallel()
+	ms := newMailServer(t, false, "", "")
+	n, _ := newNotifier(ms)
+	defer n.Close()
+	rc := newReceiver(t, func(received, int) (int, http.Header, string) { return 410, nil, "no such hook" })
+	e := newEnv(t, []string{"gone"}, func(o *deliver.Options) { o.OnFailed = n.Notify })
+	e.setHooks(t, hook("gone", rc.URL, func(w *deliver.Webhook) {
+		w.NotifyOnFailure, w.NotifyEmail = true, "ops@example.com"
+	}))
+	e.write(t, txOf(100, event(100, 0, 7, "a@x")))
+	waitFor(t, 20*time.Second, "the e-mail", func() bool { return len(ms.messages()) == 1 })
+	m := ms.messages()[0]
+	if m.Subject != `walhook: webhook "gone" switched off (410 Gone)` {
+		t.Errorf("subject %q", m.Subject)
+	}
+	for _, want := range []string{"Endpoint: " + rc.URL, "Event id:    0000000000000064-00000000", "Last status: 410",
+		"Response:    no such hook", "switched off (active = false)", "/api/deliveries/gone-",
+		"give it its new url in the config file"} {
+		if !strings.Contains(m.Body, want) {
+			t.Errorf("body lacks %q:\n%s", want, m.Body)
+		}
+	}
+}
