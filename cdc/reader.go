@@ -352,7 +352,7 @@ func (s *stream) run(ctx context.Context) error {
 	}
 	for {
 		if ctx.Err() != nil {
-			return nil
+			return s.finish()
 		}
 		if now := time.Now(); !now.Before(s.next) {
 			if err := s.sendStatus(); err != nil {
@@ -360,7 +360,7 @@ func (s *stream) run(ctx context.Context) error {
 			}
 			s.next = now.Add(s.r.cfg.StatusInterval)
 			if ctx.Err() != nil {
-				return nil
+				return s.finish()
 			}
 			if err := netConn.SetReadDeadline(s.next); err != nil {
 				return err
@@ -434,6 +434,21 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		// stays in the transaction, so no keepalive counts as idle until
 		// its Commit.
 		s.r.lastWritten = max(s.r.lastWritten, tx.EndLSN)
+	}
+	return nil
+}
+
+// finish runs on a graceful stop: it gives the sink a moment to make what
+// it was handed durable, then confirms that, so whoever reads the slot next
+// does not get it again. A sink that is not done in time only costs
+// duplicates.
+func (s *stream) finish() error {
+	deadline := time.Now().Add(3 * time.Second)
+	for s.r.sink.Durable() < s.r.lastWritten && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.sendStatus(); err != nil {
+		s.r.log.Warn("final confirmation on stop failed", "err", err)
 	}
 	return nil
 }
