@@ -52,6 +52,7 @@ type benchOptions struct {
 	backlog     int
 	bigTx       int
 	cpuprofile  string // prefix of the walhook processes' CPU profiles
+	memprofile  string // prefix of their heap profiles, taken at the peak
 
 	ceiling time.Duration      // of each HTTP ceiling measurement; default 3s
 	exe     string             // the walhook binary to run; default this executable
@@ -111,13 +112,14 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.backlog, "backlog", 10000, "deliveries queued with the receiver down, then drained after a restart (0: skip)")
 	fs.IntVar(&o.bigTx, "big-tx", 0, "rows of one big transaction (0: skip)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write walhook's CPU profile of each phase to FILE.<phase>")
+	fs.StringVar(&o.memprofile, "memprofile", "", "write walhook's heap profile at the peak of each phase to FILE.<phase>")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	serve := fs.String("serve", "", "internal: run walhook with this config, as bench's subprocess")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *serve != "" {
-		return benchServe(ctx, *serve, o.concurrency, o.cpuprofile, stderr)
+		return benchServe(ctx, *serve, o.concurrency, o.cpuprofile, o.memprofile, stderr)
 	}
 	if o.changes < 1 || o.txSize < 1 || o.webhooks < 1 || o.rowWidth < 0 || o.concurrency < 1 || o.rate < 1 || o.backlog < 0 || o.bigTx < 0 {
 		fmt.Fprintln(stderr, "bench: sizes must be positive")
@@ -138,7 +140,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 // benchServe is the walhook that bench measures: `walhook run` with the
 // worker count and an optional CPU profile.
-func benchServe(ctx context.Context, path string, concurrency int, cpuprofile string, stderr io.Writer) error {
+func benchServe(ctx context.Context, path string, concurrency int, cpuprofile, memprofile string, stderr io.Writer) error {
 	cfg, err := LoadConfig(path)
 	if err != nil {
 		return err
@@ -154,12 +156,43 @@ func benchServe(ctx context.Context, path string, concurrency int, cpuprofile st
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if memprofile != "" {
+		stop := make(chan struct{})
+		defer close(stop)
+		go peakHeapProfile(memprofile, stop)
+	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	app, err := NewApp(cfg, AppOptions{Logger: logger, Concurrency: concurrency})
 	if err != nil {
 		return err
 	}
 	return app.Run(ctx)
+}
+
+// peakHeapProfile rewrites the heap profile at path whenever the heap in
+// use grows a tenth past its largest yet, so the file ends up describing
+// the peak.
+func peakHeapProfile(path string, stop <-chan struct{}) {
+	var peak uint64
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		if ms.HeapInuse < peak+peak/10 {
+			continue
+		}
+		peak = ms.HeapInuse
+		if f, err := os.Create(path); err == nil {
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 }
 
 // bench is one run's shared state.
@@ -485,6 +518,9 @@ func (b *bench) startWalhook(ctx context.Context, dir, admin, token, phase strin
 	args := []string{"bench", "-serve", filepath.Join(dir, "config.toml"), "-concurrency", strconv.Itoa(b.o.concurrency)}
 	if b.o.cpuprofile != "" {
 		args = append(args, "-cpuprofile", b.o.cpuprofile+"."+phase)
+	}
+	if b.o.memprofile != "" {
+		args = append(args, "-memprofile", b.o.memprofile+"."+phase)
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "walhook.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -98,8 +98,10 @@ const releaseEvery = time.Second
 
 // maxWaitingEvents bounds the events written but not yet committed: the
 // chunks of a big transaction (see cdc.Tx) wait for the store rather than
-// pile up in memory.
-const maxWaitingEvents = 2 * maxBatchEvents
+// pile up in memory. One batch's worth: while it commits the reader decodes
+// the next; letting a second batch wait as well only grew the heap
+// (testdata/bench/2026-11-29-5-perf.txt).
+const maxWaitingEvents = maxBatchEvents
 
 // eventGate counts the events handed to the committer and not yet
 // committed. Write is its only waiter (the Reader writes from one loop).

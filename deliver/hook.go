@@ -271,7 +271,7 @@ func (h *hook) refillLocked() {
 				h.q.log.Error("skipping unreadable delivery", "webhook", h.name, "seq", last, "err", err)
 				continue
 			}
-			ev, err := decodeEvent(events.Get([]byte(rec.EventID)))
+			ev, err := h.q.loadEvent(events, rec.EventID)
 			if err != nil {
 				h.q.log.Error("skipping delivery of unreadable event", "webhook", h.name, "event", rec.EventID, "err", err)
 				continue
@@ -290,6 +290,21 @@ func (h *hook) refillLocked() {
 	}
 	h.nextLoad = last + 1
 	h.diskMore = !exhausted
+}
+
+// loadEvent reads a stored event. Webhooks that want the same events load
+// them at about the same time, so the first one decodes each event and the
+// others share it: events are never changed once decoded.
+func (q *Queue) loadEvent(events *bolt.Bucket, id string) (*cdc.Event, error) {
+	if ev, ok := q.loaded.Get(id); ok {
+		return ev, nil
+	}
+	ev, err := decodeEvent(events.Get([]byte(id)))
+	if err != nil {
+		return nil, err
+	}
+	q.loaded.Add(id, ev)
+	return ev, nil
 }
 
 // backoff is the wait after failed attempt n, never shorter than retryAfter.

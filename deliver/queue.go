@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
@@ -102,6 +103,7 @@ const (
 	windowSize         = 1000 // pending deliveries per webhook held in memory
 	pendingItems       = 4096 // Write blocks when this many items wait for the committer
 	maxBatch           = 2048 // items per bbolt transaction
+	loadedEvents       = 2048 // events read back from the store kept for the other webhooks that want them
 )
 
 // Queue is the persisted delivery queue. It is a cdc.Sink.
@@ -113,7 +115,8 @@ type Queue struct {
 	metrics *metrics
 
 	in        chan commitItem
-	gate      eventGate // bounds the events in items not yet committed
+	loaded    *lru.Cache[string, *cdc.Event] // events read back from the store, shared by the webhooks that load them
+	gate      eventGate                      // bounds the events in items not yet committed
 	durable   atomic.Uint64
 	health    atomic.Pointer[error]
 	closed    atomic.Bool
@@ -159,7 +162,13 @@ func Open(opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	loaded, err := lru.New[string, *cdc.Event](loadedEvents)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	q := &Queue{
+		loaded:    loaded,
 		opts:      opts,
 		log:       opts.Logger,
 		db:        db,

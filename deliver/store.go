@@ -74,10 +74,19 @@ type record struct {
 }
 
 func encodeRecord(r *record) []byte {
-	var buf bytes.Buffer
-	buf.WriteByte(statusByte(r.Status))
-	json.NewEncoder(&buf).Encode(r) // a record holds nothing that cannot be encoded
-	return buf.Bytes()
+	b := make([]byte, 1, recordSize(r))
+	b[0] = statusByte(r.Status)
+	return appendRecord(b, r)
+}
+
+// recordSize guesses an encoded record's length, to allocate it once.
+func recordSize(r *record) int {
+	n := 160 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID)
+	for i := range r.Attempts {
+		a := &r.Attempts[i]
+		n += 160 + len(a.RequestBody) + len(a.ResponseBody) + len(a.Error) + 48*(len(a.RequestHeaders)+len(a.ResponseHeaders))
+	}
+	return n
 }
 
 func decodeRecord(v []byte) (*record, error) {
