@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"walhook/internal/testkit"
 
 	"github.com/jackc/pgx/v5"
 
@@ -282,15 +282,8 @@ func (c *churn) run(ctx context.Context, db *pgx.Conn, n int) error {
 const itemsSchema = `CREATE TABLE items (id bigint PRIMARY KEY, seq bigint NOT NULL, note text NOT NULL);
 ALTER TABLE items REPLICA IDENTITY FULL;`
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr returns a free loopback address.
+func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
 
 // crashConfig writes a config for the subprocess: one webhook on items.
 func crashConfig(t *testing.T, dsn, url, adminAddr string) string {

@@ -17,9 +17,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+	"walhook/internal/testkit"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -231,23 +231,8 @@ func TestReadmeSQL(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination the test reads while walhook writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log destination the test reads while the code writes.
+type syncBuffer = testkit.SyncBuffer
 
 // dbaApp is walhook run in-process from a config file, as `walhook run`
 // would.

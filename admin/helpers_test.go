@@ -1,7 +1,6 @@
 package admin_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -19,6 +17,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"walhook/internal/testkit"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -287,23 +286,8 @@ func (rc *receiver) count() int {
 	return len(rc.reqs)
 }
 
-// syncBuffer is a log destination safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log destination the test reads while the code writes.
+type syncBuffer = testkit.SyncBuffer
 
 // standardSignature is the Standard Webhooks signature of a request.
 func standardSignature(t *testing.T, secret, id, ts, body string) string {
@@ -318,12 +302,4 @@ func standardSignature(t *testing.T, secret, id, ts, body string) string {
 }
 
 // freeAddr returns a free loopback address.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }

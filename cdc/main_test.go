@@ -1,7 +1,6 @@
 package cdc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"walhook/internal/testkit"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
@@ -162,23 +162,8 @@ func confirmedFlush(t *testing.T, dsn, slot string) uint64 {
 	return queryLSN(t, dsn, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot)
 }
 
-// syncBuffer is a log destination tests can read while the Reader writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+// syncBuffer is a log destination the test reads while the code writes.
+type syncBuffer = testkit.SyncBuffer
 
 // running is a Reader started by a test.
 type running struct {

@@ -1,7 +1,6 @@
 package deliver_test
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -22,6 +21,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"walhook/internal/testkit"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -215,23 +215,8 @@ func (c *fakeClock) started() []fakeTimer {
 	return append([]fakeTimer(nil), c.timers...)
 }
 
-// syncBuffer is a log sink safe for the notifier's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is a log destination the test reads while the code writes.
+type syncBuffer = testkit.SyncBuffer
 
 func notifyHook(name, email string) deliver.Webhook {
 	return hook(name, "https://user:topsecret@hr.example.com/hooks", func(w *deliver.Webhook) {
