@@ -660,6 +660,20 @@ func (p *walhookProc) logTail() string {
 	return strings.TrimSpace(string(raw))
 }
 
+// oneHook is the single webhook of the latency and big-transaction phases.
+var oneHook = []benchHook{{name: "h1", path: "/h1", timeoutMS: 10000, retryMode: "production"}}
+
+// launch writes a config for phase and starts walhook on slot with a reset
+// receiver; keepLatency makes the receiver record commit → receipt times.
+func (b *bench) launch(ctx context.Context, phase, slot string, hooks []benchHook, keepLatency bool) (*walhookProc, error) {
+	dir, admin, token, err := b.writeConfig(phase, slot, hooks)
+	if err != nil {
+		return nil, err
+	}
+	b.rc.reset(keepLatency)
+	return b.startWalhook(ctx, dir, admin, token, phase)
+}
+
 // endToEnd starts walhook on a slot holding want changes and returns the
 // deliveries per second until the last 2xx, timed from process start, and
 // walhook's CPU microseconds per delivery.
@@ -668,13 +682,8 @@ func (b *bench) endToEnd(ctx context.Context, phase, slot string, webhooks, want
 	for i := range webhooks {
 		hooks = append(hooks, benchHook{name: fmt.Sprintf("h%d", i+1), path: fmt.Sprintf("/h%d", i+1), timeoutMS: 10000, retryMode: "production"})
 	}
-	dir, admin, token, err := b.writeConfig(phase, slot, hooks)
-	if err != nil {
-		return 0, 0, err
-	}
-	b.rc.reset(false)
 	start := time.Now()
-	p, err := b.startWalhook(ctx, dir, admin, token, phase)
+	p, err := b.launch(ctx, phase, slot, hooks, false)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -795,12 +804,7 @@ func (b *bench) latencyPhase(ctx context.Context, res *benchResult) error {
 	if err := b.createSlot(ctx, slot); err != nil {
 		return err
 	}
-	dir, admin, token, err := b.writeConfig("latency", slot, []benchHook{{name: "h1", path: "/h1", timeoutMS: 10000, retryMode: "production"}})
-	if err != nil {
-		return err
-	}
-	b.rc.reset(true)
-	p, err := b.startWalhook(ctx, dir, admin, token, "latency")
+	p, err := b.launch(ctx, "latency", slot, oneHook, true)
 	if err != nil {
 		return err
 	}
@@ -946,12 +950,7 @@ func (b *bench) bigTxPhase(ctx context.Context, res *benchResult) error {
 		return err
 	}
 	defer b.dropSlot(ctx, slot)
-	dir, admin, token, err := b.writeConfig("bigtx", slot, []benchHook{{name: "h1", path: "/h1", timeoutMS: 10000, retryMode: "production"}})
-	if err != nil {
-		return err
-	}
-	b.rc.reset(false)
-	p, err := b.startWalhook(ctx, dir, admin, token, "bigtx")
+	p, err := b.launch(ctx, "bigtx", slot, oneHook, false)
 	if err != nil {
 		return err
 	}
