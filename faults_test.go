@@ -186,7 +186,6 @@ func TestFault500(t *testing.T) {
 	h.start(faultHook("broken", rc.URL, "max_attempts = 3"))
 	insertThings(h, 1, 1)
 	q := h.app.Queue()
-	waitFor(t, "the delivery to fail for good", time.Minute, func() bool { return q.Stats("broken").Failed == 1 })
 	ds := settled(t, q, "broken", "failed", 1)
 	if len(ds) != 1 || len(ds[0].Attempts) != 3 {
 		t.Fatalf("failed deliveries: %+v", ds)
@@ -246,7 +245,6 @@ func TestFaultRedirect(t *testing.T) {
 	h.start(faultHook("moved", rc.URL, "max_attempts = 2"))
 	insertThings(h, 1, 1)
 	q := h.app.Queue()
-	waitFor(t, "the delivery to fail for good", time.Minute, func() bool { return q.Stats("moved").Failed == 1 })
 	ds := settled(t, q, "moved", "failed", 1)
 	if len(ds) != 1 || len(ds[0].Attempts) != 2 {
 		t.Fatalf("failed deliveries: %+v", ds)

@@ -4,11 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 
 	"walhook/internal/pgcluster"
 )
@@ -41,22 +38,10 @@ func newDatabase(t *testing.T) string {
 	return dsn
 }
 
-// execSQL runs statements on dsn.
+// execSQL runs the statements of sql on dsn, one at a time.
 func execSQL(t *testing.T, dsn, sql string) {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	for _, stmt := range strings.Split(sql, ";") {
-		if strings.TrimSpace(stmt) == "" {
-			continue
-		}
-		if _, err := conn.Exec(context.Background(), stmt); err != nil {
-			t.Fatalf("%s: %v", stmt, err)
-		}
-	}
+	runStatements(t, dsn, "test SQL", sql)
 }
 
 // slotFor names a replication slot after the test database: slots are
