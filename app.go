@@ -160,8 +160,8 @@ func (a *App) webhooksChanged() {
 	a.reader.SetTables(tables, all)
 }
 
-// Reload applies a new config's webhooks and entities. Connection settings
-// need a restart.
+// Reload applies a new config's webhooks, entities and [smtp] settings.
+// Other connection settings need a restart.
 func (a *App) Reload(cfg *Config) error {
 	if _, err := matcher.New(cfg.MatcherEntities(), nil); err != nil {
 		return err
@@ -169,7 +169,14 @@ func (a *App) Reload(cfg *Config) error {
 	a.mu.Lock()
 	a.cfg = cfg
 	a.mu.Unlock()
-	return a.queue.SetConfigWebhooks(cfg.DeliverWebhooks())
+	if err := a.queue.SetConfigWebhooks(cfg.DeliverWebhooks()); err != nil {
+		return err
+	}
+	a.notifier.SetOptions(deliver.NotifierOptions{
+		Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password,
+		From: cfg.SMTP.From, StartTLS: cfg.SMTP.StartTLS,
+	})
+	return nil
 }
 
 // AdminAddr is the admin server's address, "" when disabled.

@@ -160,6 +160,8 @@ func benchServe(ctx context.Context, path string, concurrency int, cpuprofile, m
 		stop := make(chan struct{})
 		defer close(stop)
 		go peakHeapProfile(memprofile, stop)
+		// Allocations are cumulative: the profile at exit covers the phase.
+		defer writeHeapProfile(memprofile + ".end")
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	app, err := NewApp(cfg, AppOptions{Logger: logger, Concurrency: concurrency})
@@ -188,10 +190,14 @@ func peakHeapProfile(path string, stop <-chan struct{}) {
 			continue
 		}
 		peak = ms.HeapInuse
-		if f, err := os.Create(path); err == nil {
-			pprof.Lookup("heap").WriteTo(f, 0)
-			f.Close()
-		}
+		writeHeapProfile(path)
+	}
+}
+
+func writeHeapProfile(path string) {
+	if f, err := os.Create(path); err == nil {
+		pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
 	}
 }
 

@@ -135,3 +135,74 @@ func listWebhooks(t *testing.T, admin string) map[string]apiWebhook {
 	}
 	return out
 }
+
+// TestReloadSMTP runs the built binary with a failing webhook that e-mails
+// its failures, changes [smtp] port and sends SIGHUP: the next failure
+// e-mail goes to the new SMTP server, the old one gets nothing more, and
+// the log says the settings changed without showing the password.
+func TestReloadSMTP(t *testing.T) {
+	dsn := newDatabase(t)
+	execSQL(t, dsn, itemsSchema)
+	down := newReceiver(t, func(int, request) int { return http.StatusInternalServerError })
+	oldSMTP, newSMTP := newSMTPSink(t), newSMTPSink(t)
+	const oldPassword, newPassword = "reload-pw-OLD", "reload-pw-NEW"
+
+	admin := freeAddr(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	// max_attempts = 1: the first 500 fails the delivery for good.
+	hook := func(name string) string {
+		return fmt.Sprintf("[[webhook]]\nname = %q\nurl = %q\nevents = [\"item\"]\nmax_attempts = 1\n"+
+			"notify_email = \"ops@example.com\"\nnotify_on_failure = true\n", name, down.URL)
+	}
+	writeConfig := func(smtpPort int, password string, hooks ...string) {
+		t.Helper()
+		text := postgresSection(dsn) + fmt.Sprintf("[admin]\nlisten = %q\n", admin) +
+			fmt.Sprintf("[smtp]\nhost = \"127.0.0.1\"\nport = %d\npassword = %q\nfrom = \"walhook@example.com\"\n", smtpPort, password) +
+			"[[entity]]\nname = \"item\"\ntable = \"public.items\"\n" + strings.Join(hooks, "")
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConfig(oldSMTP.port, oldPassword, hook("mail-a"))
+	logPath := filepath.Join(dir, "walhook.log")
+	p := startProcess(t, logPath, "run", "-config", path)
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	readLog := func() string { raw, _ := os.ReadFile(logPath); return string(raw) }
+
+	execSQL(t, dsn, `INSERT INTO items VALUES (1, 1, 'before the reload')`)
+	waitFor(t, "mail-a's failure e-mail at the old SMTP server", 30*time.Second, func() bool { return len(oldSMTP.messages()) == 1 })
+	if m := oldSMTP.messages()[0]; !strings.Contains(m.Body, "Webhook:  mail-a\n") || !strings.Contains(m.Body, "Entity id:   1\n") {
+		t.Errorf("e-mail at the old server:\n%s", m.Body)
+	}
+
+	// mail-b is new, so its first failure is e-mailed at once (mail-a's
+	// next waits for its interval).
+	writeConfig(newSMTP.port, newPassword, hook("mail-a"), hook("mail-b"))
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reload in walhook's log", 30*time.Second, func() bool { return strings.Contains(readLog(), "config reloaded") })
+	line := ""
+	for _, l := range strings.Split(readLog(), "\n") {
+		if strings.Contains(l, "smtp settings changed") {
+			line = l
+		}
+	}
+	if !strings.Contains(line, fmt.Sprintf("port=%d", newSMTP.port)) {
+		t.Errorf("the SMTP change is not logged with the new port: %q", line)
+	}
+
+	execSQL(t, dsn, `INSERT INTO items VALUES (2, 2, 'after the reload')`)
+	waitFor(t, "mail-b's failure e-mail at the new SMTP server", 30*time.Second, func() bool { return len(newSMTP.messages()) == 1 })
+	if m := newSMTP.messages()[0]; m.To != "ops@example.com" || !strings.Contains(m.Body, "Webhook:  mail-b\n") ||
+		!strings.Contains(m.Body, "Entity id:   2\n") {
+		t.Errorf("e-mail at the new server to %s:\n%s", m.To, m.Body)
+	}
+	if got := len(oldSMTP.messages()); got != 1 {
+		t.Errorf("the old SMTP server got %d e-mails, want only the one before the reload", got)
+	}
+	if l := readLog(); strings.Contains(l, oldPassword) || strings.Contains(l, newPassword) {
+		t.Error("walhook's log shows the SMTP password")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -28,6 +29,21 @@ type request struct {
 	body                           body
 	attempt                        int
 	client                         *http.Client // nil: the queue's
+	names                          *headerNames // nil: made from the webhook's prefix
+}
+
+// headerNames are the canonical names of a webhook's prefixed headers,
+// made once per definition rather than concatenated per request.
+type headerNames struct {
+	event, eventID, webhook, entityID, entityURL, attempt string
+}
+
+func newHeaderNames(prefix string) *headerNames {
+	c := textproto.CanonicalMIMEHeaderKey
+	return &headerNames{
+		event: c(prefix + "Event"), eventID: c(prefix + "Event-Id"), webhook: c(prefix + "Webhook"),
+		entityID: c(prefix + "Entity-Id"), entityURL: c(prefix + "Entity-Url"), attempt: c(prefix + "Attempt"),
+	}
 }
 
 // hookClient gives a webhook its own keep-alive pool, as many idle
@@ -65,23 +81,35 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 		att.Error = err.Error()
 		return result{att: att}
 	}
-	hd := req.Header
+	names := r.names
+	if names == nil {
+		names = newHeaderNames(w.HeaderPrefix)
+	}
+	// One backing array for the values instead of one slice per Set; the
+	// names are canonical already.
+	hd := make(http.Header, 12+len(w.Headers))
+	req.Header = hd
+	vals := make([]string, 0, 10)
+	set := func(k, v string) {
+		vals = append(vals, v)
+		hd[k] = vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if r.body.contentType != "" {
-		hd.Set("Content-Type", r.body.contentType)
+		set("Content-Type", r.body.contentType)
 	}
-	hd.Set("User-Agent", "walhook/"+q.opts.Version)
+	set("User-Agent", q.userAgent)
 	ts := start.Unix()
-	hd.Set("Webhook-Id", r.id)
-	hd.Set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
-	p := w.HeaderPrefix
-	hd.Set(p+"Event", r.event)
-	hd.Set(p+"Event-Id", r.id)
-	hd.Set(p+"Webhook", w.Name)
-	hd.Set(p+"Entity-Id", r.entityID)
+	tsText := strconv.FormatInt(ts, 10)
+	set("Webhook-Id", r.id)
+	set("Webhook-Timestamp", tsText)
+	set(names.event, r.event)
+	set(names.eventID, r.id)
+	set(names.webhook, w.Name)
+	set(names.entityID, r.entityID)
 	if r.entityURL != "" {
-		hd.Set(p+"Entity-Url", r.entityURL)
+		set(names.entityURL, r.entityURL)
 	}
-	hd.Set(p+"Attempt", strconv.Itoa(r.attempt))
+	set(names.attempt, strconv.Itoa(r.attempt))
 	for k, v := range w.Headers {
 		hd.Set(k, v)
 	}
@@ -95,12 +123,18 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	if w.BasicAuthUser != "" {
 		req.SetBasicAuth(w.BasicAuthUser, w.BasicAuthPassword)
 	}
-	att.RequestHeaders = hd.Clone()
-	for k := range w.Headers {
-		att.RequestHeaders.Set(k, redacted)
-	}
-	if att.RequestHeaders.Get("Authorization") != "" {
-		att.RequestHeaders.Set("Authorization", redacted)
+	// The transport only reads the request's headers, and nothing here
+	// writes them after Do: the attempt keeps the map itself unless a
+	// value must be redacted.
+	att.RequestHeaders = hd
+	if len(w.Headers) > 0 || hd["Authorization"] != nil {
+		att.RequestHeaders = hd.Clone()
+		for k := range w.Headers {
+			att.RequestHeaders.Set(k, redacted)
+		}
+		if att.RequestHeaders.Get("Authorization") != "" {
+			att.RequestHeaders.Set("Authorization", redacted)
+		}
 	}
 	att.RequestBody = truncate(r.body.data, keepRequest)
 

@@ -1,6 +1,11 @@
 package deliver_test
 
 import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,4 +32,42 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 	}
 	waitFor(b, time.Minute, "durable", func() bool { return e.q.Durable() == lsn-10+1 })
 	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkDeliver measures the whole path in one process: Write, commit,
+// the worker's request to a receiver that only counts, the outcome's
+// commit. cpu-µs/delivery is the process's CPU time (receiver included)
+// per delivery; allocs/op are per delivery too.
+func BenchmarkDeliver(b *testing.B) {
+	var got atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got.Add(1)
+	}))
+	defer srv.Close()
+	e := newEnv(b, []string{"h"})
+	e.setHooks(b, hook("h", srv.URL))
+	const txSize = 10
+	var lsn uint64 = 10
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := cpu()
+	for i := 0; i < b.N; i += txSize {
+		evs := make([]cdc.Event, min(txSize, b.N-i))
+		for j := range evs {
+			evs[j] = event(lsn, uint32(j), int64(i+j), "bench@example.com")
+		}
+		if err := e.q.Write(b.Context(), txOf(lsn, evs...)); err != nil {
+			b.Fatal(err)
+		}
+		lsn += 10
+	}
+	waitFor(b, 5*time.Minute, "every delivery", func() bool { return got.Load() >= int64(b.N) })
+	b.StopTimer()
+	b.ReportMetric(float64((cpu()-start).Microseconds())/float64(b.N), "cpu-µs/delivery")
 }

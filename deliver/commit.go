@@ -259,9 +259,10 @@ func (q *Queue) commit(batch []commitItem) error {
 			if v := meta.Get(keyDurable); len(v) == 8 {
 				persisted = binary.BigEndian.Uint64(v)
 			}
+			bk := &txBuckets{btx: btx, queue: map[*hook]*bolt.Bucket{}, done: map[*hook]*bolt.Bucket{}}
 			for _, it := range batch {
 				if it.upd != nil {
-					if err := q.applyUpdate(btx, it.upd, stats[it.upd.h], doneAdded); err != nil {
+					if err := q.applyUpdate(bk, it.upd, stats[it.upd.h], doneAdded); err != nil {
 						return err
 					}
 					continue
@@ -276,13 +277,13 @@ func (q *Queue) commit(batch []commitItem) error {
 				}
 				for i := range it.tx.Events {
 					ev := &it.tx.Events[i]
-					if err := q.enqueueEvent(btx, events, ev, it.routes[i], hooks, &news); err != nil {
+					if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, &news); err != nil {
 						return err
 					}
 				}
 			}
 			for h, added := range doneAdded {
-				n, err := q.prune(btx, events, h, h.doneCount+added)
+				n, err := q.prune(bk, events, h, h.doneCount+added)
 				if err != nil {
 					return err
 				}
@@ -321,7 +322,7 @@ func (q *Queue) commit(batch []commitItem) error {
 
 // enqueueEvent stores ev once and one delivery per live, active webhook that
 // wants it. An event already stored is a repeat and is skipped.
-func (q *Queue) enqueueEvent(btx *bolt.Tx, events *bolt.Bucket, ev *cdc.Event, names []string, hooks map[string]target, news *[]enqueued) error {
+func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, names []string, hooks map[string]target, news *[]enqueued) error {
 	if len(names) == 0 || events.Get([]byte(ev.ID)) != nil {
 		return nil
 	}
@@ -345,11 +346,10 @@ func (q *Queue) enqueueEvent(btx *bolt.Tx, events *bolt.Bucket, ev *cdc.Event, n
 	}
 	name := eventName(ev)
 	for _, h := range targets {
-		b, err := btx.CreateBucketIfNotExists(queueBucket(h.name))
+		b, err := bk.queueOf(h, true)
 		if err != nil {
 			return err
 		}
-		b.FillPercent = appendFill
 		seq, err := b.NextSequence()
 		if err != nil {
 			return err
@@ -363,19 +363,19 @@ func (q *Queue) enqueueEvent(btx *bolt.Tx, events *bolt.Bucket, ev *cdc.Event, n
 	return nil
 }
 
-func (q *Queue) applyUpdate(btx *bolt.Tx, u *update, stats []byte, doneAdded map[*hook]int) error {
+func (q *Queue) applyUpdate(bk *txBuckets, u *update, stats []byte, doneAdded map[*hook]int) error {
 	if u.h.deleted.Load() {
 		return nil
 	}
 	if stats != nil {
-		if err := btx.Bucket(bucketStats).Put([]byte(u.h.name), stats); err != nil {
+		if err := bk.btx.Bucket(bucketStats).Put([]byte(u.h.name), stats); err != nil {
 			return err
 		}
 	}
 	if u.seq == 0 {
 		return nil
 	}
-	b := btx.Bucket(queueBucket(u.h.name))
+	b, _ := bk.queueOf(u.h, false)
 	if b == nil || b.Get(seqKey(u.seq)) == nil {
 		return nil // deleted meanwhile
 	}
@@ -383,7 +383,7 @@ func (q *Queue) applyUpdate(btx *bolt.Tx, u *update, stats []byte, doneAdded map
 		return err
 	}
 	if u.done {
-		d, err := btx.CreateBucketIfNotExists(doneBucket(u.h.name))
+		d, err := bk.doneOf(u.h, true)
 		if err != nil {
 			return err
 		}
@@ -396,13 +396,13 @@ func (q *Queue) applyUpdate(btx *bolt.Tx, u *update, stats []byte, doneAdded map
 }
 
 // prune deletes the oldest completed deliveries beyond the retention.
-func (q *Queue) prune(btx *bolt.Tx, events *bolt.Bucket, h *hook, count int) (int, error) {
+func (q *Queue) prune(bk *txBuckets, events *bolt.Bucket, h *hook, count int) (int, error) {
 	excess := count - q.opts.Retention
 	if excess <= 0 {
 		return 0, nil
 	}
-	d := btx.Bucket(doneBucket(h.name))
-	b := btx.Bucket(queueBucket(h.name))
+	d, _ := bk.doneOf(h, false)
+	b, _ := bk.queueOf(h, false)
 	if d == nil || b == nil {
 		return 0, nil
 	}
@@ -434,6 +434,44 @@ func (q *Queue) prune(btx *bolt.Tx, events *bolt.Bucket, h *hook, count int) (in
 		}
 	}
 	return len(keys), nil
+}
+
+// txBuckets caches a commit's bucket handles: each lookup is a B-tree
+// search of its own, and a commit touches the same few buckets per item.
+type txBuckets struct {
+	btx   *bolt.Tx
+	queue map[*hook]*bolt.Bucket
+	done  map[*hook]*bolt.Bucket
+}
+
+// queueOf is h's bucket of deliveries; nil without create when missing.
+func (c *txBuckets) queueOf(h *hook, create bool) (*bolt.Bucket, error) {
+	return c.bucket(c.queue, h, queueBucket(h.name), create)
+}
+
+// doneOf is h's index of completed deliveries.
+func (c *txBuckets) doneOf(h *hook, create bool) (*bolt.Bucket, error) {
+	return c.bucket(c.done, h, doneBucket(h.name), create)
+}
+
+func (c *txBuckets) bucket(cache map[*hook]*bolt.Bucket, h *hook, name []byte, create bool) (*bolt.Bucket, error) {
+	if b := cache[h]; b != nil {
+		return b, nil
+	}
+	b := c.btx.Bucket(name)
+	if b == nil && create {
+		var err error
+		if b, err = c.btx.CreateBucketIfNotExists(name); err != nil {
+			return nil, err
+		}
+	}
+	if b != nil {
+		// Keys grow with the sequence: bbolt's default half-full split
+		// would leave every page half empty.
+		b.FillPercent = appendFill
+		cache[h] = b
+	}
+	return b, nil
 }
 
 // send hands an update to the committer.

@@ -69,6 +69,7 @@ type hook struct {
 	w        Webhook
 	enc      *encoder
 	signer   *Signer
+	names    *headerNames
 	stats    callStats
 	queued   int
 	failedN  int
@@ -98,9 +99,11 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 	if err != nil {
 		return nil, err
 	}
+	w = w.clone() // deliver shares its maps and slices: nobody may change them
 	h := &hook{
 		q: q, name: w.Name, w: w, enc: enc,
 		signer:   NewSigner(w.effectiveSignature(), w.Secrets),
+		names:    newHeaderNames(w.HeaderPrefix),
 		entities: map[string][]*pending{},
 		nextLoad: 1,
 		diskMore: true,
@@ -168,8 +171,9 @@ func (h *hook) setWebhook(w Webhook) error {
 	if err != nil {
 		return err
 	}
+	w = w.clone()
 	h.mu.Lock()
-	h.w, h.enc, h.signer = w, enc, NewSigner(w.effectiveSignature(), w.Secrets)
+	h.w, h.enc, h.signer, h.names = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix)
 	h.mu.Unlock()
 	h.active.Store(w.Active)
 	h.poke()
@@ -396,7 +400,8 @@ func (h *hook) take() *pending {
 // deliver makes one attempt and files its outcome.
 func (h *hook) deliver(p *pending) {
 	h.mu.Lock()
-	w, enc, signer := h.w.clone(), h.enc, h.signer
+	// A shallow copy: h.w's maps and slices are replaced, never changed.
+	w, enc, signer, names := h.w, h.enc, h.signer, h.names
 	h.mu.Unlock()
 	n := len(p.rec.Attempts) + 1
 	ev := p.ev
@@ -407,7 +412,7 @@ func (h *hook) deliver(p *pending) {
 	} else {
 		res = h.q.attempt(h.reqCtx, &w, signer, request{
 			id: ev.ID, event: p.rec.Event, entityID: ev.EntityID, entityURL: ev.EntityURL, body: b, attempt: n,
-			client: h.client,
+			client: h.client, names: names,
 		})
 	}
 	att := res.att

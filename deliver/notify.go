@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"net/mail"
 	"net/smtp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,45 +40,67 @@ type NotifierOptions struct {
 	Logger   *slog.Logger   // default slog.Default()
 
 	// Now and AfterFunc are the clock; nil means the real one. Tests set
-	// them to fire a batch without waiting for the interval.
+	// them to fire a batch or a retry without waiting.
 	Now       func() time.Time
 	AfterFunc func(d time.Duration, f func()) (stop func() bool)
 }
 
 // Notifier e-mails a webhook's notify_email when its deliveries fail for
 // good: the first failure at once, then at most one e-mail per interval
-// listing what failed meanwhile. Notify is Options.OnFailed.
+// listing what failed meanwhile. An e-mail that cannot be sent is tried
+// again after 30 s, 2 min and 10 min, then dropped. Notify is
+// Options.OnFailed.
 type Notifier struct {
-	opts NotifierOptions
-	log  *slog.Logger
+	log *slog.Logger
 
-	mu     sync.Mutex
-	hooks  map[string]*mailbox
-	closed bool
-	sends  sync.WaitGroup
+	mu       sync.Mutex
+	opts     NotifierOptions // the SMTP part changes with SetOptions
+	hooks    map[string]*mailbox
+	closed   bool
+	seq      uint64 // of the last failure filed
+	timerSeq uint64 // of the last timer armed
+	sends    sync.WaitGroup
 }
 
+// retryDelays are the waits before the second, third and fourth attempt at
+// an e-mail that could not be sent; after the last attempt it is dropped.
+var retryDelays = [...]time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute}
+
+// maxSendAttempts is how many times one e-mail is tried in all.
+const maxSendAttempts = len(retryDelays) + 1
+
 // mailbox is one webhook's batch of failures waiting to be e-mailed.
+// Outside the lock, failures is empty or a timer is armed (stop != nil)
+// that sends them.
 type mailbox struct {
 	lastSent time.Time
-	failures []failure
-	stop     func() bool // of the timer that flushes failures; nil when none runs
+	failures []failure   // oldest first
+	attempts int         // failed attempts at the e-mail put back into failures; 0: none
+	stop     func() bool // of the timer that sends failures; nil when none runs
+	timer    uint64      // that timer's number: a timer replaced meanwhile does nothing
+	due      time.Time   // when that timer fires
 }
 
 // failure is one delivery that failed for good.
 type failure struct {
-	w Webhook
-	d Delivery
+	seq uint64 // order of filing: a batch put back goes before newer failures
+	w   Webhook
+	d   Delivery
+}
+
+// smtpDefaults fills the SMTP settings left empty.
+func (o *NotifierOptions) smtpDefaults() {
+	if o.Port == 0 {
+		o.Port = 25
+	}
+	if o.From == "" {
+		o.From = "walhook@localhost"
+	}
 }
 
 // NewNotifier returns a Notifier; Close it to send what is still batched.
 func NewNotifier(opts NotifierOptions) *Notifier {
-	if opts.Port == 0 {
-		opts.Port = 25
-	}
-	if opts.From == "" {
-		opts.From = "walhook@localhost"
-	}
+	opts.smtpDefaults()
 	if opts.Interval <= 0 {
 		opts.Interval = 10 * time.Minute
 	}
@@ -95,18 +119,40 @@ func NewNotifier(opts NotifierOptions) *Notifier {
 	return &Notifier{opts: opts, log: opts.Logger, hooks: map[string]*mailbox{}}
 }
 
+// SetOptions replaces the SMTP settings (Host, Port, Username, Password,
+// From, StartTLS) with o's, applying NewNotifier's defaults; o's other
+// fields are ignored. E-mails under way finish with the old settings, the
+// next ones (retries included) use the new; batched failures are kept.
+// walhook calls it when it reloads its config.
+func (n *Notifier) SetOptions(o NotifierOptions) {
+	o.smtpDefaults()
+	n.mu.Lock()
+	old := n.opts
+	n.opts.Host, n.opts.Port, n.opts.Username, n.opts.Password = o.Host, o.Port, o.Username, o.Password
+	n.opts.From, n.opts.StartTLS = o.From, o.StartTLS
+	cur := n.opts
+	n.mu.Unlock()
+	if cur.Host == old.Host && cur.Port == old.Port && cur.Username == old.Username &&
+		cur.Password == old.Password && cur.From == old.From && cur.StartTLS == old.StartTLS {
+		return
+	}
+	// Never the password itself.
+	n.log.Info("smtp settings changed", "host", cur.Host, "port", cur.Port, "username", cur.Username,
+		"password_changed", cur.Password != old.Password, "from", cur.From, "starttls", cur.StartTLS)
+}
+
 // Notify files a delivery that failed for good (or whose 410 switched the
 // webhook off). It never blocks on the SMTP server.
 func (n *Notifier) Notify(w Webhook, d Delivery) {
 	if !w.NotifyOnFailure || w.NotifyEmail == "" {
 		return
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.opts.Host == "" {
 		n.log.Warn("failure e-mail not sent: [smtp] host is not set", "webhook", w.Name, "event_id", d.EventID)
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
 		n.log.Warn("failure e-mail not sent: shutting down", "webhook", w.Name, "event_id", d.EventID)
 		return
@@ -116,47 +162,68 @@ func (n *Notifier) Notify(w Webhook, d Delivery) {
 		mb = &mailbox{}
 		n.hooks[w.Name] = mb
 	}
-	mb.failures = append(mb.failures, failure{w: w, d: d})
+	n.seq++
+	mb.failures = append(mb.failures, failure{seq: n.seq, w: w, d: d})
 	if mb.stop != nil {
 		return // the running timer sends it with the rest
 	}
 	now := n.opts.Now()
 	if wait := mb.lastSent.Add(n.opts.Interval).Sub(now); !mb.lastSent.IsZero() && wait > 0 {
-		mb.stop = n.opts.AfterFunc(wait, func() { n.flush(w.Name) })
+		n.armLocked(w.Name, mb, now, wait)
 		return
 	}
 	n.sendLocked(mb, now)
 }
 
-// flush sends a webhook's batch when its timer fires.
-func (n *Notifier) flush(name string) {
+// armLocked starts the timer that sends the mailbox after d, replacing the
+// one running.
+func (n *Notifier) armLocked(name string, mb *mailbox, now time.Time, d time.Duration) {
+	if mb.stop != nil {
+		mb.stop()
+	}
+	n.timerSeq++
+	id := n.timerSeq
+	mb.timer, mb.due = id, now.Add(d)
+	mb.stop = n.opts.AfterFunc(d, func() { n.flush(name, id) })
+}
+
+// flush sends a webhook's batch when its timer number id fires.
+func (n *Notifier) flush(name string, id uint64) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	mb := n.hooks[name]
-	if mb == nil || mb.stop == nil || n.closed {
+	if mb == nil || mb.stop == nil || mb.timer != id || n.closed {
 		return
 	}
-	mb.stop = nil
+	mb.stop, mb.timer = nil, 0
 	n.sendLocked(mb, n.opts.Now())
 }
 
-// sendLocked e-mails the batch from a goroutine of its own.
+// sendLocked e-mails the batch from a goroutine of its own, with the SMTP
+// settings of the moment.
 func (n *Notifier) sendLocked(mb *mailbox, now time.Time) {
-	batch := mb.failures
-	mb.failures = nil
+	batch, attempt := mb.failures, mb.attempts+1
+	mb.failures, mb.attempts = nil, 0
 	mb.lastSent = now
 	if len(batch) == 0 {
+		return
+	}
+	opts := n.opts
+	if opts.Host == "" { // a reload removed it
+		w := batch[len(batch)-1].w
+		n.log.Warn("failure e-mail not sent: [smtp] host is not set", "webhook", w.Name, "failures", len(batch))
 		return
 	}
 	n.sends.Add(1)
 	go func() {
 		defer n.sends.Done()
-		n.send(batch, now)
+		n.send(opts, batch, attempt, now)
 	}()
 }
 
-// Close sends every batch still waiting for its interval and waits for the
-// e-mails under way (each bounded by the timeout).
+// Close sends every batch still waiting for its interval or for a retry
+// (a last attempt each) and waits for the e-mails under way (each bounded
+// by the timeout). An e-mail that fails from then on is dropped.
 func (n *Notifier) Close() {
 	n.mu.Lock()
 	if !n.closed {
@@ -165,7 +232,7 @@ func (n *Notifier) Close() {
 		for _, mb := range n.hooks {
 			if mb.stop != nil {
 				mb.stop()
-				mb.stop = nil
+				mb.stop, mb.timer = nil, 0
 				n.sendLocked(mb, now)
 			}
 		}
@@ -174,33 +241,66 @@ func (n *Notifier) Close() {
 	n.sends.Wait()
 }
 
-func (n *Notifier) send(batch []failure, now time.Time) {
+// send makes attempt number attempt at e-mailing batch.
+func (n *Notifier) send(opts NotifierOptions, batch []failure, attempt int, now time.Time) {
 	w := batch[len(batch)-1].w // the newest definition
-	msg := n.message(batch, now)
+	msg := message(opts, batch, now)
 	start := time.Now()
-	if err := n.deliverMail(address(w.NotifyEmail), msg); err != nil {
-		n.log.Error("failure e-mail not sent", "webhook", w.Name, "to", w.NotifyEmail,
-			"smtp", net.JoinHostPort(n.opts.Host, strconv.Itoa(n.opts.Port)), "failures", len(batch), "err", err)
+	err := deliverMail(opts, address(w.NotifyEmail), msg)
+	if err == nil {
+		n.log.Info("failure e-mail sent", "webhook", w.Name, "to", w.NotifyEmail, "failures", len(batch),
+			"attempt", attempt, "duration_ms", time.Since(start).Milliseconds())
 		return
 	}
-	n.log.Info("failure e-mail sent", "webhook", w.Name, "to", w.NotifyEmail, "failures", len(batch),
-		"duration_ms", time.Since(start).Milliseconds())
+	smtpAddr := net.JoinHostPort(opts.Host, strconv.Itoa(opts.Port))
+	if delay, ok := n.retry(batch, attempt); ok {
+		n.log.Warn("failure e-mail not sent, will retry", "webhook", w.Name, "to", w.NotifyEmail, "smtp", smtpAddr,
+			"failures", len(batch), "attempt", attempt, "retry_in", delay, "err", err)
+		return
+	}
+	n.log.Error("failure e-mail not sent and dropped; its deliveries are still listed as failed on the admin page",
+		"webhook", w.Name, "to", w.NotifyEmail, "smtp", smtpAddr, "failures", len(batch), "attempts", attempt, "err", err)
+}
+
+// retry puts a batch whose e-mail failed back into its mailbox, ahead of
+// the failures filed since, and arms the mailbox's timer for the next
+// attempt. It reports false, keeping nothing, after the last attempt or
+// once the Notifier is closed.
+func (n *Notifier) retry(batch []failure, attempt int) (time.Duration, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	name := batch[len(batch)-1].w.Name
+	mb := n.hooks[name]
+	if n.closed || attempt >= maxSendAttempts || mb == nil {
+		return 0, false
+	}
+	delay := retryDelays[attempt-1]
+	mb.failures = slices.Concat(batch, mb.failures)
+	// Two e-mails of one webhook may be under way at once (an interval
+	// shorter than the SMTP timeout): keep the failures in filing order.
+	slices.SortFunc(mb.failures, func(a, b failure) int { return cmp.Compare(a.seq, b.seq) })
+	mb.attempts = max(mb.attempts, attempt)
+	now := n.opts.Now()
+	if mb.stop != nil && !mb.due.After(now.Add(delay)) {
+		return mb.due.Sub(now), true // the timer running sends it sooner, with the rest
+	}
+	n.armLocked(name, mb, now, delay)
+	return delay, true
 }
 
 // deliverMail speaks SMTP: EHLO, STARTTLS when asked, AUTH PLAIN with a
 // username, then one message to one recipient.
-func (n *Notifier) deliverMail(to string, msg []byte) error {
-	o := n.opts
+func deliverMail(o NotifierOptions, to string, msg []byte) error {
 	deadline := time.Now().Add(o.Timeout)
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)), o.Timeout)
 	if err != nil {
-		return err
+		return fmt.Errorf("connect: %w", err)
 	}
 	conn.SetDeadline(deadline)
 	c, err := smtp.NewClient(conn, o.Host)
 	if err != nil {
 		conn.Close()
-		return err
+		return fmt.Errorf("greeting: %w", err)
 	}
 	defer c.Close()
 	if o.StartTLS {
@@ -235,11 +335,15 @@ func (n *Notifier) deliverMail(to string, msg []byte) error {
 	if err := wc.Close(); err != nil {
 		return fmt.Errorf("data: %w", err)
 	}
-	return c.Quit()
+	if err := c.Quit(); err != nil {
+		return fmt.Errorf("quit: %w", err)
+	}
+	return nil
 }
 
-// message renders the e-mail: headers, then a quoted-printable text body.
-func (n *Notifier) message(batch []failure, now time.Time) []byte {
+// message renders the e-mail with the settings o: headers, then a
+// quoted-printable text body.
+func message(o NotifierOptions, batch []failure, now time.Time) []byte {
 	w := batch[len(batch)-1].w
 	gone := false
 	for _, f := range batch {
@@ -278,7 +382,7 @@ func (n *Notifier) message(batch []failure, now time.Time) []byte {
 			since = a.At
 		}
 	}
-	base := strings.TrimSuffix(n.opts.AdminURL, "/")
+	base := strings.TrimSuffix(o.AdminURL, "/")
 	if base == "" {
 		base = "http://<admin address>"
 	}
@@ -295,11 +399,11 @@ func (n *Notifier) message(batch []failure, now time.Time) []byte {
 		// The switch-off of a config webhook holds until its url changes.
 		body.WriteString("Switch the webhook on again first: give it its new url in the config file and reload (SIGHUP).\n")
 	}
-	fmt.Fprintf(&body, "\nFurther failures of this webhook are collected and sent at most once every %s.\n", n.opts.Interval)
+	fmt.Fprintf(&body, "\nFurther failures of this webhook are collected and sent at most once every %s.\n", o.Interval)
 
 	var msg bytes.Buffer
 	hdr := func(k, v string) { fmt.Fprintf(&msg, "%s: %s\r\n", k, v) }
-	hdr("From", n.opts.From)
+	hdr("From", o.From)
 	hdr("To", w.NotifyEmail)
 	hdr("Subject", mime.QEncoding.Encode("utf-8", subject))
 	hdr("Date", now.Format(time.RFC1123Z))

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -34,8 +35,9 @@ import (
 type message struct {
 	From, To   string
 	Subject    string
-	Body       string // decoded
-	TLS        bool   // the session was upgraded with STARTTLS
+	Body       string    // decoded
+	Date       time.Time // the Date header
+	TLS        bool      // the session was upgraded with STARTTLS
 	AuthedUser string
 }
 
@@ -48,8 +50,10 @@ type mailServer struct {
 
 	user, password string
 
-	mu   sync.Mutex
-	msgs []message
+	mu     sync.Mutex
+	msgs   []message
+	rcpts  int             // RCPT TO commands received, refused ones included
+	decide func(int) error // of RCPT TO number n (from 1): nil accepts; nil func accepts all
 }
 
 func newMailServer(t *testing.T, startTLS bool, user, password string) *mailServer {
@@ -112,6 +116,22 @@ func (ms *mailServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	return &mailSession{ms: ms, conn: c}, nil
 }
 
+// setRcpt makes decide answer each RCPT TO, numbered from 1: an error
+// refuses the recipient, so the e-mail is not taken.
+func (ms *mailServer) setRcpt(decide func(n int) error) {
+	ms.mu.Lock()
+	ms.decide = decide
+	ms.mu.Unlock()
+}
+
+// attempts is the number of RCPT TO commands received: one per e-mail the
+// client tried to send past MAIL FROM.
+func (ms *mailServer) attempts() int {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return ms.rcpts
+}
+
 func (ms *mailServer) messages() []message {
 	ms.mu.Lock()
 	defer ms.mu.Unlock()
@@ -146,6 +166,15 @@ func (s *mailSession) Mail(from string, _ *smtp.MailOptions) error {
 }
 
 func (s *mailSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.ms.mu.Lock()
+	s.ms.rcpts++
+	n, decide := s.ms.rcpts, s.ms.decide
+	s.ms.mu.Unlock()
+	if decide != nil {
+		if err := decide(n); err != nil {
+			return err
+		}
+	}
 	s.to = to
 	return nil
 }
@@ -164,11 +193,12 @@ func (s *mailSession) Data(r io.Reader) error {
 		return err
 	}
 	subject, _ := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
+	date, _ := m.Header.Date()
 	_, tlsOn := s.conn.TLSConnectionState()
 	s.ms.mu.Lock()
 	s.ms.msgs = append(s.ms.msgs, message{
 		From: s.from, To: s.to, Subject: subject, Body: strings.ReplaceAll(string(text), "\r\n", "\n"),
-		TLS: tlsOn, AuthedUser: s.user,
+		Date: date, TLS: tlsOn, AuthedUser: s.user,
 	})
 	s.ms.mu.Unlock()
 	return nil
@@ -466,4 +496,255 @@ func TestNotifierQueue(t *testing.T) {
 			t.Errorf("body lacks %q:\n%s", want, m.Body)
 		}
 	}
+}
+
+// tryLater is the SMTP server's temporary refusal of a recipient.
+var tryLater = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "mailbox busy, try later"}
+
+// TestNotifierRetry: an e-mail the SMTP server refuses goes back to the
+// webhook's mailbox, ahead of a failure filed while it was under way, and
+// is sent when the retry timer (30 s) fires, listing both. The interval
+// timer armed meanwhile is replaced and does nothing when it fires.
+func TestNotifierRetry(t *testing.T) {
+	t.Parallel()
+	ms := newMailServer(t, false, "", "")
+	release := make(chan struct{})
+	ms.setRcpt(func(n int) error {
+		if n == 1 {
+			<-release
+			return tryLater
+		}
+		return nil
+	})
+	t0 := time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
+	clock := &fakeClock{now: t0}
+	n, logs := newNotifier(ms, func(o *deliver.NotifierOptions) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
+	w := notifyHook("r", "ops@example.com")
+	n.Notify(w, failedDelivery("r", 1, 500, ""))
+	waitFor(t, 10*time.Second, "the first attempt to reach RCPT TO", func() bool { return ms.attempts() == 1 })
+
+	// Filed while the first e-mail is under way: it waits for the interval.
+	n.Notify(w, failedDelivery("r", 2, 502, ""))
+	if got := clock.started(); len(got) != 1 || got[0].d != 10*time.Minute {
+		t.Fatalf("timers started: %+v, want the interval's (10m)", got)
+	}
+	close(release)
+	waitFor(t, 10*time.Second, "the refusal in the log", func() bool { return strings.Contains(logs.String(), "will retry") })
+	if l := logs.String(); !strings.Contains(l, "level=WARN") || !strings.Contains(l, "mailbox busy, try later") ||
+		!strings.Contains(l, "attempt=1") || !strings.Contains(l, "retry_in=30s") {
+		t.Errorf("the refusal is not logged as expected:\n%s", l)
+	}
+	timers := clock.started()
+	if len(timers) != 2 || timers[1].d != 30*time.Second {
+		t.Fatalf("timers started: %+v, want a retry after 30s", timers)
+	}
+	if got := ms.messages(); len(got) != 0 {
+		t.Fatalf("%d e-mails accepted before the retry", len(got))
+	}
+
+	timers[0].f() // replaced by the retry timer: must not send
+	clock.advance(30 * time.Second)
+	timers[1].f()
+	waitFor(t, 10*time.Second, "the retried e-mail", func() bool { return len(ms.messages()) == 1 })
+	n.Close()
+
+	msgs := ms.messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d e-mails, want 1", len(msgs))
+	}
+	m := msgs[0]
+	if !m.Date.Equal(t0.Add(30 * time.Second)) {
+		t.Errorf("e-mail dated %s, want %s: sent by the retry timer, not the replaced one", m.Date, t0.Add(30*time.Second))
+	}
+	if want := `walhook: webhook "r": 2 deliveries failed`; m.Subject != want {
+		t.Errorf("subject %q, want %q", m.Subject, want)
+	}
+	first, second := strings.Index(m.Body, "00000000016B3A80-00000001"), strings.Index(m.Body, "00000000016B3A80-00000002")
+	if first < 0 || second < first {
+		t.Errorf("the e-mail must list the refused failure, then the newer one:\n%s", m.Body)
+	}
+	if got := ms.attempts(); got != 2 {
+		t.Errorf("%d attempts, want 2", got)
+	}
+	if l := logs.String(); !strings.Contains(l, "failure e-mail sent") || !strings.Contains(l, "attempt=2") {
+		t.Errorf("the sent e-mail is not logged:\n%s", l)
+	}
+}
+
+// TestNotifierRetryGivesUp: an SMTP server that refuses every attempt gets
+// four, 30 s, 2 min and 10 min apart; then the e-mail is dropped with an
+// error naming how many failures it listed, and no timer is left. At Close
+// a pending retry gets one last attempt, and Close returns.
+func TestNotifierRetryGivesUp(t *testing.T) {
+	t.Parallel()
+	ms := newMailServer(t, false, "", "")
+	ms.setRcpt(func(int) error { return tryLater })
+	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
+	n, logs := newNotifier(ms, func(o *deliver.NotifierOptions) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
+	w := notifyHook("g", "ops@example.com")
+	n.Notify(w, failedDelivery("g", 1, 500, ""))
+	for i, wait := range []time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute} {
+		waitFor(t, 10*time.Second, fmt.Sprintf("attempt %d to fail", i+1), func() bool {
+			return strings.Count(logs.String(), "will retry") == i+1
+		})
+		timers := clock.started()
+		if len(timers) != i+1 || timers[i].d != wait {
+			t.Fatalf("after attempt %d: timers started %+v, want the last of %s", i+1, timers, wait)
+		}
+		if i == 0 {
+			n.Notify(w, failedDelivery("g", 2, 500, "")) // joins the e-mail being retried
+		}
+		clock.advance(wait)
+		timers[i].f()
+	}
+	waitFor(t, 10*time.Second, "the e-mail to be dropped", func() bool { return strings.Contains(logs.String(), "dropped") })
+	line := logLine(logs.String(), "dropped")
+	for _, want := range []string{"level=ERROR", "webhook=g", "failures=2", "attempts=4", "still listed as failed on the admin page", "mailbox busy"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the drop's log line lacks %q: %s", want, line)
+		}
+	}
+	if got := ms.attempts(); got != 4 {
+		t.Errorf("%d attempts, want 4", got)
+	}
+	if got := clock.started(); len(got) != 3 {
+		t.Errorf("timers started: %+v, want none after the last attempt", got)
+	}
+
+	// A retry pending at Close: one last attempt, then Close returns.
+	n.Notify(notifyHook("h", "ops@example.com"), failedDelivery("h", 3, 500, ""))
+	waitFor(t, 10*time.Second, "h's first attempt to fail", func() bool { return strings.Count(logs.String(), "will retry") == 4 })
+	timers := clock.started()
+	if len(timers) != 4 {
+		t.Fatalf("timers started: %+v, want h's retry", timers)
+	}
+	closed := make(chan struct{})
+	go func() { n.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second): // generous: Close waits for one local attempt
+		t.Fatal("Close did not return")
+	}
+	if got := ms.attempts(); got != 6 {
+		t.Errorf("%d attempts, want 6 (h's first and its last at Close)", got)
+	}
+	if line := lastLogLine(logs.String(), "webhook=h"); !strings.Contains(line, "dropped") || !strings.Contains(line, "attempts=2") {
+		t.Errorf("h's last log line is not its drop after 2 attempts: %s", line)
+	}
+	timers[3].f() // h's retry timer, stopped by Close: must not send
+	n.Close()     // waits for any e-mail under way
+	if got := ms.attempts(); got != 6 {
+		t.Errorf("%d attempts after a stopped timer fired, want still 6", got)
+	}
+	if got := clock.started(); len(got) != 4 {
+		t.Errorf("timers started after Close: %+v", got[4:])
+	}
+}
+
+// TestNotifierSetOptions: SetOptions switches the SMTP server, user,
+// password and sender; a failure batched before goes to the new server
+// (retried there once the password is fixed), the old server gets nothing
+// more, the interval and admin URL stay, a change is logged once, and no
+// password is ever logged.
+func TestNotifierSetOptions(t *testing.T) {
+	t.Parallel()
+	const pw1, pwWrong, pw2 = "pw-one-SECRET", "pw-wrong-SECRET", "pw-two-SECRET"
+	ms1 := newMailServer(t, false, "u1", pw1)
+	ms2 := newMailServer(t, false, "u2", pw2)
+	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
+	n, logs := newNotifier(ms1, func(o *deliver.NotifierOptions) {
+		o.Username, o.Password = "u1", pw1
+		o.Now, o.AfterFunc = clock.Now, clock.AfterFunc
+	})
+	w := notifyHook("s", "ops@example.com")
+	n.Notify(w, failedDelivery("s", 1, 500, ""))
+	waitFor(t, 10*time.Second, "the e-mail to the first server", func() bool { return len(ms1.messages()) == 1 })
+	clock.advance(time.Minute)
+	n.Notify(w, failedDelivery("s", 2, 500, "")) // batched for 9 minutes
+
+	second := deliver.NotifierOptions{
+		Host: ms2.host, Port: ms2.port, Username: "u2", Password: pwWrong, From: "Other <other@example.com>",
+		// Not SMTP settings: ignored.
+		Interval: time.Nanosecond, AdminURL: "http://ignored.example", Timeout: time.Nanosecond,
+	}
+	n.SetOptions(second)
+	timers := clock.started()
+	if len(timers) != 1 || timers[0].d != 9*time.Minute {
+		t.Fatalf("timers started: %+v, want the batch's (9m)", timers)
+	}
+	clock.advance(9 * time.Minute)
+	timers[0].f()
+	waitFor(t, 10*time.Second, "the wrong password's refusal", func() bool { return strings.Contains(logs.String(), "will retry") })
+	if l := lastLogLine(logs.String(), "will retry"); !strings.Contains(l, "auth:") ||
+		!strings.Contains(l, "smtp="+net.JoinHostPort(ms2.host, strconv.Itoa(ms2.port))) {
+		t.Errorf("the refusal does not name the new server's auth: %s", l)
+	}
+
+	second.Password = pw2
+	n.SetOptions(second)
+	n.SetOptions(second) // unchanged: not logged again
+	timers = clock.started()
+	if len(timers) != 2 || timers[1].d != 30*time.Second {
+		t.Fatalf("timers started: %+v, want the retry's (30s)", timers)
+	}
+	clock.advance(30 * time.Second)
+	timers[1].f()
+	waitFor(t, 10*time.Second, "the e-mail to the second server", func() bool { return len(ms2.messages()) == 1 })
+	n.Notify(notifyHook("s2", "ops2@example.com"), failedDelivery("s2", 3, 500, ""))
+	waitFor(t, 10*time.Second, "s2's e-mail to the second server", func() bool { return len(ms2.messages()) == 2 })
+	n.Close()
+
+	if got := len(ms1.messages()); got != 1 {
+		t.Errorf("the first server got %d e-mails, want only the one before SetOptions", got)
+	}
+	m := ms2.messages()[0]
+	if m.AuthedUser != "u2" || m.From != "other@example.com" || m.To != "ops@example.com" {
+		t.Errorf("e-mail to the second server = %+v", m)
+	}
+	for _, want := range []string{"00000000016B3A80-00000002", "POST http://127.0.0.1:8080/api/deliveries/", "at most once every 10m0s"} {
+		if !strings.Contains(m.Body, want) {
+			t.Errorf("body lacks %q:\n%s", want, m.Body)
+		}
+	}
+	if strings.Contains(m.Body, "00000000016B3A80-00000001") {
+		t.Error("the e-mail repeats the failure the first server got")
+	}
+	if m := ms2.messages()[1]; m.To != "ops2@example.com" || m.AuthedUser != "u2" {
+		t.Errorf("s2's e-mail = %+v", m)
+	}
+
+	l := logs.String()
+	if got := strings.Count(l, "smtp settings changed"); got != 2 {
+		t.Errorf("%d lines say the settings changed, want 2:\n%s", got, l)
+	}
+	if line := logLine(l, "smtp settings changed"); !strings.Contains(line, "level=INFO") ||
+		!strings.Contains(line, "port="+strconv.Itoa(ms2.port)) || !strings.Contains(line, "password_changed=true") {
+		t.Errorf("settings change logged as %s", line)
+	}
+	for _, pw := range []string{pw1, pwWrong, pw2} {
+		if strings.Contains(l, pw) {
+			t.Errorf("the log shows the password %q:\n%s", pw, l)
+		}
+	}
+}
+
+// logLine is the first line of log containing s, "" if none.
+func logLine(log, s string) string {
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	return ""
+}
+
+// lastLogLine is the last line of log containing s, "" if none.
+func lastLogLine(log, s string) string {
+	last := ""
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, s) {
+			last = line
+		}
+	}
+	return last
 }

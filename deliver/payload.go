@@ -180,6 +180,9 @@ func (e *encoder) encode(ev *cdc.Event) (body, error) {
 		}
 		return body{[]byte(v.Encode()), e.ctype()}, nil
 	}
+	if b, ok := appendJSONBody(make([]byte, 0, 256+eventSize(ev)), &jb); ok {
+		return body{b, e.ctype()}, nil
+	}
 	b, err := json.Marshal(jb)
 	return body{b, e.ctype()}, err
 }

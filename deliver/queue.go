@@ -108,11 +108,12 @@ const (
 
 // Queue is the persisted delivery queue. It is a cdc.Sink.
 type Queue struct {
-	opts    Options
-	log     *slog.Logger
-	db      *bolt.DB
-	client  *http.Client
-	metrics *metrics
+	opts      Options
+	log       *slog.Logger
+	db        *bolt.DB
+	client    *http.Client
+	metrics   *metrics
+	userAgent string // walhook/<version>
 
 	in        chan commitItem
 	loaded    *lru.Cache[string, *cdc.Event] // events read back from the store, shared by the webhooks that load them
@@ -173,6 +174,7 @@ func Open(opts Options) (*Queue, error) {
 		log:       opts.Logger,
 		db:        db,
 		client:    newClient(opts),
+		userAgent: "walhook/" + opts.Version,
 		metrics:   newMetrics(opts.Registerer),
 		in:        make(chan commitItem, pendingItems),
 		gate:      eventGate{free: make(chan struct{}, 1)},

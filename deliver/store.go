@@ -16,7 +16,7 @@ import (
 // bucket of deliveries keyed by a big-endian sequence (commit order) and an
 // index of its completed deliveries, oldest first, for retention.
 var (
-	bucketEvents   = []byte("events")   // event id → refcount (4 bytes) + JSON cdc.Event
+	bucketEvents   = []byte("events")   // event id → refcount (4 bytes) + cdc.Event (eventcodec.go)
 	bucketWebhooks = []byte("webhooks") // name → JSON Webhook (source api)
 	bucketActive   = []byte("active")   // name → JSON activeOverride (config webhooks switched off by a 410)
 	bucketStats    = []byte("stats")    // name → JSON callStats
@@ -101,21 +101,9 @@ func decodeRecord(v []byte) (*record, error) {
 	return r, nil
 }
 
-func encodeEvent(ev *cdc.Event, refs uint32) ([]byte, error) {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return nil, fmt.Errorf("encode event %s: %w", ev.ID, err)
-	}
-	out := make([]byte, 4, 4+len(b))
-	binary.BigEndian.PutUint32(out, refs)
-	return append(out, b...), nil
-}
-
-func decodeEvent(v []byte) (*cdc.Event, error) {
-	if len(v) < 4 {
-		return nil, fmt.Errorf("decode event: %d bytes", len(v))
-	}
-	d := json.NewDecoder(bytes.NewReader(v[4:]))
+// decodeJSONEvent reads the JSON form of a stored event (see eventcodec.go).
+func decodeJSONEvent(v []byte) (*cdc.Event, error) {
+	d := json.NewDecoder(bytes.NewReader(v))
 	d.UseNumber() // keep int64 values exact
 	ev := &cdc.Event{}
 	if err := d.Decode(ev); err != nil {

@@ -1,0 +1,140 @@
+package deliver
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"reflect"
+	"testing"
+	"time"
+
+	"walhook/cdc"
+)
+
+func codecEvent() *cdc.Event {
+	return &cdc.Event{
+		ID: cdc.EventID(0x16B3A80, 7), CommitLSN: 0x16B3A80, Index: 7,
+		CommitTime: time.Date(2026, 11, 29, 1, 2, 3, 456789123, time.UTC),
+		Schema:     "public", Table: "orders", Action: "modify",
+		Data: map[string]any{
+			"id": int64(math.MaxInt64), "neg": int64(-42), "price": 12.5, "nan": "NaN",
+			"name": "Zoë \"quoted\"", "paid": true, "void": false, "note": nil,
+			"doc":  json.RawMessage(`{"a":[1,2]}`),
+			"tags": []any{"a", nil, []any{int64(1), 2.25}, []any{}},
+			"num":  json.Number("123456789012345678901234567890"),
+			"":     "",
+		},
+		Old:     map[string]any{},
+		Changed: []string{"price", "paid"},
+		Key:     []string{},
+		Entity:  "order", EntityID: "9223372036854775807", EntityURL: "https://shop.example/orders/1",
+	}
+}
+
+func TestEventCodecRoundTrip(t *testing.T) {
+	for name, ev := range map[string]*cdc.Event{
+		"every value type": codecEvent(),
+		"empty":            {},
+		"delete":           {ID: "X", Action: "delete", Old: map[string]any{"id": int64(1)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			v, err := encodeEvent(ev, 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v[4] != binaryEvent {
+				t.Fatalf("stored as %q, not the binary form", v[4])
+			}
+			if refs := binary.BigEndian.Uint32(v); refs != 3 {
+				t.Errorf("refs = %d, want 3", refs)
+			}
+			got, err := decodeEvent(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := *ev
+			if want.CommitTime.IsZero() {
+				want.CommitTime = time.Unix(0, want.CommitTime.UnixNano()).UTC()
+			}
+			if !reflect.DeepEqual(got, &want) {
+				t.Errorf("round trip changed the event:\n got %#v\nwant %#v", got, &want)
+			}
+		})
+	}
+}
+
+// TestEventCodecCoversEvent fails when cdc.Event gains a field: the binary
+// form must learn it, or it would be lost on the way through the store.
+func TestEventCodecCoversEvent(t *testing.T) {
+	if n := reflect.TypeFor[cdc.Event]().NumField(); n != 14 {
+		t.Fatalf("cdc.Event has %d fields, the binary form writes 14: extend appendEvent and eventReader.event", n)
+	}
+}
+
+func TestEventCodecReadsJSON(t *testing.T) {
+	ev := codecEvent()
+	js, err := json.Marshal(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := decodeEvent(append([]byte{0, 0, 0, 1}, js...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != ev.ID || got.EntityURL != ev.EntityURL || !got.CommitTime.Equal(ev.CommitTime) {
+		t.Errorf("JSON form read as %+v", got)
+	}
+	if n, ok := got.Data["id"].(json.Number); !ok || n.String() != "9223372036854775807" {
+		t.Errorf("id = %#v, want the exact json.Number", got.Data["id"])
+	}
+}
+
+func TestEventCodecFallsBackToJSON(t *testing.T) {
+	ev := &cdc.Event{ID: "A", Data: map[string]any{"odd": int32(5)}}
+	v, err := encodeEvent(ev, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v[4] != '{' {
+		t.Fatalf("an int32 value was stored in the binary form (%q)", v[4])
+	}
+	got, err := decodeEvent(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Data["odd"] != json.Number("5") {
+		t.Errorf("odd = %#v", got.Data["odd"])
+	}
+}
+
+func TestEventCodecRejectsDamage(t *testing.T) {
+	v, err := encodeEvent(codecEvent(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 5; n < len(v); n++ {
+		if _, err := decodeEvent(v[:n]); err == nil {
+			t.Fatalf("the first %d of %d bytes decoded without an error", n, len(v))
+		}
+	}
+	if _, err := decodeEvent(append(v, 0)); err == nil {
+		t.Error("a trailing byte decoded without an error")
+	}
+}
+
+func BenchmarkDecodeStoredEvent(b *testing.B) {
+	ev := codecEvent()
+	bin, _ := encodeEvent(ev, 1)
+	js, _ := json.Marshal(ev)
+	js = append([]byte{0, 0, 0, 1}, js...)
+	b.Run("binary", func(b *testing.B) {
+		for b.Loop() {
+			decodeEvent(bin)
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		for b.Loop() {
+			decodeEvent(js)
+		}
+	})
+}
