@@ -572,6 +572,18 @@ func (p *walhookProc) request(path string) (*http.Response, error) {
 	return http.DefaultClient.Do(req)
 }
 
+// pendingSample is the start of a webhook's pending deliveries, with their
+// attempts: what a stalled drain was waiting for.
+func (p *walhookProc) pendingSample(hook string) string {
+	resp, err := p.request("/api/webhooks/" + hook + "/deliveries?status=pending&limit=3")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+	return string(b)
+}
+
 func (p *walhookProc) get(path string) int {
 	resp, err := p.request(path)
 	if err != nil {
@@ -885,7 +897,9 @@ func (b *bench) backlogPhase(ctx context.Context, res *benchResult) error {
 	defer b.dropSlot(ctx, slot)
 	// A long timeout: the workers wait on the hung receiver, the rest stays
 	// queued and unattempted.
-	hooks := []benchHook{{name: "hb", path: "/hold", timeoutMS: 300000, retryMode: "production"}}
+	// Test retries (3 s apart): a request that fails in the shutdown must
+	// not hold the drain for the five minutes of a production backoff.
+	hooks := []benchHook{{name: "hb", path: "/hold", timeoutMS: 300000, retryMode: "test"}}
 	dir, admin, token, err := b.writeConfig("backlog", slot, hooks)
 	if err != nil {
 		return err
@@ -939,7 +953,8 @@ func (b *bench) backlogPhase(ctx context.Context, res *benchResult) error {
 	deadline = time.Now().Add(time.Duration(n/200+60) * time.Second)
 	for p.queued("hb") != 0 {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d deliveries still queued after the restart: %s", p.queued("hb"), n, p.logTail())
+			return fmt.Errorf("%d of %d deliveries still queued after the restart: %s\nthe oldest pending: %s",
+				p.queued("hb"), n, p.logTail(), p.pendingSample("hb"))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -42,6 +42,8 @@ func (q *Queue) commitLoop() {
 	defer close(q.committed)
 	var batch []commitItem
 	released := time.Now()
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
 	for {
 		if len(batch) == 0 {
 			select {
@@ -64,6 +66,28 @@ func (q *Queue) commitLoop() {
 			default:
 				break fill
 			}
+		}
+		if events == 0 && len(batch) < maxBatch {
+			// Only delivery outcomes: nothing waits for them, so let more
+			// gather for one fsync rather than commit each few at once.
+			// A transaction ends the wait: the WAL position waits for it.
+			linger.Reset(updateLinger)
+		gather:
+			for len(batch) < maxBatch {
+				select {
+				case it := <-q.in:
+					batch = append(batch, it)
+					if it.tx != nil {
+						events += len(it.tx.Events)
+						break gather
+					}
+				case <-linger.C:
+					break gather
+				case <-q.ctx.Done():
+					break gather
+				}
+			}
+			linger.Stop()
 		}
 		if err := q.commit(batch); err != nil {
 			q.log.Error("STORE COMMIT FAILED: deliveries are not persisted and the WAL position is not confirmed; retrying", "err", err, "items", len(batch))
@@ -91,6 +115,10 @@ func (q *Queue) commitLoop() {
 		}
 	}
 }
+
+// updateLinger is how long a batch of delivery outcomes alone waits for
+// more before it is committed.
+const updateLinger = 5 * time.Millisecond
 
 // releaseEvery is how often the committer drops the store's mapped pages
 // from the resident set (see releaseMapped).

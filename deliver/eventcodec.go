@@ -209,6 +209,9 @@ func (r *eventReader) bytes() []byte {
 
 func (r *eventReader) string() string { return string(r.bytes()) }
 
+// name is a string that repeats across events: see interner.
+func (r *eventReader) name() string { return names.intern(r.bytes()) }
+
 func (r *eventReader) byte() byte {
 	if len(r.b) == 0 {
 		r.fail(errTruncated)
@@ -221,9 +224,11 @@ func (r *eventReader) byte() byte {
 
 func (r *eventReader) event() *cdc.Event {
 	ev := &cdc.Event{}
-	for _, s := range []*string{&ev.ID, &ev.Schema, &ev.Table, &ev.Action, &ev.Entity, &ev.EntityID, &ev.EntityURL} {
-		*s = r.string()
+	ev.ID = r.string()
+	for _, s := range []*string{&ev.Schema, &ev.Table, &ev.Action, &ev.Entity} {
+		*s = r.name()
 	}
+	ev.EntityID, ev.EntityURL = r.string(), r.string()
 	ev.CommitLSN = r.uvarint()
 	ev.Index = uint32(r.uvarint())
 	ev.CommitTime = time.Unix(0, r.varint()).UTC()
@@ -248,7 +253,7 @@ func (r *eventReader) strings() []string {
 	}
 	ss := make([]string, n-1)
 	for i := range ss {
-		ss[i] = r.string()
+		ss[i] = r.name()
 	}
 	return ss
 }
@@ -264,7 +269,7 @@ func (r *eventReader) valueMap() map[string]any {
 	}
 	m := make(map[string]any, n-1)
 	for range n - 1 {
-		k := r.string()
+		k := r.name()
 		m[k] = r.value()
 		if r.err != nil {
 			return nil
