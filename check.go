@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"walhook/cdc"
+	"walhook/deliver"
 	"walhook/matcher"
 )
 
@@ -52,6 +55,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rep.ok("config %s is valid (%d webhooks)", *path, len(cfg.Webhooks))
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	addAPIWebhooks(ctx, cfg, rep)
 	checkDatabase(ctx, cfg, rep)
 	checkWebhooks(cfg, rep)
 	if rep.problems > 0 {
@@ -463,6 +467,68 @@ func checkWebhooks(cfg *Config, rep *checkReport) {
 			rep.ok("webhook %s -> %s", w.Name, w.URL)
 		}
 	}
+}
+
+// addAPIWebhooks adds the webhooks created through the admin API to cfg,
+// so that their tables and actions are checked with the config's: from the
+// store, or from the running walhook's admin API while it holds the store.
+func addAPIWebhooks(ctx context.Context, cfg *Config, rep *checkReport) {
+	hooks, err := deliver.ReadWebhooks(cfg.Store.Dir, 500*time.Millisecond)
+	from := "the store " + cfg.Store.Dir
+	if errors.Is(err, deliver.ErrStoreBusy) {
+		hooks, err = apiWebhooksFromAdmin(ctx, cfg)
+		from = "the running walhook's admin API"
+	}
+	if err != nil {
+		rep.warn("webhooks created through the admin API are not checked: %v", err)
+		return
+	}
+	if len(hooks) == 0 {
+		return
+	}
+	names := make([]string, len(hooks))
+	for i, w := range hooks {
+		names[i] = w.Name
+		cfg.Webhooks = append(cfg.Webhooks, WebhookConfig{Name: w.Name, URL: w.URL, Events: w.Events, Actions: w.Actions})
+	}
+	rep.ok("%d webhook(s) created through the admin API, read from %s, are checked too: %s", len(hooks), from, strings.Join(names, ", "))
+}
+
+// apiWebhooksFromAdmin lists the API-created webhooks of a running walhook.
+func apiWebhooksFromAdmin(ctx context.Context, cfg *Config) ([]deliver.Webhook, error) {
+	base := adminURL(*cfg.Admin.Listen)
+	if base == "" {
+		return nil, fmt.Errorf("%w, and [admin] listen is off, so they cannot be asked for", deliver.ErrStoreBusy)
+	}
+	req, err := http.NewRequestWithContext(ctx, "GET", base+"/api/webhooks", nil)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Admin.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+cfg.Admin.Token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%w, and its admin API does not answer: %v", deliver.ErrStoreBusy, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%w, and its admin API answered %s to GET /api/webhooks", deliver.ErrStoreBusy, resp.Status)
+	}
+	var all []struct {
+		Name, URL, Source string
+		Events, Actions   []string
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&all); err != nil {
+		return nil, fmt.Errorf("admin API: GET /api/webhooks: %w", err)
+	}
+	var out []deliver.Webhook
+	for _, w := range all {
+		if w.Source == deliver.SourceAPI {
+			out = append(out, deliver.Webhook{Name: w.Name, URL: w.URL, Events: w.Events, Actions: w.Actions, Source: w.Source})
+		}
+	}
+	return out, nil
 }
 
 func hostOnly(hostport string) string {

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"walhook/admin"
+	"walhook/deliver"
 	"walhook/internal/pgcluster"
 )
 
@@ -387,5 +391,65 @@ func TestCheckServerSettings(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestCheckAPIWebhooks: webhooks created through the admin API are checked
+// with the config's, read from the store or, while a walhook holds the
+// store, from its admin API.
+func TestCheckAPIWebhooks(t *testing.T) {
+	dsn := newDatabase(t)
+	defer dropSlot(t, slotFor(dsn))
+	execSQL(t, dsn, `CREATE TABLE people (id int PRIMARY KEY)`)
+	dir := filepath.Join(t.TempDir(), "data")
+	q, err := deliver.Open(deliver.Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { q.Close() }()
+	var w deliver.Webhook
+	deliver.ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = "from-api", "http://127.0.0.1:9/api", []string{"public.orders"}
+	if _, err := q.CreateWebhook(w); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: admin.New(admin.Options{Token: "check-token", Queue: q})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	config := func(listen, token string) string {
+		return writeConfig(t, dsn, fmt.Sprintf("[store]\ndir = %q\n[admin]\nlisten = %q\ntoken = %q\n", dir, listen, token)+checkHooks)
+	}
+	missing := "FAIL  table public.orders: does not exist"
+
+	// A running walhook holds the store: its admin API answers.
+	out, err := runCheck(t, config(ln.Addr().String(), "check-token"))
+	if !errors.Is(err, errCheckFailed) || !strings.Contains(out, "1 webhook(s) created through the admin API, read from the running walhook's admin API, are checked too: from-api") || !strings.Contains(out, missing) {
+		t.Errorf("with the admin API:\n%s", out)
+	}
+	// A wrong token: said, not guessed around.
+	out, _ = runCheck(t, config(ln.Addr().String(), "wrong"))
+	if !strings.Contains(out, "warn  webhooks created through the admin API are not checked") || !strings.Contains(out, "401") || strings.Contains(out, missing) {
+		t.Errorf("with a wrong token:\n%s", out)
+	}
+	// No admin API to ask.
+	out, _ = runCheck(t, config("", ""))
+	if !strings.Contains(out, "not checked: the store is in use") || !strings.Contains(out, "[admin] listen is off") {
+		t.Errorf("without the admin API:\n%s", out)
+	}
+	// walhook stopped: read from the store itself.
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, _ = runCheck(t, config("", ""))
+	if !strings.Contains(out, "read from the store "+dir) || !strings.Contains(out, missing) {
+		t.Errorf("from the store:\n%s", out)
+	}
+	execSQL(t, dsn, `CREATE TABLE orders (id int PRIMARY KEY)`)
+	if out, err := runCheck(t, config("", "")); err != nil {
+		t.Errorf("with the table made, check still fails: %v\n%s", err, out)
 	}
 }

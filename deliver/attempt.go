@@ -122,6 +122,11 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	}
 	if w.BasicAuthUser != "" {
 		req.SetBasicAuth(w.BasicAuthUser, w.BasicAuthPassword)
+	} else if u := req.URL.User; u != nil {
+		// What http.Client does for user info in the URL; send calls the
+		// transport itself.
+		pw, _ := u.Password()
+		req.SetBasicAuth(u.Username(), pw)
 	}
 	// The transport only reads the request's headers, and nothing here
 	// writes them after Do: the attempt keeps the map itself unless a
@@ -142,7 +147,7 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	if client == nil {
 		client = q.client
 	}
-	resp, err := client.Do(req)
+	resp, err := send(client, req)
 	if err != nil {
 		att.Duration = time.Since(start)
 		att.Error = describe(err, w.Timeout)
@@ -166,6 +171,16 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return res
+}
+
+// send makes the request. With walhook's own client it calls the
+// transport directly: Client.Do copies every request's headers for the
+// redirects it might follow, and walhook follows none (a 3xx is an answer).
+func send(c *http.Client, req *http.Request) (*http.Response, error) {
+	if t, ok := c.Transport.(*http.Transport); ok && c.Jar == nil && c.Timeout == 0 {
+		return t.RoundTrip(req)
+	}
+	return c.Do(req)
 }
 
 // parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.

@@ -331,6 +331,7 @@ func (q *Queue) commit(batch []commitItem) error {
 	for h, added := range doneAdded {
 		h.doneCount += added - pruned[h]
 	}
+	q.countEvents(batch, q.durable.Load())
 	if endLSN > q.durable.Load() {
 		q.durable.Store(endLSN)
 	}
@@ -346,6 +347,29 @@ func (q *Queue) commit(batch []commitItem) error {
 		h.enqueue(byHook[h])
 	}
 	return nil
+}
+
+// countEvents adds the batch's events to walhook_events_total once it is
+// committed, leaving out what PostgreSQL sent again after a restart or a
+// reconnect: transactions that end at or before the durable position.
+func (q *Queue) countEvents(batch []commitItem, durable uint64) {
+	for _, it := range batch {
+		tx := it.tx
+		if tx == nil || (tx.EndLSN != 0 && tx.EndLSN <= durable) || (tx.EndLSN == 0 && tx.CommitLSN != 0 && tx.CommitLSN < durable) {
+			continue
+		}
+		if tx.EndLSN > durable {
+			durable = tx.EndLSN // a repeat later in the same batch is left out too
+		}
+		for i := range tx.Events {
+			ev := &tx.Events[i]
+			entity := ev.Entity
+			if entity == "" {
+				entity = ev.QualifiedTable()
+			}
+			q.metrics.events.WithLabelValues(entity, ev.Action).Inc()
+		}
+	}
 }
 
 // enqueueEvent stores ev once and one delivery per live, active webhook that

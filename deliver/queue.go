@@ -287,11 +287,6 @@ func (q *Queue) Write(ctx context.Context, tx *cdc.Tx) error {
 		if q.opts.Route != nil {
 			item.routes[i] = q.opts.Route(ev)
 		}
-		entity := ev.Entity
-		if entity == "" {
-			entity = ev.QualifiedTable()
-		}
-		q.metrics.events.WithLabelValues(entity, ev.Action).Inc()
 	}
 	if err := q.gate.acquire(ctx, q.ctx.Done(), len(tx.Events)); err != nil {
 		return err

@@ -338,6 +338,9 @@ func TestDuplicateTxNotEnqueued(t *testing.T) {
 	e.write(t, txOf(100, event(100, 0, 1, "a@x"), event(100, 1, 2, "b@x")))
 	e.write(t, txOf(100, event(100, 0, 1, "a@x"), event(100, 1, 2, "b@x")))
 	waitFor(t, 10*time.Second, "two deliveries", func() bool { return e.q.Stats("h").SuccessfulCalls == 2 })
+	if got := metric(t, e, "walhook_events_total", "action", cdc.ActionModify); got != 2 {
+		t.Errorf("walhook_events_total = %v, want 2: a transaction sent again is not a new event", got)
+	}
 	e.reopen(t)
 	e.setHooks(t, hook("h", rc.URL))
 	// PostgreSQL sends it again after a restart, and a later one.
@@ -350,6 +353,9 @@ func TestDuplicateTxNotEnqueued(t *testing.T) {
 	ds, _ := e.q.Deliveries("h", 100, "")
 	if len(ds) != 3 {
 		t.Errorf("%d deliveries stored, want 3", len(ds))
+	}
+	if got := metric(t, e, "walhook_events_total", "action", cdc.ActionModify); got != 1 {
+		t.Errorf("walhook_events_total after the restart = %v, want 1 (the later transaction)", got)
 	}
 }
 
@@ -530,6 +536,39 @@ func TestAttemptRedactsSecrets(t *testing.T) {
 	}
 	if rc.requests()[0].Header.Get("X-Api-Key") != "topsecret" {
 		t.Error("the receiver did not get the real header")
+	}
+}
+
+// TestURLUserInfo: credentials in the webhook's URL go out as basic auth,
+// as http.Client sends them, and stay out of the history and the .log.
+func TestURLUserInfo(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, nil)
+	e := newEnv(t, []string{"h"})
+	e.setHooks(t, hook("h", strings.Replace(rc.URL, "http://", "http://ops:s3cr3t@", 1)))
+	e.write(t, txOf(100, event(100, 0, 1, "a@x")))
+	var d deliver.Delivery
+	waitFor(t, 10*time.Second, "the attempt", func() bool {
+		ds, _ := e.q.Deliveries("h", 1, deliver.StatusSuccess)
+		if len(ds) == 1 {
+			d = ds[0]
+		}
+		return len(ds) == 1
+	})
+	r := rc.requests()[0]
+	if user, pw, ok := (&http.Request{Header: r.Header}).BasicAuth(); !ok || user != "ops" || pw != "s3cr3t" {
+		t.Errorf("receiver got Authorization %q, want basic ops:s3cr3t", r.Header.Get("Authorization"))
+	}
+	if got := d.Attempts[0].RequestHeaders.Get("Authorization"); got != "[redacted]" {
+		t.Errorf("stored Authorization = %q, want it redacted", got)
+	}
+	waitFor(t, 10*time.Second, "the log line", func() bool {
+		log, _ := os.ReadFile(e.q.LogPath("h"))
+		return strings.Contains(string(log), " status=200 ")
+	})
+	log, _ := os.ReadFile(e.q.LogPath("h"))
+	if strings.Contains(string(log), "s3cr3t") || strings.Contains(fmt.Sprint(d), "s3cr3t") {
+		t.Error("the URL's password leaked into the log or the history")
 	}
 }
 

@@ -4,10 +4,15 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"walhook/cdc"
 )
@@ -155,4 +160,42 @@ type callStats struct {
 type activeOverride struct {
 	Active bool   `json:"active"`
 	URL    string `json:"url"`
+}
+
+// ErrStoreBusy is returned by ReadWebhooks while a running walhook holds
+// the store.
+var ErrStoreBusy = errors.New("the store is in use (is walhook running?)")
+
+// ReadWebhooks returns the webhooks created through the admin API, read
+// from the store under dir without changing it. A store that does not
+// exist yet has none.
+func ReadWebhooks(dir string, wait time.Duration) ([]Webhook, error) {
+	path := filepath.Join(dir, "walhook.db")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: wait})
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, ErrStoreBusy
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	defer db.Close()
+	var out []Webhook
+	err = db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketWebhooks)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var w Webhook
+			if err := json.Unmarshal(v, &w); err != nil {
+				return fmt.Errorf("webhook %s: %w", k, err)
+			}
+			out = append(out, w)
+			return nil
+		})
+	})
+	return out, err
 }
