@@ -156,8 +156,9 @@ func (x *sinkSession) Data(r io.Reader) error {
 	return nil
 }
 
-// logLines reads a webhook's .log file.
+// logLines reads a webhook's .log file, its buffered lines written first.
 func logLines(h *harness, name string) []string {
+	h.app.Queue().FlushLog(name)
 	raw, _ := os.ReadFile(filepath.Join(h.dir, "logs", name+".log"))
 	return strings.Split(strings.TrimSpace(string(raw)), "\n")
 }

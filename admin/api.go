@@ -258,6 +258,7 @@ func (s *Server) webhookLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "webhook %q: not found", name)
 		return
 	}
+	s.opts.Queue.FlushLog(name)
 	path := s.opts.Queue.LogPath(name)
 	if path == "" {
 		writeError(w, http.StatusNotFound, "no log files: [log] dir is not set")

@@ -31,6 +31,7 @@ type Queue interface {
 	Redeliver(id string) error
 	Recover(name string, since time.Time) (int, error)
 	LogPath(name string) string
+	FlushLog(name string)
 }
 
 // Entity is an event type a webhook can subscribe to.

@@ -249,9 +249,7 @@ func (q *Queue) logAttempt(h *hook, w *Webhook, id, event string, n int, res res
 		}
 		line = strconv.AppendQuote(append(line, " error="...), string(body))
 	}
-	if _, err := h.log.Write(append(line, '\n')); err != nil {
-		q.log.Error("write webhook log", "webhook", h.name, "err", err)
-	}
+	h.log.writeLine(append(line, '\n'))
 }
 
 // randomID returns n random bytes in hex.

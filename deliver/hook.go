@@ -81,7 +81,7 @@ type hook struct {
 
 	doneCount int // completed deliveries in the retention index; committer only
 
-	log    *lumberjack.Logger
+	log    *logFile
 	client *http.Client // the webhook's own keep-alive pool
 	wake   chan struct{}
 	work   chan *pending
@@ -148,10 +148,10 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 	}
 	h.active.Store(h.w.Active)
 	if q.opts.LogDir != "" {
-		h.log = &lumberjack.Logger{
+		h.log = newLogFile(w.Name, &lumberjack.Logger{
 			Filename: q.LogPath(w.Name), MaxSize: q.opts.LogMaxSizeMB, MaxBackups: q.opts.LogMaxBackups,
 			MaxAge: q.opts.LogMaxAgeDays, Compress: q.opts.LogCompress,
-		}
+		}, q.log)
 	}
 	q.metrics.depth.WithLabelValues(w.Name).Set(float64(h.queued))
 	h.mu.Lock()
@@ -201,7 +201,7 @@ func (h *hook) stop(abort bool) {
 
 func (h *hook) closeLog() {
 	if h.log != nil {
-		h.log.Close()
+		h.log.close()
 	}
 }
 

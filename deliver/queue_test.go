@@ -59,6 +59,7 @@ func TestRetryThenSuccess(t *testing.T) {
 	}
 
 	// The .log file has one line per attempt.
+	e.q.FlushLog("h")
 	log, err := os.ReadFile(e.q.LogPath("h"))
 	if err != nil {
 		t.Fatal(err)
@@ -528,7 +529,11 @@ func TestAttemptRedactsSecrets(t *testing.T) {
 	if h.Get("Authorization") != "[redacted]" || h.Get("X-Api-Key") != "[redacted]" {
 		t.Errorf("request headers not redacted: %v", h)
 	}
+	e.q.FlushLog("h")
 	log, _ := os.ReadFile(e.q.LogPath("h"))
+	if !strings.Contains(string(log), " status=200 ") {
+		t.Errorf("the .log has no line for the attempt:\n%s", log)
+	}
 	for _, s := range []string{"hunter2", "topsecret"} {
 		if strings.Contains(fmt.Sprint(d), s) || strings.Contains(string(log), s) {
 			t.Errorf("secret %q leaked", s)
