@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -26,71 +27,120 @@ type commitItem struct {
 
 // update persists a delivery's new state and the webhook's counters.
 type update struct {
-	h     *hook
-	seq   uint64 // 0: stats only
-	rec   []byte
-	done  bool // completed successfully: enters the retention index
-	stats bool // the webhook's counters changed
+	h      *hook
+	seq    uint64 // 0: stats only
+	rec    []byte
+	record *record // of a done delivery, encoded into rec by the committer only if it is kept
+	done   bool    // completed successfully: enters the retention index
+	stats  bool    // the webhook's counters changed
 
 	eventID string // of a done delivery: the retention index keeps it, so pruning decodes nothing
 }
 
-// commitLoop is the single writer: it takes every waiting item, commits
-// them in one bbolt transaction, then advances Durable. A failed commit is
-// retried with the same items, Durable stays where it was.
+// encoded is the record to store.
+func (u *update) encoded() []byte {
+	if u.rec == nil && u.record != nil {
+		u.rec = encodeRecord(u.record)
+	}
+	return u.rec
+}
+
+// prunedAtOnce picks the successes of a batch that the retention would
+// prune in the same commit: the oldest beyond Retention per webhook. They
+// are deleted, not written and then deleted.
+func (q *Queue) prunedAtOnce(batch []commitItem) map[*update]bool {
+	var done map[*hook][]*update
+	for _, it := range batch {
+		if u := it.upd; u != nil && u.done && u.seq != 0 {
+			if done == nil {
+				done = map[*hook][]*update{}
+			}
+			done[u.h] = append(done[u.h], u)
+		}
+	}
+	var skip map[*update]bool
+	for _, us := range done {
+		extra := len(us) - q.opts.Retention
+		if extra <= 0 {
+			continue
+		}
+		slices.SortFunc(us, func(a, b *update) int { return cmp.Compare(a.seq, b.seq) })
+		if skip == nil {
+			skip = map[*update]bool{}
+		}
+		for _, u := range us[:extra] {
+			skip[u] = true
+		}
+	}
+	return skip
+}
+
+// commitLoop is the single writer. Transactions from the WAL are
+// committed as soon as they come, many in one bbolt transaction, and
+// Durable advances after each commit. Delivery outcomes wait up to
+// outcomeLinger and go in with the next commit after that: nothing waits
+// for them, and in a big batch the successes that retention would prune in
+// the same commit are never written (see commit). A failed commit is
+// retried with the same items; Durable stays where it was.
 func (q *Queue) commitLoop() {
 	defer close(q.committed)
-	var batch []commitItem
+	var (
+		batch    []commitItem // transactions
+		events   int          // in batch
+		outcomes []commitItem // delivery outcomes, oldest first
+		since    time.Time    // when the oldest outcome came
+	)
+	add := func(it commitItem) {
+		if it.upd != nil {
+			if len(outcomes) == 0 {
+				since = time.Now()
+			}
+			outcomes = append(outcomes, it)
+			return
+		}
+		batch = append(batch, it)
+		events += len(it.tx.Events)
+	}
 	released := time.Now()
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
 	for {
 		if len(batch) == 0 {
+			var due <-chan time.Time
+			if len(outcomes) > 0 {
+				linger.Reset(time.Until(since.Add(outcomeLinger)))
+				due = linger.C
+			}
 			select {
 			case it := <-q.in:
-				batch = append(batch, it)
+				add(it)
+			case <-due:
 			case <-q.ctx.Done():
-				q.finalCommit()
+				linger.Stop()
+				q.finalCommit(append(batch, outcomes...))
 				return
 			}
+			linger.Stop()
 		}
-		events := batchEvents(batch)
 	fill:
-		for len(batch) < maxBatch && events < maxBatchEvents {
+		for len(batch) < maxBatch && events < maxBatchEvents && len(outcomes) < maxOutcomes {
 			select {
 			case it := <-q.in:
-				batch = append(batch, it)
-				if it.tx != nil {
-					events += len(it.tx.Events)
-				}
+				add(it)
 			default:
 				break fill
 			}
 		}
-		if events == 0 && len(batch) < maxBatch {
-			// Only delivery outcomes: nothing waits for them, so let more
-			// gather for one fsync rather than commit each few at once.
-			// A transaction ends the wait: the WAL position waits for it.
-			linger.Reset(updateLinger)
-		gather:
-			for len(batch) < maxBatch {
-				select {
-				case it := <-q.in:
-					batch = append(batch, it)
-					if it.tx != nil {
-						events += len(it.tx.Events)
-						break gather
-					}
-				case <-linger.C:
-					break gather
-				case <-q.ctx.Done():
-					break gather
-				}
-			}
-			linger.Stop()
+		withOutcomes := len(outcomes) > 0 && (len(outcomes) >= maxOutcomes || time.Since(since) >= outcomeLinger)
+		if len(batch) == 0 && !withOutcomes {
+			continue
 		}
-		if err := q.commit(batch); err != nil {
-			q.log.Error("STORE COMMIT FAILED: deliveries are not persisted and the WAL position is not confirmed; retrying", "err", err, "items", len(batch))
+		items := batch
+		if withOutcomes {
+			items = append(slices.Clip(batch), outcomes...)
+		}
+		if err := q.commit(items); err != nil {
+			q.log.Error("STORE COMMIT FAILED: deliveries are not persisted and the WAL position is not confirmed; retrying", "err", err, "items", len(items))
 			e := fmt.Errorf("store commit: %w", err)
 			q.health.Store(&e)
 			select {
@@ -98,17 +148,17 @@ func (q *Queue) commitLoop() {
 			case <-q.ctx.Done():
 			}
 			if q.ctx.Err() != nil {
-				if err := q.commit(batch); err != nil {
-					q.log.Error("store commit at close failed", "err", err, "items", len(batch))
-				}
-				q.finalCommit()
+				q.finalCommit(append(batch, outcomes...))
 				return
 			}
 			continue
 		}
 		q.health.Store(nil)
 		q.gate.release(events)
-		batch = batch[:0]
+		batch, events = batch[:0], 0
+		if withOutcomes {
+			outcomes = outcomes[:0]
+		}
 		if time.Since(released) > releaseEvery {
 			q.releaseMapped()
 			released = time.Now()
@@ -116,9 +166,14 @@ func (q *Queue) commitLoop() {
 	}
 }
 
-// updateLinger is how long a batch of delivery outcomes alone waits for
-// more before it is committed.
-const updateLinger = 5 * time.Millisecond
+// outcomeLinger is how long a delivery outcome may wait for its commit.
+// Longer batches more outcomes per fsync and lets more successes skip the
+// store (see commit); a crash within it sends those deliveries again, with
+// the same id.
+const outcomeLinger = 50 * time.Millisecond
+
+// maxOutcomes commits the waiting outcomes before the linger ends.
+const maxOutcomes = 8192
 
 // releaseEvery is how often the committer drops the store's mapped pages
 // from the resident set (see releaseMapped).
@@ -177,22 +232,13 @@ func (g *eventGate) release(n int) {
 // cdc.Tx) are thousands of events each.
 const maxBatchEvents = 8000
 
-func batchEvents(batch []commitItem) int {
-	n := 0
-	for _, it := range batch {
-		if it.tx != nil {
-			n += len(it.tx.Events)
-		}
-	}
-	return n
-}
-
-// finalCommit persists what is still waiting when the Queue closes.
-func (q *Queue) finalCommit() {
+// finalCommit persists what was waiting and what is still sent when the
+// Queue closes.
+func (q *Queue) finalCommit(waiting []commitItem) {
+	batch := waiting
 	for {
-		var batch []commitItem
 	drain:
-		for len(batch) < maxBatch {
+		for len(batch) < maxBatch+maxOutcomes {
 			select {
 			case it := <-q.in:
 				batch = append(batch, it)
@@ -207,6 +253,7 @@ func (q *Queue) finalCommit() {
 			q.log.Error("store commit at close failed", "err", err, "items", len(batch))
 			return
 		}
+		batch = nil
 	}
 }
 
@@ -271,6 +318,7 @@ func (q *Queue) commit(batch []commitItem) error {
 			}
 		}
 	}
+	skip := q.prunedAtOnce(batch)
 	if hasWrites {
 		err := q.db.Update(func(btx *bolt.Tx) error {
 			news, doneAdded, pruned = nil, map[*hook]int{}, map[*hook]int{}
@@ -288,9 +336,15 @@ func (q *Queue) commit(batch []commitItem) error {
 				persisted = binary.BigEndian.Uint64(v)
 			}
 			bk := &txBuckets{btx: btx, queue: map[*hook]*bolt.Bucket{}, done: map[*hook]*bolt.Bucket{}}
+			statsPut := map[*hook]bool{}
 			for _, it := range batch {
 				if it.upd != nil {
-					if err := q.applyUpdate(bk, it.upd, stats[it.upd.h], doneAdded); err != nil {
+					st := stats[it.upd.h]
+					if statsPut[it.upd.h] {
+						st = nil // the counters are the same for the whole batch
+					}
+					statsPut[it.upd.h] = true
+					if err := q.applyUpdate(bk, events, it.upd, st, doneAdded, skip[it.upd]); err != nil {
 						return err
 					}
 					continue
@@ -415,7 +469,9 @@ func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, 
 	return nil
 }
 
-func (q *Queue) applyUpdate(bk *txBuckets, u *update, stats []byte, doneAdded map[*hook]int) error {
+// applyUpdate stores a delivery's new state; pruned deletes a success at
+// once (see prunedAtOnce).
+func (q *Queue) applyUpdate(bk *txBuckets, events *bolt.Bucket, u *update, stats []byte, doneAdded map[*hook]int, pruned bool) error {
 	if u.h.deleted.Load() {
 		return nil
 	}
@@ -431,7 +487,13 @@ func (q *Queue) applyUpdate(bk *txBuckets, u *update, stats []byte, doneAdded ma
 	if b == nil || b.Get(seqKey(u.seq)) == nil {
 		return nil // deleted meanwhile
 	}
-	if err := b.Put(seqKey(u.seq), u.rec); err != nil {
+	if pruned {
+		if err := b.Delete(seqKey(u.seq)); err != nil {
+			return err
+		}
+		return derefEvent(events, u.eventID)
+	}
+	if err := b.Put(seqKey(u.seq), u.encoded()); err != nil {
 		return err
 	}
 	if u.done {

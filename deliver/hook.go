@@ -451,7 +451,12 @@ func (h *hook) deliver(p *pending) {
 		h.queued--
 		h.completeLocked(p)
 	}
-	u := &update{h: h, seq: p.seq, rec: encodeRecord(p.rec), done: ok, stats: true, eventID: p.rec.EventID}
+	u := &update{h: h, seq: p.seq, done: ok, stats: true, eventID: p.rec.EventID}
+	if ok {
+		u.record = p.rec // finished: nothing changes it any more
+	} else {
+		u.rec = encodeRecord(p.rec) // a retry changes p.rec again
+	}
 	queued := h.queued
 	var d Delivery
 	if final && !ok {

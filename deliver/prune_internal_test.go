@@ -1,0 +1,107 @@
+package deliver
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"walhook/cdc"
+)
+
+func TestPrunedAtOnce(t *testing.T) {
+	q := &Queue{opts: Options{Retention: 2}}
+	a, b := &hook{name: "a"}, &hook{name: "b"}
+	var batch []commitItem
+	ups := map[string]*update{}
+	for _, u := range []struct {
+		name string
+		h    *hook
+		seq  uint64
+		done bool
+	}{{"a9", a, 9, true}, {"a3", a, 3, true}, {"a5", a, 5, true}, {"a1-retry", a, 1, false}, {"a7", a, 7, true}, {"b4", b, 4, true}, {"b2", b, 2, true}} {
+		ups[u.name] = &update{h: u.h, seq: u.seq, done: u.done}
+		batch = append(batch, commitItem{upd: ups[u.name]})
+	}
+	batch = append(batch, commitItem{upd: &update{h: a, stats: true}}) // a ping's counters
+	skip := q.prunedAtOnce(batch)
+	want := map[string]bool{"a3": true, "a5": true}
+	for name, u := range ups {
+		if skip[u] != want[name] {
+			t.Errorf("%s: skipped %v, want %v", name, skip[u], want[name])
+		}
+	}
+}
+
+// TestRetentionInOneCommit: when one commit completes more deliveries than
+// the retention keeps, the store ends with exactly the newest ones and no
+// event that nothing refers to.
+func TestRetentionInOneCommit(t *testing.T) {
+	const total, keep = 300, 7
+	var got atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
+	defer srv.Close()
+	dir := t.TempDir()
+	q, err := Open(Options{
+		Dir: dir, Retention: keep, Route: func(*cdc.Event) []string { return []string{"h"} },
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w Webhook
+	ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
+	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
+		t.Fatal(err)
+	}
+	tx := &cdc.Tx{CommitLSN: 1, EndLSN: 2, CommitTime: time.Now()}
+	for i := range total {
+		tx.Events = append(tx.Events, cdc.Event{
+			ID: cdc.EventID(1, uint32(i)), Schema: "public", Table: "t", Action: cdc.ActionCreate,
+			Data: map[string]any{"id": int64(i)}, Entity: "t", EntityID: fmt.Sprint(i),
+		})
+	}
+	if err := q.Write(t.Context(), tx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for q.Stats("h").SuccessfulCalls < total {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d delivered", q.Stats("h").SuccessfulCalls, total)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "walhook.db"), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(btx *bolt.Tx) error {
+		n := func(b []byte) int { return btx.Bucket(b).Stats().KeyN }
+		if e, d, r := n(bucketEvents), n(doneBucket("h")), n(queueBucket("h")); e != keep || d != keep || r != keep {
+			t.Errorf("store keeps %d events, %d index entries, %d deliveries; want %d of each", e, d, r, keep)
+		}
+		c := btx.Bucket(queueBucket("h")).Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			rec, err := decodeRecord(v)
+			if err != nil || rec.Status != StatusSuccess || len(rec.Attempts) != 1 {
+				t.Errorf("kept delivery %x: %+v, %v", k, rec, err)
+			}
+			if btx.Bucket(bucketEvents).Get([]byte(rec.EventID)) == nil {
+				t.Errorf("kept delivery %x lost its event %s", k, rec.EventID)
+			}
+		}
+		return nil
+	})
+}
