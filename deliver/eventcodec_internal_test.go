@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math"
+	"net/http"
 	"reflect"
 	"testing"
 	"time"
@@ -137,4 +138,40 @@ func BenchmarkDecodeStoredEvent(b *testing.B) {
 			decodeEvent(js)
 		}
 	})
+}
+
+func TestRecordForms(t *testing.T) {
+	created := time.Date(2026, 11, 29, 1, 2, 3, 456789123, time.UTC)
+	pending := &record{Status: StatusPending, EventID: cdc.EventID(5, 1), Event: "order.create", Entity: "order", EntityID: "42", CreatedAt: created}
+	retried := *pending
+	retried.Due = created.Add(time.Minute)
+	done := *pending
+	done.Status = StatusSuccess
+	done.Attempts = []Attempt{{N: 1, At: created, Status: 200, RequestBody: `{"a":1}`, RequestHeaders: http.Header{"X-A": {"b"}}}}
+	for name, c := range map[string]struct {
+		rec    *record
+		binary bool
+	}{"pending": {pending, true}, "pending with a due time": {&retried, true}, "with attempts": {&done, false}} {
+		v := encodeRecord(c.rec)
+		if (v[1] == binaryRecord) != c.binary {
+			t.Errorf("%s: binary form %v, want %v", name, v[1] == binaryRecord, c.binary)
+		}
+		got, err := decodeRecord(v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if !reflect.DeepEqual(got, c.rec) {
+			t.Errorf("%s: round trip\n got %+v\nwant %+v", name, got, c.rec)
+		}
+		for n := 2; n < len(v) && c.binary; n++ {
+			if _, err := decodeRecord(v[:n]); err == nil {
+				t.Errorf("%s: the first %d of %d bytes decoded", name, n, len(v))
+			}
+		}
+	}
+	// A pending delivery stored as JSON before the binary form.
+	old := append([]byte{recPending}, appendRecord(nil, pending)...)
+	if got, err := decodeRecord(old); err != nil || !reflect.DeepEqual(got, pending) {
+		t.Errorf("JSON pending record: %+v, %v", got, err)
+	}
 }

@@ -104,6 +104,7 @@ const (
 	pendingItems       = 4096 // Write blocks when this many items wait for the committer
 	maxBatch           = 2048 // items per bbolt transaction
 	loadedEvents       = 2048 // events read back from the store kept for the other webhooks that want them
+	initialMap         = 256 << 20
 )
 
 // Queue is the persisted delivery queue. It is a cdc.Sink.
@@ -159,7 +160,9 @@ func Open(opts Options) (*Queue, error) {
 			return nil, fmt.Errorf("open log dir: %w", err)
 		}
 	}
-	db, err := bolt.Open(filepath.Join(opts.Dir, "walhook.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	// A map that starts large spares the remaps (each waits for every
+	// reader) while a store grows; only pages in use are resident.
+	db, err := bolt.Open(filepath.Join(opts.Dir, "walhook.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second, InitialMmapSize: initialMap})
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}

@@ -78,10 +78,58 @@ type record struct {
 	Attempts  []Attempt `json:"attempts,omitempty"`
 }
 
+// A delivery not attempted yet is stored in a binary form (after the
+// status byte, binaryRecord and the fields of appendPendingRecord): every
+// queued delivery is written so and read back when its webhook's window
+// reaches it, and JSON cost that read a tenth of the time. Deliveries with
+// attempts are JSON, which starts with '{'.
+const binaryRecord = 0x01
+
 func encodeRecord(r *record) []byte {
 	b := make([]byte, 1, recordSize(r))
 	b[0] = statusByte(r.Status)
+	if len(r.Attempts) == 0 {
+		return appendPendingRecord(append(b, binaryRecord), r)
+	}
 	return appendRecord(b, r)
+}
+
+func appendPendingRecord(b []byte, r *record) []byte {
+	for _, s := range []string{r.EventID, r.Event, r.Entity, r.EntityID} {
+		b = appendString(b, s)
+	}
+	b = appendTime(b, r.CreatedAt)
+	return appendTime(b, r.Due)
+}
+
+// appendTime writes t's Unix nanoseconds, or nothing but a zero for the
+// zero time (whose nanoseconds overflow).
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, 0)
+	}
+	return binary.AppendVarint(append(b, 1), t.UnixNano())
+}
+
+func (r *eventReader) time() time.Time {
+	if r.byte() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, r.varint()).UTC()
+}
+
+func decodePendingRecord(v []byte) (*record, error) {
+	r := eventReader{b: v}
+	rec := &record{EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
+	rec.CreatedAt = r.time()
+	rec.Due = r.time()
+	if r.err == nil && len(r.b) != 0 {
+		r.fail(fmt.Errorf("%d bytes after the delivery", len(r.b)))
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("decode delivery: %w", r.err)
+	}
+	return rec, nil
 }
 
 // recordSize guesses an encoded record's length, to allocate it once.
@@ -97,6 +145,13 @@ func recordSize(r *record) int {
 func decodeRecord(v []byte) (*record, error) {
 	if len(v) < 2 {
 		return nil, fmt.Errorf("decode delivery: %d bytes", len(v))
+	}
+	if v[1] == binaryRecord {
+		r, err := decodePendingRecord(v[2:])
+		if err == nil {
+			r.Status = statusName(v[0])
+		}
+		return r, err
 	}
 	r := &record{}
 	if err := json.Unmarshal(v[1:], r); err != nil {
