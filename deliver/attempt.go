@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 const (
@@ -141,7 +142,7 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 			att.RequestHeaders.Set("Authorization", redacted)
 		}
 	}
-	att.RequestBody = truncate(r.body.data, keepRequest)
+	att.RequestBody = bodyText(r.body.data)
 
 	client := r.client
 	if client == nil {
@@ -153,7 +154,7 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 		att.Error = describe(err, w.Timeout)
 		return result{att: att}
 	}
-	kept, _ := io.ReadAll(io.LimitReader(resp.Body, keepResponse))
+	kept := readKept(resp)
 	io.CopyN(io.Discard, resp.Body, drainResponse)
 	resp.Body.Close()
 	att.Duration = time.Since(start)
@@ -183,6 +184,21 @@ func send(c *http.Client, req *http.Request) (*http.Response, error) {
 	return c.Do(req)
 }
 
+// readKept reads the start of a response body that is kept. Most answers
+// are empty or say how long they are: those need no growing buffer.
+func readKept(resp *http.Response) []byte {
+	switch n := resp.ContentLength; {
+	case n == 0:
+		return nil
+	case n > 0 && n <= keepResponse:
+		b := make([]byte, n)
+		m, _ := io.ReadFull(resp.Body, b)
+		return b[:m]
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, keepResponse))
+	return b
+}
+
 // parseRetryAfter reads seconds or an HTTP date; 0 when absent or invalid.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
@@ -210,6 +226,16 @@ func describe(err error, timeout time.Duration) string {
 		return ue.Err.Error()
 	}
 	return err.Error()
+}
+
+// bodyText is a request body as the attempt keeps it. A body is built for
+// one attempt and never changed after, so the text shares its bytes rather
+// than copying each one.
+func bodyText(b []byte) string {
+	if len(b) == 0 || len(b) > keepRequest {
+		return truncate(b, keepRequest)
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 func truncate(b []byte, n int) string {
