@@ -82,6 +82,7 @@ type hook struct {
 	doneCount int // completed deliveries in the retention index; committer only
 
 	log    *logFile
+	stat   hookMetrics
 	client *http.Client // the webhook's own keep-alive pool
 	wake   chan struct{}
 	work   chan *pending
@@ -153,7 +154,8 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 			MaxAge: q.opts.LogMaxAgeDays, Compress: q.opts.LogCompress,
 		}, q.log)
 	}
-	q.metrics.depth.WithLabelValues(w.Name).Set(float64(h.queued))
+	h.stat = q.metrics.forHook(w.Name)
+	h.stat.depth.Set(float64(h.queued))
 	h.mu.Lock()
 	h.refillLocked()
 	h.mu.Unlock()
@@ -230,7 +232,7 @@ func (h *hook) enqueue(ps []*pending) {
 	h.refillLocked()
 	q := h.queued
 	h.mu.Unlock()
-	h.q.metrics.depth.WithLabelValues(h.name).Set(float64(q))
+	h.stat.depth.Set(float64(q))
 	h.poke()
 }
 
@@ -418,7 +420,7 @@ func (h *hook) deliver(p *pending) {
 	att := res.att
 	h.q.logAttempt(h, &w, ev.ID, p.rec.Event, n, res)
 	m := h.q.metrics
-	m.duration.WithLabelValues(h.name).Observe(att.Duration.Seconds())
+	h.stat.duration.Observe(att.Duration.Seconds())
 
 	ok := att.Status >= 200 && att.Status < 300
 	gone := att.Status == 410
@@ -464,15 +466,15 @@ func (h *hook) deliver(p *pending) {
 	}
 	h.mu.Unlock()
 
-	m.depth.WithLabelValues(h.name).Set(float64(queued))
+	h.stat.depth.Set(float64(queued))
 	switch {
 	case ok:
-		m.deliveries.WithLabelValues(h.name, "success").Inc()
+		h.stat.success.Inc()
 		m.endToEnd.Observe(time.Since(ev.CommitTime).Seconds())
 	case final:
-		m.deliveries.WithLabelValues(h.name, "failed").Inc()
+		h.stat.failed.Inc()
 	default:
-		m.deliveries.WithLabelValues(h.name, "retry").Inc()
+		h.stat.retry.Inc()
 	}
 	h.q.send(u)
 	if !final {

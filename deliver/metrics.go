@@ -45,6 +45,24 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	return m
 }
 
+// hookMetrics are one webhook's series, looked up once rather than per
+// delivery.
+type hookMetrics struct {
+	depth                  prometheus.Gauge
+	duration               prometheus.Observer
+	success, retry, failed prometheus.Counter
+}
+
+func (m *metrics) forHook(name string) hookMetrics {
+	return hookMetrics{
+		depth:    m.depth.WithLabelValues(name),
+		duration: m.duration.WithLabelValues(name),
+		success:  m.deliveries.WithLabelValues(name, "success"),
+		retry:    m.deliveries.WithLabelValues(name, "retry"),
+		failed:   m.deliveries.WithLabelValues(name, "failed"),
+	}
+}
+
 // register registers c, or returns the equal collector registered before
 // (a second Queue on the same registry shares the series).
 func register[C prometheus.Collector](r prometheus.Registerer, c C) C {

@@ -230,6 +230,7 @@ func newClient(opts Options) *http.Client {
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = opts.Concurrency
+	t.DisableCompression = true // no Accept-Encoding: gzip on every request; bodies are read 4 KiB deep only
 	return &http.Client{Transport: t, CheckRedirect: noRedirect}
 }
 
