@@ -335,6 +335,7 @@ func (q *Queue) commit(batch []commitItem) error {
 			if v := meta.Get(keyDurable); len(v) == 8 {
 				persisted = binary.BigEndian.Uint64(v)
 			}
+			stored := persisted // the end of the latest transaction stored, this batch's included
 			bk := &txBuckets{btx: btx, queue: map[*hook]*bolt.Bucket{}, done: map[*hook]*bolt.Bucket{}}
 			statsPut := map[*hook]bool{}
 			for _, it := range batch {
@@ -349,17 +350,25 @@ func (q *Queue) commit(batch []commitItem) error {
 					}
 					continue
 				}
-				if it.tx.EndLSN != 0 && it.tx.EndLSN <= persisted {
+				tx := it.tx
+				if tx.EndLSN != 0 && tx.EndLSN <= stored {
 					continue // PostgreSQL sent a transaction we already have
 				}
-				if it.tx.EndLSN == 0 && it.tx.CommitLSN != 0 && it.tx.CommitLSN < persisted {
+				if tx.EndLSN == 0 && tx.CommitLSN != 0 && tx.CommitLSN < stored {
 					// A chunk of a transaction whose last chunk is stored:
 					// commits before the durable end are all durable.
 					continue
 				}
-				for i := range it.tx.Events {
-					ev := &it.tx.Events[i]
-					if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, &news); err != nil {
+				// A whole transaction past everything stored has no event
+				// in the store yet: its events need no lookup. A last
+				// chunk may follow chunks stored before a crash.
+				fresh := tx.EndLSN != 0 && len(tx.Events) > 0 && tx.Events[0].Index == 0
+				if tx.EndLSN > stored {
+					stored = tx.EndLSN
+				}
+				for i := range tx.Events {
+					ev := &tx.Events[i]
+					if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, fresh, &news); err != nil {
 						return err
 					}
 				}
@@ -427,9 +436,10 @@ func (q *Queue) countEvents(batch []commitItem, durable uint64) {
 }
 
 // enqueueEvent stores ev once and one delivery per live, active webhook that
-// wants it. An event already stored is a repeat and is skipped.
-func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, names []string, hooks map[string]target, news *[]enqueued) error {
-	if len(names) == 0 || events.Get([]byte(ev.ID)) != nil {
+// wants it. An event already stored is a repeat and is skipped; fresh says
+// none of its transaction can be (see commit).
+func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, names []string, hooks map[string]target, fresh bool, news *[]enqueued) error {
+	if len(names) == 0 || (!fresh && events.Get([]byte(ev.ID)) != nil) {
 		return nil
 	}
 	var targets []*hook

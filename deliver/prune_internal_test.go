@@ -105,3 +105,56 @@ func TestRetentionInOneCommit(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRepeatInOneBatch: PostgreSQL can send a transaction again (after a
+// reconnect) while its first copy still waits in the same batch; and the
+// chunks of a big transaction can come again after a crash. Each event is
+// queued once.
+func TestRepeatInOneBatch(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	dir := t.TempDir()
+	q, err := Open(Options{Dir: dir, Route: func(*cdc.Event) []string { return []string{"h"} }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w Webhook
+	ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
+	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
+		t.Fatal(err)
+	}
+	item := func(commit, end uint64, first, n int) commitItem {
+		tx := &cdc.Tx{CommitLSN: commit, EndLSN: end, CommitTime: time.Now()}
+		it := commitItem{tx: tx}
+		for i := first; i < first+n; i++ {
+			tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(commit, uint32(i)), Schema: "public", Table: "t", Action: cdc.ActionCreate, Entity: "t", EntityID: fmt.Sprint(commit, i)})
+			it.routes = append(it.routes, []string{"h"})
+		}
+		return it
+	}
+	// A big transaction at 10 in chunks; its first chunk is stored, then a
+	// crash: it comes again whole, then a small one, then the small one again.
+	if err := q.commit([]commitItem{item(10, 0, 0, 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.commit([]commitItem{item(10, 0, 0, 3), item(10, 20, 3, 2), item(30, 40, 0, 2), item(30, 40, 0, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(filepath.Join(dir, "walhook.db"), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(btx *bolt.Tx) error {
+		n := 0
+		btx.Bucket(queueBucket("h")).ForEach(func(_, _ []byte) error { n++; return nil })
+		if e := btx.Bucket(bucketEvents).Stats().KeyN; n != 7 || e > 7 {
+			t.Errorf("%d deliveries, %d events stored; want 7 deliveries of 7 events", n, e)
+		}
+		return nil
+	})
+}
