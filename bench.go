@@ -272,11 +272,11 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 		}
 	}
 	b.logf("writing %d rows in transactions of %d", o.changes, o.txSize)
-	start := time.Now()
-	if err := b.insert(ctx, o.changes, o.txSize, 8); err != nil {
+	took, err := b.insert(ctx, o.changes, o.txSize, 8, 0)
+	if err != nil {
 		return nil, err
 	}
-	res.WriteEPS = float64(o.changes) / time.Since(start).Seconds()
+	res.WriteEPS = float64(o.changes) / took.Seconds()
 
 	b.logf("decode ceiling: a bare pglogrepl reader")
 	if res.DecodeCeilingEPS, err = b.decodeCeiling(ctx, decodeSlot, o.changes); err != nil {
@@ -386,13 +386,19 @@ func (b *bench) dropSlot(ctx context.Context, name string) {
 	b.logf("could not drop slot %s", name)
 }
 
-// insert writes n rows in transactions of txSize over conns connections.
-func (b *bench) insert(ctx context.Context, n, txSize, conns int) error {
+// insert writes n rows in transactions of txSize over conns connections
+// and returns how long that took. With pace > 0 it offers a steady load:
+// transaction i starts no earlier than i × pace after the first.
+func (b *bench) insert(ctx context.Context, n, txSize, conns int, pace time.Duration) (time.Duration, error) {
 	first := b.nextID
 	b.nextID += int64(n)
 	var next atomic.Int64
 	txs := int64((n + txSize - 1) / txSize)
 	errs := make(chan error, conns)
+	start := time.Now()
+	if pace > 0 {
+		start = start.Add(50 * time.Millisecond) // every writer connected first
+	}
 	for range conns {
 		go func() {
 			conn, err := pgx.Connect(ctx, b.dsn)
@@ -406,6 +412,9 @@ func (b *bench) insert(ctx context.Context, n, txSize, conns int) error {
 				if i >= txs {
 					errs <- nil
 					return
+				}
+				if d := time.Until(start.Add(time.Duration(i) * pace)); pace > 0 && d > 0 {
+					time.Sleep(d)
 				}
 				lo := first + i*int64(txSize)
 				hi := min(lo+int64(txSize), first+int64(n)) - 1
@@ -422,7 +431,7 @@ func (b *bench) insert(ctx context.Context, n, txSize, conns int) error {
 			firstErr = err
 		}
 	}
-	return firstErr
+	return time.Since(start), firstErr
 }
 
 // decodeCeiling is the rows/s of a bare pglogrepl reader: parse every
@@ -831,39 +840,12 @@ func (b *bench) latencyPhase(ctx context.Context, res *benchResult) error {
 
 	txs := max(1, int(float64(b.o.rate)*b.o.duration.Seconds())/b.o.txSize)
 	n := txs * b.o.txSize
-	interval := time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
-	first := b.nextID
-	b.nextID += int64(n)
-	const writers = 4
-	errs := make(chan error, writers)
-	start := time.Now().Add(50 * time.Millisecond)
-	for w := range writers {
-		go func() {
-			conn, err := pgx.Connect(ctx, b.dsn)
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer conn.Close(context.Background())
-			for i := w; i < txs; i += writers {
-				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-					time.Sleep(d)
-				}
-				lo := first + int64(i*b.o.txSize)
-				if _, err := conn.Exec(ctx, `INSERT INTO bench (id, payload) SELECT g, $3 FROM generate_series($1::bigint, $2::bigint) g`, lo, lo+int64(b.o.txSize)-1, b.payload); err != nil {
-					errs <- err
-					return
-				}
-			}
-			errs <- nil
-		}()
+	pace := time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
+	took, err := b.insert(ctx, n, b.o.txSize, 4, pace)
+	if err != nil {
+		return err
 	}
-	for range writers {
-		if err := <-errs; err != nil {
-			return err
-		}
-	}
-	res.OfferedEPS = float64(n) / time.Since(start).Seconds()
+	res.OfferedEPS = float64(n) / took.Seconds()
 	if err := b.waitReceived(ctx, p, n, time.Minute); err != nil {
 		return err
 	}
@@ -912,7 +894,7 @@ func (b *bench) backlogPhase(ctx context.Context, res *benchResult) error {
 		return err
 	}
 	start := time.Now()
-	if err := b.insert(ctx, n, max(b.o.txSize, 1000), 4); err != nil {
+	if _, err := b.insert(ctx, n, max(b.o.txSize, 1000), 4, 0); err != nil {
 		release()
 		p.kill()
 		return err
@@ -976,7 +958,7 @@ func (b *bench) bigTxPhase(ctx context.Context, res *benchResult) error {
 		return err
 	}
 	defer p.stop()
-	if err := b.insert(ctx, n, n, 1); err != nil {
+	if _, err := b.insert(ctx, n, n, 1, 0); err != nil {
 		return err
 	}
 	committed := time.Now()

@@ -129,9 +129,9 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 		pw, _ := u.Password()
 		req.SetBasicAuth(u.Username(), pw)
 	}
-	// The transport only reads the request's headers, and nothing here
-	// writes them after Do: the attempt keeps the map itself unless a
-	// value must be redacted.
+	// The transport only reads the request's headers, and nothing writes
+	// them once it is sent: the attempt keeps the map itself unless a value
+	// must be redacted.
 	att.RequestHeaders = hd
 	if len(w.Headers) > 0 || hd["Authorization"] != nil {
 		att.RequestHeaders = hd.Clone()
