@@ -345,7 +345,7 @@ func (q *Queue) commit(batch []commitItem) error {
 						st = nil // the counters are the same for the whole batch
 					}
 					statsPut[it.upd.h] = true
-					if err := q.applyUpdate(bk, events, it.upd, st, doneAdded, skip[it.upd]); err != nil {
+					if err := q.applyUpdate(bk, it.upd, st, doneAdded, skip[it.upd]); err != nil {
 						return err
 					}
 					continue
@@ -374,11 +374,14 @@ func (q *Queue) commit(batch []commitItem) error {
 				}
 			}
 			for h, added := range doneAdded {
-				n, err := q.prune(bk, events, h, h.doneCount+added)
+				n, err := q.prune(bk, h, h.doneCount+added)
 				if err != nil {
 					return err
 				}
 				pruned[h] = n
+			}
+			if err := bk.applyDerefs(events); err != nil {
+				return err
 			}
 			if endLSN > persisted {
 				if err := meta.Put(keyDurable, binary.BigEndian.AppendUint64(nil, endLSN)); err != nil {
@@ -481,7 +484,7 @@ func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, 
 
 // applyUpdate stores a delivery's new state; pruned deletes a success at
 // once (see prunedAtOnce).
-func (q *Queue) applyUpdate(bk *txBuckets, events *bolt.Bucket, u *update, stats []byte, doneAdded map[*hook]int, pruned bool) error {
+func (q *Queue) applyUpdate(bk *txBuckets, u *update, stats []byte, doneAdded map[*hook]int, pruned bool) error {
 	if u.h.deleted.Load() {
 		return nil
 	}
@@ -501,7 +504,8 @@ func (q *Queue) applyUpdate(bk *txBuckets, events *bolt.Bucket, u *update, stats
 		if err := b.Delete(seqKey(u.seq)); err != nil {
 			return err
 		}
-		return derefEvent(events, u.eventID)
+		bk.deref(u.eventID)
+		return nil
 	}
 	if err := b.Put(seqKey(u.seq), u.encoded()); err != nil {
 		return err
@@ -520,7 +524,7 @@ func (q *Queue) applyUpdate(bk *txBuckets, events *bolt.Bucket, u *update, stats
 }
 
 // prune deletes the oldest completed deliveries beyond the retention.
-func (q *Queue) prune(bk *txBuckets, events *bolt.Bucket, h *hook, count int) (int, error) {
+func (q *Queue) prune(bk *txBuckets, h *hook, count int) (int, error) {
 	excess := count - q.opts.Retention
 	if excess <= 0 {
 		return 0, nil
@@ -545,9 +549,7 @@ func (q *Queue) prune(bk *txBuckets, events *bolt.Bucket, h *hook, count int) (i
 				}
 			}
 			if id != "" {
-				if err := derefEvent(events, id); err != nil {
-					return 0, err
-				}
+				bk.deref(id)
 			}
 			if err := b.Delete(k); err != nil {
 				return 0, err
@@ -563,9 +565,29 @@ func (q *Queue) prune(bk *txBuckets, events *bolt.Bucket, h *hook, count int) (i
 // txBuckets caches a commit's bucket handles: each lookup is a B-tree
 // search of its own, and a commit touches the same few buckets per item.
 type txBuckets struct {
-	btx   *bolt.Tx
-	queue map[*hook]*bolt.Bucket
-	done  map[*hook]*bolt.Bucket
+	btx    *bolt.Tx
+	queue  map[*hook]*bolt.Bucket
+	done   map[*hook]*bolt.Bucket
+	derefs map[string]uint32 // references dropped per event, applied once at the end
+}
+
+// deref drops a reference to an event when the commit ends: the webhooks
+// that share an event usually finish it in the same commit, and each
+// decrement would rewrite the whole event.
+func (c *txBuckets) deref(id string) {
+	if c.derefs == nil {
+		c.derefs = map[string]uint32{}
+	}
+	c.derefs[id]++
+}
+
+func (c *txBuckets) applyDerefs(events *bolt.Bucket) error {
+	for id, n := range c.derefs {
+		if err := derefEventN(events, id, n); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // queueOf is h's bucket of deliveries; nil without create when missing.

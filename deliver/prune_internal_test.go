@@ -1,13 +1,13 @@
 package deliver
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,25 +41,38 @@ func TestPrunedAtOnce(t *testing.T) {
 }
 
 // TestRetentionInOneCommit: when one commit completes more deliveries than
-// the retention keeps, the store ends with exactly the newest ones and no
-// event that nothing refers to.
+// the retention keeps, the store ends with exactly the newest ones, and each
+// event left counts exactly the deliveries that still refer to it.
 func TestRetentionInOneCommit(t *testing.T) {
+	for _, hooks := range []int{1, 3} {
+		t.Run(fmt.Sprint(hooks, " webhooks"), func(t *testing.T) { testRetentionInOneCommit(t, hooks) })
+	}
+}
+
+func testRetentionInOneCommit(t *testing.T, hooks int) {
 	const total, keep = 300, 7
-	var got atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got.Add(1) }))
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
+	var names []string
+	for i := range hooks {
+		names = append(names, fmt.Sprint("h", i))
+	}
 	dir := t.TempDir()
 	q, err := Open(Options{
-		Dir: dir, Retention: keep, Route: func(*cdc.Event) []string { return []string{"h"} },
+		Dir: dir, Retention: keep, Route: func(*cdc.Event) []string { return names },
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w Webhook
-	ApplyDefaults(&w)
-	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
-	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
+	var ws []Webhook
+	for _, name := range names {
+		var w Webhook
+		ApplyDefaults(&w)
+		w.Name, w.URL, w.Events = name, srv.URL, []string{"*"}
+		ws = append(ws, w)
+	}
+	if err := q.SetConfigWebhooks(ws); err != nil {
 		t.Fatal(err)
 	}
 	tx := &cdc.Tx{CommitLSN: 1, EndLSN: 2, CommitTime: time.Now()}
@@ -73,11 +86,13 @@ func TestRetentionInOneCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for q.Stats("h").SuccessfulCalls < total {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d delivered", q.Stats("h").SuccessfulCalls, total)
+	for _, name := range names {
+		for q.Stats(name).SuccessfulCalls < total {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of %d delivered", name, q.Stats(name).SuccessfulCalls, total)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
@@ -88,18 +103,31 @@ func TestRetentionInOneCommit(t *testing.T) {
 	}
 	defer db.Close()
 	db.View(func(btx *bolt.Tx) error {
-		n := func(b []byte) int { return btx.Bucket(b).Stats().KeyN }
-		if e, d, r := n(bucketEvents), n(doneBucket("h")), n(queueBucket("h")); e != keep || d != keep || r != keep {
-			t.Errorf("store keeps %d events, %d index entries, %d deliveries; want %d of each", e, d, r, keep)
-		}
-		c := btx.Bucket(queueBucket("h")).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			rec, err := decodeRecord(v)
-			if err != nil || rec.Status != StatusSuccess || len(rec.Attempts) != 1 {
-				t.Errorf("kept delivery %x: %+v, %v", k, rec, err)
+		refs := map[string]uint32{}
+		for _, name := range names {
+			if d, r := btx.Bucket(doneBucket(name)).Stats().KeyN, btx.Bucket(queueBucket(name)).Stats().KeyN; d != keep || r != keep {
+				t.Errorf("%s keeps %d index entries, %d deliveries; want %d of each", name, d, r, keep)
 			}
-			if btx.Bucket(bucketEvents).Get([]byte(rec.EventID)) == nil {
-				t.Errorf("kept delivery %x lost its event %s", k, rec.EventID)
+			c := btx.Bucket(queueBucket(name)).Cursor()
+			for k, v := c.First(); k != nil; k, v = c.Next() {
+				rec, err := decodeRecord(v)
+				if err != nil || rec.Status != StatusSuccess || len(rec.Attempts) != 1 {
+					t.Errorf("%s: kept delivery %x: %+v, %v", name, k, rec, err)
+					continue
+				}
+				refs[rec.EventID]++
+			}
+		}
+		events := btx.Bucket(bucketEvents)
+		if n := events.Stats().KeyN; n != len(refs) {
+			t.Errorf("%d events stored, %d referred to", n, len(refs))
+		}
+		for id, want := range refs {
+			v := events.Get([]byte(id))
+			if v == nil {
+				t.Errorf("event %s is gone, %d deliveries refer to it", id, want)
+			} else if got := binary.BigEndian.Uint32(v); got != want {
+				t.Errorf("event %s counts %d references, %d deliveries refer to it", id, got, want)
 			}
 		}
 		return nil

@@ -173,17 +173,20 @@ func decodeJSONEvent(v []byte) (*cdc.Event, error) {
 }
 
 // derefEvent drops one reference to an event and deletes it with the last.
-func derefEvent(b *bolt.Bucket, id string) error {
+func derefEvent(b *bolt.Bucket, id string) error { return derefEventN(b, id, 1) }
+
+// derefEventN drops n references at once.
+func derefEventN(b *bolt.Bucket, id string, n uint32) error {
 	v := b.Get([]byte(id))
 	if len(v) < 4 {
 		return nil
 	}
-	n := binary.BigEndian.Uint32(v)
-	if n <= 1 {
+	refs := binary.BigEndian.Uint32(v)
+	if refs <= n {
 		return b.Delete([]byte(id))
 	}
 	nv := bytes.Clone(v)
-	binary.BigEndian.PutUint32(nv, n-1)
+	binary.BigEndian.PutUint32(nv, refs-n)
 	return b.Put([]byte(id), nv)
 }
 
