@@ -17,11 +17,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"walhook/internal/testkit"
 
 	"github.com/jackc/pgx/v5"
 
 	"walhook/internal/pgcluster"
+	"walhook/internal/testkit"
 )
 
 // buildBinary builds walhook once per test binary.

@@ -19,12 +19,12 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"walhook/internal/testkit"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"walhook/internal/testkit"
 )
 
 // sqlBlock is one ```sql block of README.md.
@@ -144,10 +144,7 @@ func sqlStatements(text string) []string {
 func runStatements(t *testing.T, dsn, where, text string) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	stmts := sqlStatements(text)
 	if len(stmts) == 0 {
@@ -174,10 +171,7 @@ func dbaFixture(t *testing.T, dsn string, n dbaNames) {
 func queryOne(t *testing.T, dsn, sql string, dst ...any) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	if err := conn.QueryRow(ctx, sql).Scan(dst...); err != nil {
 		t.Fatalf("%s: %v", sql, err)
@@ -355,20 +349,28 @@ func teardownExitCode(t *testing.T, args ...string) (int, string) {
 	return 0, ""
 }
 
-// TestLeastPrivilege runs walhook end to end as a role made with exactly
-// the README's least-privilege SQL (LOGIN, REPLICATION, SELECT on the
-// watched tables; the DBA makes the publication), then removes it with
-// teardown, which keeps the DBA's publication.
-func TestLeastPrivilege(t *testing.T) {
+// readmeRole makes a fresh database with the DBA's fixture and runs on it
+// the README's SQL for the role and for the mode (its block's marker).
+func readmeRole(t *testing.T, mode string) (string, dbaNames) {
+	t.Helper()
 	blocks := readmeSQL(t)
 	dsn := newDatabase(t)
 	n := namesFor(dsn)
 	t.Cleanup(func() { dropSlot(t, n.walhook) })
 	dbaFixture(t, dsn, n)
-	for _, marker := range []string{"CREATE ROLE walhook", "manage_publication = false"} {
+	for _, marker := range []string{"CREATE ROLE walhook", mode} {
 		b := readmeBlock(t, blocks, marker)
 		runStatements(t, dsn, fmt.Sprintf("README.md line %d", b.line), n.fill(b.text))
 	}
+	return dsn, n
+}
+
+// TestLeastPrivilege runs walhook end to end as a role made with exactly
+// the README's least-privilege SQL (LOGIN, REPLICATION, SELECT on the
+// watched tables; the DBA makes the publication), then removes it with
+// teardown, which keeps the DBA's publication.
+func TestLeastPrivilege(t *testing.T) {
+	dsn, n := readmeRole(t, "manage_publication = false")
 
 	// The role has nothing beyond the minimal set.
 	var rights string
@@ -424,15 +426,7 @@ func TestLeastPrivilege(t *testing.T) {
 // for manage_publication = true: it creates the publication itself, and
 // teardown removes both slot and publication.
 func TestManagedPrivilege(t *testing.T) {
-	blocks := readmeSQL(t)
-	dsn := newDatabase(t)
-	n := namesFor(dsn)
-	t.Cleanup(func() { dropSlot(t, n.walhook) })
-	dbaFixture(t, dsn, n)
-	for _, marker := range []string{"CREATE ROLE walhook", "manage_publication = true"} {
-		b := readmeBlock(t, blocks, marker)
-		runStatements(t, dsn, fmt.Sprintf("README.md line %d", b.line), n.fill(b.text))
-	}
+	dsn, n := readmeRole(t, "manage_publication = true")
 	var super bool
 	queryOne(t, dsn, fmt.Sprintf(`SELECT rolsuper FROM pg_roles WHERE rolname = '%s'`, n.walhook), &super)
 	if super {

@@ -17,13 +17,13 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"walhook/internal/testkit"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/admin"
 	"walhook/cdc"
 	"walhook/deliver"
+	"walhook/internal/testkit"
 	"walhook/matcher"
 )
 

@@ -12,13 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-	"walhook/internal/testkit"
 
 	"github.com/jackc/pglogrepl"
-	"github.com/jackc/pgx/v5"
 
 	"walhook/cdc"
 	"walhook/internal/pgcluster"
+	"walhook/internal/testkit"
 )
 
 // cluster is shared by the package's tests; each test gets its own
@@ -122,10 +121,7 @@ func newDB(t *testing.T) (dsn, name string) {
 func execSQL(t *testing.T, dsn string, stmts ...string) {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	for _, s := range stmts {
 		if _, err := conn.Exec(ctx, s); err != nil {
@@ -138,10 +134,7 @@ func execSQL(t *testing.T, dsn string, stmts ...string) {
 func queryLSN(t *testing.T, dsn, q string, args ...any) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	var s *string
 	if err := conn.QueryRow(ctx, q, args...).Scan(&s); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 func TestValueTypes(t *testing.T) {
@@ -102,10 +103,7 @@ func TestRowChanges(t *testing.T) {
 		`CREATE TABLE full_ (id int PRIMARY KEY, v text, big text, n int)`,
 		`ALTER TABLE full_ REPLICA IDENTITY FULL`)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	var big string
 	if err := conn.QueryRow(ctx, "SELECT "+bigText).Scan(&big); err != nil {
@@ -410,10 +408,7 @@ func TestTruncate(t *testing.T) {
 func publicationTables(t *testing.T, dsn, pub string) []string {
 	t.Helper()
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	rows, _ := conn.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1`, pub)
 	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
@@ -540,10 +535,7 @@ func TestTeardown(t *testing.T) {
 		return cdc.Teardown(context.Background(), dsn, name, name) == nil
 	}, "teardown")
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	var n int
 	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1) + (SELECT count(*) FROM pg_publication WHERE pubname = $1)`, name).Scan(&n); err != nil {

@@ -124,8 +124,8 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	if w.BasicAuthUser != "" {
 		req.SetBasicAuth(w.BasicAuthUser, w.BasicAuthPassword)
 	} else if u := req.URL.User; u != nil {
-		// What http.Client does for user info in the URL; send calls the
-		// transport itself.
+		// What http.Client does for user info in the URL; roundTrip calls
+		// the transport itself.
 		pw, _ := u.Password()
 		req.SetBasicAuth(u.Username(), pw)
 	}
@@ -148,7 +148,7 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	if client == nil {
 		client = q.client
 	}
-	resp, err := send(client, req)
+	resp, err := roundTrip(client, req)
 	if err != nil {
 		att.Duration = time.Since(start)
 		att.Error = describe(err, w.Timeout)
@@ -174,10 +174,10 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	return res
 }
 
-// send makes the request. With walhook's own client it calls the
+// roundTrip makes the request. With walhook's own client it calls the
 // transport directly: Client.Do copies every request's headers for the
 // redirects it might follow, and walhook follows none (a 3xx is an answer).
-func send(c *http.Client, req *http.Request) (*http.Response, error) {
+func roundTrip(c *http.Client, req *http.Request) (*http.Response, error) {
 	if t, ok := c.Transport.(*http.Transport); ok && c.Jar == nil && c.Timeout == 0 {
 		return t.RoundTrip(req)
 	}

@@ -11,26 +11,17 @@ import (
 // this does not write (json, arrays, numbers from an old store); the
 // caller then uses json.Marshal.
 func appendJSONBody(b []byte, jb *jsonBody) (_ []byte, ok bool) {
-	b = append(b, `{"id":`...)
-	b = appendJSONString(b, jb.ID)
-	b = append(b, `,"event":`...)
-	b = appendJSONString(b, jb.Event)
-	b = append(b, `,"entity":`...)
-	b = appendJSONString(b, jb.Entity)
-	b = append(b, `,"action":`...)
-	b = appendJSONString(b, jb.Action)
-	b = append(b, `,"entity_id":`...)
-	b = appendJSONString(b, jb.EntityID)
+	b = appendJSONField(b, `{"id":`, jb.ID)
+	b = appendJSONField(b, `,"event":`, jb.Event)
+	b = appendJSONField(b, `,"entity":`, jb.Entity)
+	b = appendJSONField(b, `,"action":`, jb.Action)
+	b = appendJSONField(b, `,"entity_id":`, jb.EntityID)
 	if jb.EntityURL != "" {
-		b = append(b, `,"entity_url":`...)
-		b = appendJSONString(b, jb.EntityURL)
+		b = appendJSONField(b, `,"entity_url":`, jb.EntityURL)
 	}
-	b = append(b, `,"table":`...)
-	b = appendJSONString(b, jb.Table)
-	b = append(b, `,"occurred_at":`...)
-	b = appendJSONString(b, jb.OccurredAt)
-	b = append(b, `,"webhook":`...)
-	b = appendJSONString(b, jb.Webhook)
+	b = appendJSONField(b, `,"table":`, jb.Table)
+	b = appendJSONField(b, `,"occurred_at":`, jb.OccurredAt)
+	b = appendJSONField(b, `,"webhook":`, jb.Webhook)
 	if len(jb.Data) > 0 {
 		if b, ok = appendJSONValues(append(b, `,"data":`...), jb.Data); !ok {
 			return nil, false

@@ -210,7 +210,7 @@ func (r *eventReader) bytes() []byte {
 func (r *eventReader) string() string { return string(r.bytes()) }
 
 // name is a string that repeats across events: see interner.
-func (r *eventReader) name() string { return names.intern(r.bytes()) }
+func (r *eventReader) name() string { return interned.intern(r.bytes()) }
 
 func (r *eventReader) byte() byte {
 	if len(r.b) == 0 {
@@ -317,4 +317,20 @@ func (r *eventReader) value() any {
 		r.fail(fmt.Errorf("unknown value tag %d", tag))
 		return nil
 	}
+}
+
+// appendTime writes t's Unix nanoseconds, or nothing but a zero for the
+// zero time (whose nanoseconds overflow).
+func appendTime(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, 0)
+	}
+	return binary.AppendVarint(append(b, 1), t.UnixNano())
+}
+
+func (r *eventReader) time() time.Time {
+	if r.byte() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, r.varint()).UTC()
 }

@@ -112,6 +112,21 @@ func txOf(lsn uint64, evs ...cdc.Event) *cdc.Tx {
 	return &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: commitTime, Events: evs}
 }
 
+// latest waits for a delivery of webhook name with the status and returns
+// the newest.
+func (e *env) latest(t *testing.T, name, status string) deliver.Delivery {
+	t.Helper()
+	var d deliver.Delivery
+	waitFor(t, 10*time.Second, "a delivery "+status, func() bool {
+		ds, _ := e.q.Deliveries(name, 1, status)
+		if len(ds) == 1 {
+			d = ds[0]
+		}
+		return len(ds) == 1
+	})
+	return d
+}
+
 func (e *env) write(t *testing.T, tx *cdc.Tx) {
 	t.Helper()
 	if err := e.q.Write(t.Context(), tx); err != nil {

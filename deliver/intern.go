@@ -2,10 +2,10 @@ package deliver
 
 import "sync"
 
-// names interns the short strings that repeat from event to event (column
+// interned holds the short strings that repeat from event to event (column
 // names, schema, table, action, entity) as stored events are read back, so
 // that a backlog of the same table does not allocate them again and again.
-var names = interner{m: map[string]string{}}
+var interned = interner{m: map[string]string{}}
 
 // maxInterned bounds the table: unusual workloads (a column per customer)
 // start it over instead of growing it.

@@ -52,8 +52,10 @@ func TestLogFileBuffers(t *testing.T) {
 	}
 	l.writeLine([]byte("after close\n"))
 	l.flush()
-	time.Sleep(2 * logFlushEvery)
-	if strings.Contains(read(), "after close") {
-		t.Fatal("a line written after close reached the file")
+	l.mu.Lock()
+	waiting := len(l.buf)
+	l.mu.Unlock()
+	if waiting != 0 || strings.Contains(read(), "after close") {
+		t.Fatalf("after close a line waits (%d bytes) or reached the file", waiting)
 	}
 }

@@ -22,13 +22,13 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"walhook/internal/testkit"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 
 	"walhook/cdc"
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // message is one e-mail the test SMTP server accepted.

@@ -3,11 +3,8 @@ package deliver
 import (
 	"encoding/binary"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -58,23 +55,7 @@ func testRetentionInOneCommit(t *testing.T, hooks int) {
 		names = append(names, fmt.Sprint("h", i))
 	}
 	dir := t.TempDir()
-	q, err := Open(Options{
-		Dir: dir, Retention: keep, Route: func(*cdc.Event) []string { return names },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ws []Webhook
-	for _, name := range names {
-		var w Webhook
-		ApplyDefaults(&w)
-		w.Name, w.URL, w.Events = name, srv.URL, []string{"*"}
-		ws = append(ws, w)
-	}
-	if err := q.SetConfigWebhooks(ws); err != nil {
-		t.Fatal(err)
-	}
+	q := openWith(t, dir, srv.URL, names, func(o *Options) { o.Retention = keep })
 	tx := &cdc.Tx{CommitLSN: 1, EndLSN: 2, CommitTime: time.Now()}
 	for i := range total {
 		tx.Events = append(tx.Events, cdc.Event{
@@ -97,12 +78,7 @@ func testRetentionInOneCommit(t *testing.T, hooks int) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "walhook.db"), 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.View(func(btx *bolt.Tx) error {
+	viewStore(t, dir, func(btx *bolt.Tx) {
 		refs := map[string]uint32{}
 		for _, name := range names {
 			if d, r := btx.Bucket(doneBucket(name)).Stats().KeyN, btx.Bucket(queueBucket(name)).Stats().KeyN; d != keep || r != keep {
@@ -130,7 +106,6 @@ func testRetentionInOneCommit(t *testing.T, hooks int) {
 				t.Errorf("event %s counts %d references, %d deliveries refer to it", id, got, want)
 			}
 		}
-		return nil
 	})
 }
 
@@ -142,16 +117,7 @@ func TestRepeatInOneBatch(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
 	dir := t.TempDir()
-	q, err := Open(Options{Dir: dir, Route: func(*cdc.Event) []string { return []string{"h"} }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var w Webhook
-	ApplyDefaults(&w)
-	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
-	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
-		t.Fatal(err)
-	}
+	q := openWith(t, dir, srv.URL, []string{"h"}, nil)
 	item := func(commit, end uint64, first, n int) commitItem {
 		tx := &cdc.Tx{CommitLSN: commit, EndLSN: end, CommitTime: time.Now()}
 		it := commitItem{tx: tx}
@@ -172,17 +138,11 @@ func TestRepeatInOneBatch(t *testing.T) {
 	if err := q.Close(); err != nil {
 		t.Fatal(err)
 	}
-	db, err := bolt.Open(filepath.Join(dir, "walhook.db"), 0o600, &bolt.Options{ReadOnly: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	db.View(func(btx *bolt.Tx) error {
+	viewStore(t, dir, func(btx *bolt.Tx) {
 		n := 0
 		btx.Bucket(queueBucket("h")).ForEach(func(_, _ []byte) error { n++; return nil })
 		if e := btx.Bucket(bucketEvents).Stats().KeyN; n != 7 || e > 7 {
 			t.Errorf("%d deliveries, %d events stored; want 7 deliveries of 7 events", n, e)
 		}
-		return nil
 	})
 }

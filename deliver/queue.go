@@ -195,14 +195,8 @@ func Open(opts Options) (*Queue, error) {
 		if v := tx.Bucket(bucketMeta).Get(keyDurable); len(v) == 8 {
 			q.durable.Store(binary.BigEndian.Uint64(v))
 		}
-		return tx.Bucket(bucketWebhooks).ForEach(func(k, v []byte) error {
-			var w Webhook
-			if err := json.Unmarshal(v, &w); err != nil {
-				return fmt.Errorf("webhook %s: %w", k, err)
-			}
-			apiHooks = append(apiHooks, w)
-			return nil
-		})
+		apiHooks, err = storedWebhooks(tx)
+		return err
 	})
 	if err != nil {
 		db.Close()

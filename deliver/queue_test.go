@@ -517,14 +517,7 @@ func TestAttemptRedactsSecrets(t *testing.T) {
 		w.Headers = map[string]string{"X-Api-Key": "topsecret"}
 	}))
 	e.write(t, txOf(100, event(100, 0, 1, "a@x")))
-	var d deliver.Delivery
-	waitFor(t, 10*time.Second, "the attempt", func() bool {
-		ds, _ := e.q.Deliveries("h", 1, deliver.StatusSuccess)
-		if len(ds) == 1 {
-			d = ds[0]
-		}
-		return len(ds) == 1
-	})
+	d := e.latest(t, "h", deliver.StatusSuccess)
 	h := d.Attempts[0].RequestHeaders
 	if h.Get("Authorization") != "[redacted]" || h.Get("X-Api-Key") != "[redacted]" {
 		t.Errorf("request headers not redacted: %v", h)
@@ -552,14 +545,7 @@ func TestURLUserInfo(t *testing.T) {
 	e := newEnv(t, []string{"h"})
 	e.setHooks(t, hook("h", strings.Replace(rc.URL, "http://", "http://ops:s3cr3t@", 1)))
 	e.write(t, txOf(100, event(100, 0, 1, "a@x")))
-	var d deliver.Delivery
-	waitFor(t, 10*time.Second, "the attempt", func() bool {
-		ds, _ := e.q.Deliveries("h", 1, deliver.StatusSuccess)
-		if len(ds) == 1 {
-			d = ds[0]
-		}
-		return len(ds) == 1
-	})
+	d := e.latest(t, "h", deliver.StatusSuccess)
 	r := rc.requests()[0]
 	if user, pw, ok := (&http.Request{Header: r.Header}).BasicAuth(); !ok || user != "ops" || pw != "s3cr3t" {
 		t.Errorf("receiver got Authorization %q, want basic ops:s3cr3t", r.Header.Get("Authorization"))

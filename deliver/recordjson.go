@@ -13,17 +13,13 @@ import (
 // written at least twice, and a successful one carries its request and
 // response headers, whose maps encoding/json walks slowly.
 func appendRecord(b []byte, r *record) []byte {
-	b = append(b, `{"event_id":`...)
-	b = appendJSONString(b, r.EventID)
-	b = append(b, `,"event":`...)
-	b = appendJSONString(b, r.Event)
+	b = appendJSONField(b, `{"event_id":`, r.EventID)
+	b = appendJSONField(b, `,"event":`, r.Event)
 	if r.Entity != "" {
-		b = append(b, `,"entity":`...)
-		b = appendJSONString(b, r.Entity)
+		b = appendJSONField(b, `,"entity":`, r.Entity)
 	}
 	if r.EntityID != "" {
-		b = append(b, `,"entity_id":`...)
-		b = appendJSONString(b, r.EntityID)
+		b = appendJSONField(b, `,"entity_id":`, r.EntityID)
 	}
 	b = append(b, `,"created_at":`...)
 	b = appendJSONTime(b, r.CreatedAt)
@@ -51,8 +47,7 @@ func appendAttempt(b []byte, a *Attempt) []byte {
 	b = appendJSONTime(b, a.At)
 	b = append(b, `,"request_headers":`...)
 	b = appendJSONHeader(b, a.RequestHeaders)
-	b = append(b, `,"request_body":`...)
-	b = appendJSONString(b, a.RequestBody)
+	b = appendJSONField(b, `,"request_body":`, a.RequestBody)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(a.Status), 10)
 	if len(a.ResponseHeaders) > 0 {
@@ -60,14 +55,12 @@ func appendAttempt(b []byte, a *Attempt) []byte {
 		b = appendJSONHeader(b, a.ResponseHeaders)
 	}
 	if a.ResponseBody != "" {
-		b = append(b, `,"response_body":`...)
-		b = appendJSONString(b, a.ResponseBody)
+		b = appendJSONField(b, `,"response_body":`, a.ResponseBody)
 	}
 	b = append(b, `,"duration":`...)
 	b = strconv.AppendInt(b, int64(a.Duration), 10)
 	if a.Error != "" {
-		b = append(b, `,"error":`...)
-		b = appendJSONString(b, a.Error)
+		b = appendJSONField(b, `,"error":`, a.Error)
 	}
 	return append(b, '}')
 }
@@ -115,6 +108,12 @@ func appendJSONTime(b []byte, t time.Time) []byte {
 }
 
 const hexDigits = "0123456789abcdef"
+
+// appendJSONField writes a member's name (with its comma and colon, as
+// `,"name":`) and its string value.
+func appendJSONField(b []byte, name, s string) []byte {
+	return appendJSONString(append(b, name...), s)
+}
 
 // appendJSONString quotes s as encoding/json does: invalid UTF-8 becomes
 // U+FFFD, and <, >, &, U+2028 and U+2029 are escaped.

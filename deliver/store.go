@@ -102,22 +102,6 @@ func appendPendingRecord(b []byte, r *record) []byte {
 	return appendTime(b, r.Due)
 }
 
-// appendTime writes t's Unix nanoseconds, or nothing but a zero for the
-// zero time (whose nanoseconds overflow).
-func appendTime(b []byte, t time.Time) []byte {
-	if t.IsZero() {
-		return append(b, 0)
-	}
-	return binary.AppendVarint(append(b, 1), t.UnixNano())
-}
-
-func (r *eventReader) time() time.Time {
-	if r.byte() == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, r.varint()).UTC()
-}
-
 func decodePendingRecord(v []byte) (*record, error) {
 	r := eventReader{b: v}
 	rec := &record{EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
@@ -242,18 +226,26 @@ func ReadWebhooks(dir string, wait time.Duration) ([]Webhook, error) {
 	defer db.Close()
 	var out []Webhook
 	err = db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketWebhooks)
-		if b == nil {
-			return nil
+		out, err = storedWebhooks(tx)
+		return err
+	})
+	return out, err
+}
+
+// storedWebhooks decodes the webhooks created through the admin API.
+func storedWebhooks(tx *bolt.Tx) ([]Webhook, error) {
+	b := tx.Bucket(bucketWebhooks)
+	if b == nil {
+		return nil, nil
+	}
+	var out []Webhook
+	err := b.ForEach(func(k, v []byte) error {
+		var w Webhook
+		if err := json.Unmarshal(v, &w); err != nil {
+			return fmt.Errorf("webhook %s: %w", k, err)
 		}
-		return b.ForEach(func(k, v []byte) error {
-			var w Webhook
-			if err := json.Unmarshal(v, &w); err != nil {
-				return fmt.Errorf("webhook %s: %w", k, err)
-			}
-			out = append(out, w)
-			return nil
-		})
+		out = append(out, w)
+		return nil
 	})
 	return out, err
 }

@@ -2,8 +2,6 @@ package deliver
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -31,20 +29,7 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 			close(release)
 		}
 	}()
-	q, err := Open(Options{
-		Dir: t.TempDir(), Concurrency: 8, Route: func(*cdc.Event) []string { return []string{"h"} },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	var w Webhook
-	ApplyDefaults(&w)
-	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
-	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
-		t.Fatal(err)
-	}
+	q := openWith(t, t.TempDir(), srv.URL, []string{"h"}, func(o *Options) { o.Concurrency = 8 })
 	for i := range total / 100 {
 		tx := &cdc.Tx{CommitLSN: uint64(i + 1), EndLSN: uint64(i + 2), CommitTime: time.Now()}
 		for j := range 100 {
@@ -134,20 +119,7 @@ func BenchmarkEncodePayload(b *testing.B) {
 func TestCommitFailureRetried(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
-	q, err := Open(Options{
-		Dir: t.TempDir(), Route: func(*cdc.Event) []string { return []string{"h"} },
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer q.Close()
-	var w Webhook
-	ApplyDefaults(&w)
-	w.Name, w.URL, w.Events = "h", srv.URL, []string{"*"}
-	if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
-		t.Fatal(err)
-	}
+	q := openWith(t, t.TempDir(), srv.URL, []string{"h"}, nil)
 	diskFull := fmt.Errorf("no space left on device")
 	q.failCommit.Store(&diskFull)
 	tx := &cdc.Tx{CommitLSN: 10, EndLSN: 11, CommitTime: time.Now(), Events: []cdc.Event{{

@@ -4,8 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
 	"walhook/internal/pgcluster"
+	"walhook/internal/testkit"
 )
 
 func TestStart(t *testing.T) {
@@ -19,10 +19,7 @@ func TestStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn := testkit.Connect(t, dsn)
 	defer conn.Close(ctx)
 	var lvl string
 	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&lvl); err != nil || lvl != "logical" {

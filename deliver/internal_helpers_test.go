@@ -1,0 +1,50 @@
+package deliver
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"walhook/cdc"
+)
+
+// openWith opens a Queue in dir that routes every event to the named
+// config webhooks, all posting to url; mod adjusts the Options first. The
+// Queue is closed when the test ends, if the test has not closed it.
+func openWith(t *testing.T, dir, url string, names []string, mod func(*Options)) *Queue {
+	t.Helper()
+	opts := Options{Dir: dir, Route: func(*cdc.Event) []string { return names }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if mod != nil {
+		mod(&opts)
+	}
+	q, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	var ws []Webhook
+	for _, name := range names {
+		var w Webhook
+		ApplyDefaults(&w)
+		w.Name, w.URL, w.Events = name, url, []string{"*"}
+		ws = append(ws, w)
+	}
+	if err := q.SetConfigWebhooks(ws); err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
+// viewStore reads the store in dir, whose Queue is closed.
+func viewStore(t *testing.T, dir string, f func(*bolt.Tx)) {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(dir, "walhook.db"), 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	db.View(func(tx *bolt.Tx) error { f(tx); return nil })
+}
