@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -48,11 +49,8 @@ func appendJSONBody(b []byte, jb *jsonBody) (_ []byte, ok bool) {
 // appendJSONValues writes a row, its keys sorted as encoding/json sorts
 // map keys.
 func appendJSONValues(b []byte, m map[string]any) ([]byte, bool) {
-	var buf [32]string
-	keys := buf[:0]
-	for k := range m {
-		keys = append(keys, k)
-	}
+	var buf [32]string // most rows: no allocation for the keys
+	keys := slices.AppendSeq(buf[:0], maps.Keys(m))
 	slices.Sort(keys)
 	b = append(b, '{')
 	for i, k := range keys {

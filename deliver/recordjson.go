@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -71,11 +72,7 @@ func appendJSONHeader(b []byte, h http.Header) []byte {
 	if h == nil {
 		return append(b, "null"...)
 	}
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(h))
 	b = append(b, '{')
 	for i, k := range keys {
 		if i > 0 {
