@@ -142,36 +142,57 @@ func BenchmarkDecodeStoredEvent(b *testing.B) {
 
 func TestRecordForms(t *testing.T) {
 	created := time.Date(2026, 11, 29, 1, 2, 3, 456789123, time.UTC)
+	odd := "a\"b\\c\n\r\t\x00\x1f<>&\u2028\u2029é" + "z"
 	pending := &record{Status: StatusPending, EventID: cdc.EventID(5, 1), Event: "order.create", Entity: "order", EntityID: "42", CreatedAt: created}
 	retried := *pending
 	retried.Due = created.Add(time.Minute)
 	done := *pending
 	done.Status = StatusSuccess
 	done.Attempts = []Attempt{{N: 1, At: created, Status: 200, RequestBody: `{"a":1}`, RequestHeaders: http.Header{"X-A": {"b"}}}}
-	for name, c := range map[string]struct {
-		rec    *record
-		binary bool
-	}{"pending": {pending, true}, "pending with a due time": {&retried, true}, "with attempts": {&done, false}} {
-		v := encodeRecord(c.rec)
-		if (v[1] == binaryRecord) != c.binary {
-			t.Errorf("%s: binary form %v, want %v", name, v[1] == binaryRecord, c.binary)
+	failed := record{Status: StatusFailed, EventID: odd, Event: odd, Entity: odd, EntityID: odd, CreatedAt: created, Attempts: []Attempt{
+		{N: 1, At: created, RequestHeaders: http.Header{"Content-Type": {"application/json"}, "B": {odd, ""}, "A": nil},
+			RequestBody: `{"id":1}` + odd, Status: 503, ResponseHeaders: http.Header{"Retry-After": {"3"}},
+			ResponseBody: odd, Duration: 1234567 * time.Nanosecond, Error: odd},
+		{N: 2, At: created, RequestHeaders: http.Header{}, ResponseHeaders: http.Header{}, Duration: -1},
+		{N: 3},
+	}}
+	for name, rec := range map[string]*record{"pending": pending, "pending with a due time": &retried, "succeeded": &done, "failed": &failed} {
+		v := encodeRecord(rec)
+		if v[0] != statusByte(rec.Status) || v[1] != binaryRecord {
+			t.Errorf("%s: starts % x", name, v[:2])
 		}
 		got, err := decodeRecord(v)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if !reflect.DeepEqual(got, c.rec) {
-			t.Errorf("%s: round trip\n got %+v\nwant %+v", name, got, c.rec)
+		if !reflect.DeepEqual(got, rec) {
+			t.Errorf("%s: round trip\n got %+v\nwant %+v", name, got, rec)
 		}
-		for n := 2; n < len(v) && c.binary; n++ {
-			if _, err := decodeRecord(v[:n]); err == nil {
+		// A record cut short fails, except where a delivery without
+		// attempts ends: that is the first binary form, still read.
+		fields := *rec
+		fields.Attempts = nil
+		end := len(encodeRecord(&fields))
+		for n := 2; n < len(v); n++ {
+			if _, err := decodeRecord(v[:n]); err == nil && n != end {
 				t.Errorf("%s: the first %d of %d bytes decoded", name, n, len(v))
 			}
 		}
-	}
-	// A pending delivery stored as JSON before the binary form.
-	old := append([]byte{recPending}, appendRecord(nil, pending)...)
-	if got, err := decodeRecord(old); err != nil || !reflect.DeepEqual(got, pending) {
-		t.Errorf("JSON pending record: %+v, %v", got, err)
+		if _, err := decodeRecord(append(v, 0)); err == nil {
+			t.Errorf("%s: a trailing byte decoded", name)
+		}
+		// As stored by walhooks before the binary form.
+		js, err := json.Marshal(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old, err := decodeRecord(append([]byte{statusByte(rec.Status)}, js...))
+		if err != nil {
+			t.Fatalf("%s: JSON record: %v", name, err)
+		}
+		// JSON keeps no difference between an empty header and none.
+		if again, _ := json.Marshal(old); old.Status != rec.Status || string(again) != string(js) {
+			t.Errorf("%s: JSON record read as %+v", name, old)
+		}
 	}
 }

@@ -1,0 +1,176 @@
+package deliver
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Deliveries are stored in a binary form: the status byte, binaryRecord,
+// the delivery's fields, then its attempts, if any. Every delivery is
+// written when queued and again with each attempt, and read back when its
+// webhook's window reaches it; JSON cost ten times as long to read and, for
+// the headers of a finished attempt, five times as long to write.
+// Deliveries stored by older walhooks are JSON, which starts with '{'; a
+// pending one in the first binary form ends after its fields.
+const binaryRecord = 0x01
+
+func encodeRecord(r *record) []byte {
+	b := make([]byte, 2, recordSize(r))
+	b[0], b[1] = statusByte(r.Status), binaryRecord
+	for _, s := range []string{r.EventID, r.Event, r.Entity, r.EntityID} {
+		b = appendString(b, s)
+	}
+	b = appendTime(b, r.CreatedAt)
+	b = appendTime(b, r.Due)
+	if len(r.Attempts) == 0 {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.Attempts)))
+	for i := range r.Attempts {
+		b = appendAttempt(b, &r.Attempts[i])
+	}
+	return b
+}
+
+func appendAttempt(b []byte, a *Attempt) []byte {
+	b = binary.AppendVarint(b, int64(a.N))
+	b = appendTime(b, a.At)
+	b = appendHeader(b, a.RequestHeaders)
+	b = appendString(b, a.RequestBody)
+	b = binary.AppendVarint(b, int64(a.Status))
+	b = appendHeader(b, a.ResponseHeaders)
+	b = appendString(b, a.ResponseBody)
+	b = binary.AppendVarint(b, int64(a.Duration))
+	return appendString(b, a.Error)
+}
+
+// appendHeader writes h's length plus one (0 for nil), then each name and
+// its values.
+func appendHeader(b []byte, h http.Header) []byte {
+	if h == nil {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(h))+1)
+	for k, vs := range h {
+		b = appendString(b, k)
+		if vs == nil {
+			b = append(b, 0)
+			continue
+		}
+		b = binary.AppendUvarint(b, uint64(len(vs))+1)
+		for _, v := range vs {
+			b = appendString(b, v)
+		}
+	}
+	return b
+}
+
+// recordSize guesses an encoded record's length, to allocate it once.
+func recordSize(r *record) int {
+	n := 32 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID)
+	for i := range r.Attempts {
+		a := &r.Attempts[i]
+		n += 48 + len(a.RequestBody) + len(a.ResponseBody) + len(a.Error) + headerSize(a.RequestHeaders) + headerSize(a.ResponseHeaders)
+	}
+	return n
+}
+
+func headerSize(h http.Header) int {
+	n := 1
+	for k, vs := range h {
+		n += 2 + len(k)
+		for _, v := range vs {
+			n += 2 + len(v)
+		}
+	}
+	return n
+}
+
+func decodeRecord(v []byte) (*record, error) {
+	if len(v) < 2 {
+		return nil, fmt.Errorf("decode delivery: %d bytes", len(v))
+	}
+	if v[1] != binaryRecord {
+		r := &record{}
+		if err := json.Unmarshal(v[1:], r); err != nil {
+			return nil, fmt.Errorf("decode delivery: %w", err)
+		}
+		r.Status = statusName(v[0])
+		return r, nil
+	}
+	r := eventReader{b: v[2:]}
+	rec := &record{Status: statusName(v[0]), EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
+	rec.CreatedAt = r.time()
+	rec.Due = r.time()
+	if len(r.b) > 0 {
+		n := r.uvarint()
+		switch {
+		case n == 0 && r.err == nil:
+			r.fail(errors.New("an empty list of attempts"))
+		case n > uint64(len(r.b)): // every attempt takes more than a byte
+			r.fail(errTruncated)
+		}
+		if r.err == nil {
+			rec.Attempts = make([]Attempt, n)
+		}
+		for i := range rec.Attempts {
+			rec.Attempts[i] = r.attempt()
+		}
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail(fmt.Errorf("%d bytes after the delivery", len(r.b)))
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("decode delivery: %w", r.err)
+	}
+	return rec, nil
+}
+
+func (r *eventReader) attempt() Attempt {
+	a := Attempt{N: int(r.varint()), At: r.time()}
+	a.RequestHeaders = r.header()
+	a.RequestBody = r.string()
+	a.Status = int(r.varint())
+	a.ResponseHeaders = r.header()
+	a.ResponseBody = r.string()
+	a.Duration = time.Duration(r.varint())
+	a.Error = r.string()
+	return a
+}
+
+// header reads appendHeader's form; the names are interned, the values not.
+func (r *eventReader) header() http.Header {
+	n := r.uvarint()
+	if n == 0 || r.err != nil {
+		return nil
+	}
+	if n-1 > uint64(len(r.b)) {
+		r.fail(errTruncated)
+		return nil
+	}
+	h := make(http.Header, n-1)
+	for range n - 1 {
+		k := r.name()
+		m := r.uvarint()
+		if m > uint64(len(r.b))+1 {
+			r.fail(errTruncated)
+		}
+		if r.err != nil {
+			return nil
+		}
+		if m == 0 {
+			h[k] = nil
+			continue
+		}
+		vs := make([]string, m-1)
+		for i := range vs {
+			vs[i] = r.string()
+		}
+		h[k] = vs
+	}
+	return h
+}
