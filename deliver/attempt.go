@@ -29,8 +29,9 @@ type request struct {
 	id, event, entityID, entityURL string
 	body                           body
 	attempt                        int
-	client                         *http.Client // nil: the queue's
-	names                          *headerNames // nil: made from the webhook's prefix
+	client                         *http.Client  // nil: the queue's
+	names                          *headerNames  // nil: made from the webhook's prefix
+	tmpl                           *http.Request // nil: made from the webhook's method and URL
 }
 
 // headerNames are the canonical names of a webhook's prefixed headers,
@@ -45,6 +46,16 @@ func newHeaderNames(prefix string) *headerNames {
 		event: c(prefix + "Event"), eventID: c(prefix + "Event-Id"), webhook: c(prefix + "Webhook"),
 		entityID: c(prefix + "Entity-Id"), entityURL: c(prefix + "Entity-Url"), attempt: c(prefix + "Attempt"),
 	}
+}
+
+// requestTemplate is a request with the webhook's method and URL, parsed
+// once: each attempt copies it (WithContext) instead of parsing the URL.
+func requestTemplate(w *Webhook) *http.Request {
+	req, err := http.NewRequest(w.Method, w.URL, nil)
+	if err != nil {
+		return nil // each attempt reports the error
+	}
+	return req
 }
 
 // hookClient gives a webhook its own keep-alive pool, as many idle
@@ -73,14 +84,31 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	att := Attempt{N: r.attempt, At: start.UTC()}
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
-	var rd io.Reader
-	if w.Method != "GET" {
-		rd = bytes.NewReader(r.body.data)
-	}
-	req, err := http.NewRequestWithContext(ctx, w.Method, w.URL, rd)
-	if err != nil {
-		att.Error = err.Error()
-		return result{att: att}
+	var req *http.Request
+	if r.tmpl == nil {
+		var rd io.Reader
+		if w.Method != "GET" {
+			rd = bytes.NewReader(r.body.data)
+		}
+		var err error
+		if req, err = http.NewRequestWithContext(ctx, w.Method, w.URL, rd); err != nil {
+			att.Error = err.Error()
+			return result{att: att}
+		}
+	} else {
+		// What NewRequestWithContext makes of a bytes.Reader. GetBody
+		// lets the transport send again on a fresh connection when a
+		// reused one died before the request was written.
+		req = r.tmpl.WithContext(ctx)
+		if data := r.body.data; w.Method != "GET" {
+			req.ContentLength = int64(len(data))
+			req.Body = http.NoBody
+			req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+			if len(data) > 0 {
+				req.Body = io.NopCloser(bytes.NewReader(data))
+				req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
+			}
+		}
 	}
 	names := r.names
 	if names == nil {

@@ -11,8 +11,9 @@ import (
 // appendJSONBody writes jb as json.Marshal does, without reflection: the
 // body is built for every attempt. ok is false when a value has a type
 // this does not write (json, arrays, numbers from an old store); the
-// caller then uses json.Marshal.
-func appendJSONBody(b []byte, jb *jsonBody) (_ []byte, ok bool) {
+// caller then uses json.Marshal. The webhook's name, quoted, is
+// b[nameAt:nameEnd].
+func appendJSONBody(b []byte, jb *jsonBody) (_ []byte, nameAt, nameEnd int, ok bool) {
 	b = appendJSONField(b, `{"id":`, jb.ID)
 	b = appendJSONField(b, `,"event":`, jb.Event)
 	b = appendJSONField(b, `,"entity":`, jb.Entity)
@@ -23,15 +24,18 @@ func appendJSONBody(b []byte, jb *jsonBody) (_ []byte, ok bool) {
 	}
 	b = appendJSONField(b, `,"table":`, jb.Table)
 	b = appendJSONField(b, `,"occurred_at":`, jb.OccurredAt)
-	b = appendJSONField(b, `,"webhook":`, jb.Webhook)
+	b = append(b, `,"webhook":`...)
+	nameAt = len(b)
+	b = appendJSONString(b, jb.Webhook)
+	nameEnd = len(b)
 	if len(jb.Data) > 0 {
 		if b, ok = appendJSONValues(append(b, `,"data":`...), jb.Data); !ok {
-			return nil, false
+			return nil, 0, 0, false
 		}
 	}
 	if len(jb.Old) > 0 {
 		if b, ok = appendJSONValues(append(b, `,"old":`...), jb.Old); !ok {
-			return nil, false
+			return nil, 0, 0, false
 		}
 	}
 	if len(jb.Changed) > 0 {
@@ -44,7 +48,7 @@ func appendJSONBody(b []byte, jb *jsonBody) (_ []byte, ok bool) {
 		}
 		b = append(b, ']')
 	}
-	return append(b, '}'), true
+	return append(b, '}'), nameAt, nameEnd, true
 }
 
 // appendJSONValues writes a row, its keys sorted as encoding/json sorts

@@ -54,9 +54,12 @@ func TestBodyJSONMatchesEncodingJSON(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, ok := appendJSONBody(nil, &jb)
+		got, at, end, ok := appendJSONBody(nil, &jb)
 		if !ok {
 			t.Fatalf("case %d: not written: %+v", i, jb)
+		}
+		if name, _ := json.Marshal(jb.Webhook); string(got[at:end]) != string(name) {
+			t.Fatalf("case %d: the name is at %q", i, got[at:end])
 		}
 		if !bytes.Equal(got, want) {
 			t.Fatalf("case %d:\n got %s\nwant %s", i, got, want)
@@ -66,8 +69,51 @@ func TestBodyJSONMatchesEncodingJSON(t *testing.T) {
 
 func TestBodyJSONLeavesOtherTypesToEncodingJSON(t *testing.T) {
 	for _, v := range []any{json.RawMessage(`{"a": 1}`), []any{int64(1)}, json.Number("1"), math.NaN(), math.Inf(1), int32(1)} {
-		if _, ok := appendJSONBody(nil, &jsonBody{Data: map[string]any{"v": v}}); ok {
+		if _, _, _, ok := appendJSONBody(nil, &jsonBody{Data: map[string]any{"v": v}}); ok {
 			t.Errorf("%T %v was written by hand", v, v)
 		}
+	}
+}
+
+// Webhooks of one event share its JSON body but for their names; each
+// gets what it would get alone, include_entity or not.
+func TestSharedBody(t *testing.T) {
+	ev := sampleEvent()
+	shared := &event{Event: &ev}
+	var first []byte
+	for i, w := range []Webhook{
+		{Name: "a", IncludeEntity: true},
+		{Name: `b"<&>é`, IncludeEntity: true},
+		{Name: "c"},
+		{Name: "a-much-longer-name", IncludeEntity: true},
+		{Name: "d"},
+		{Name: "f", IncludeEntity: true, ContentType: "form"},
+	} {
+		enc, err := newEncoder(&w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := enc.encode(shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alone, err := enc.encode(&event{Event: &ev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got.data) != string(alone.data) || got.contentType != alone.contentType {
+			t.Errorf("webhook %q: shared body\n%s\nalone\n%s", w.Name, got.data, alone.data)
+		}
+		if i == 0 {
+			first = bytes.Clone(got.data)
+		}
+	}
+	if shared.json[0].Load() == nil || shared.json[1].Load() == nil {
+		t.Error("the body was not shared")
+	}
+	// The first webhook's body is the shared one: later ones must not
+	// have written into it.
+	if s := shared.json[1].Load(); string(s.b) != string(first) {
+		t.Errorf("the shared body changed:\n%s\nwas\n%s", s.b, first)
 	}
 }

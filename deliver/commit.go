@@ -464,6 +464,7 @@ func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, 
 		return err
 	}
 	name := eventName(ev)
+	sev := &event{Event: ev}
 	for _, h := range targets {
 		b, err := bk.queueOf(h, true)
 		if err != nil {
@@ -477,7 +478,7 @@ func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, 
 		if err := b.Put(seqKey(seq), encodeRecord(rec)); err != nil {
 			return err
 		}
-		*news = append(*news, enqueued{h, &pending{seq: seq, rec: rec, ev: ev}})
+		*news = append(*news, enqueued{h, &pending{seq: seq, rec: rec, ev: sev}})
 	}
 	return nil
 }

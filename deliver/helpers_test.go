@@ -150,6 +150,7 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 type received struct {
 	Method string
 	Path   string
+	Query  string
 	Header http.Header
 	Body   []byte
 	At     time.Time
@@ -169,7 +170,7 @@ func newReceiver(t testing.TB, respond func(r received, n int) (int, http.Header
 	rc := &receiver{respond: respond}
 	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		got := received{Method: r.Method, Path: r.URL.Path, Header: r.Header.Clone(), Body: body, At: time.Now()}
+		got := received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, At: time.Now()}
 		rc.mu.Lock()
 		rc.reqs = append(rc.reqs, got)
 		n := len(rc.reqs)

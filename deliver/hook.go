@@ -13,20 +13,21 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	"gopkg.in/natefinch/lumberjack.v2"
-
-	"walhook/cdc"
 )
 
 // pending is a delivery held in a webhook's in-memory window.
 type pending struct {
 	seq   uint64
 	rec   *record
-	ev    *cdc.Event
+	ev    *event
 	due   time.Time
 	index int // in the ready heap; -1 when not in it
 }
 
-func (p *pending) orderKey() string { return p.rec.Entity + "\x00" + p.rec.EntityID }
+// entityKey names the entity whose deliveries go out in commit order.
+type entityKey struct{ entity, id string }
+
+func (p *pending) orderKey() entityKey { return entityKey{p.rec.Entity, p.rec.EntityID} }
 
 // readyHeap orders the deliverable heads of each entity by due time, then
 // commit order.
@@ -70,10 +71,11 @@ type hook struct {
 	enc      *encoder
 	signer   *Signer
 	names    *headerNames
+	tmpl     *http.Request // the method and parsed URL every request copies; nil if the URL does not parse
 	stats    callStats
 	queued   int
 	failedN  int
-	entities map[string][]*pending // per entity, in commit order; the head may be in flight
+	entities map[entityKey][]*pending // per entity, in commit order; the head may be in flight
 	ready    readyHeap
 	inWindow int
 	nextLoad uint64 // first sequence not yet considered for the window
@@ -105,7 +107,8 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 		q: q, name: w.Name, w: w, enc: enc,
 		signer:   NewSigner(w.effectiveSignature(), w.Secrets),
 		names:    newHeaderNames(w.HeaderPrefix),
-		entities: map[string][]*pending{},
+		tmpl:     requestTemplate(&w),
+		entities: map[entityKey][]*pending{},
 		nextLoad: 1,
 		diskMore: true,
 		wake:     make(chan struct{}, 1),
@@ -175,7 +178,7 @@ func (h *hook) setWebhook(w Webhook) error {
 	}
 	w = w.clone()
 	h.mu.Lock()
-	h.w, h.enc, h.signer, h.names = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix)
+	h.w, h.enc, h.signer, h.names, h.tmpl = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix), requestTemplate(&w)
 	h.mu.Unlock()
 	h.active.Store(w.Active)
 	h.poke()
@@ -301,7 +304,7 @@ func (h *hook) refillLocked() {
 // loadEvent reads a stored event. Webhooks that want the same events load
 // them at about the same time, so the first one decodes each event and the
 // others share it: events are never changed once decoded.
-func (q *Queue) loadEvent(events *bolt.Bucket, id string) (*cdc.Event, error) {
+func (q *Queue) loadEvent(events *bolt.Bucket, id string) (*event, error) {
 	if ev, ok := q.loaded.Get(id); ok {
 		return ev, nil
 	}
@@ -309,8 +312,9 @@ func (q *Queue) loadEvent(events *bolt.Bucket, id string) (*cdc.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	q.loaded.Add(id, ev)
-	return ev, nil
+	sev := &event{Event: ev}
+	q.loaded.Add(id, sev)
+	return sev, nil
 }
 
 // backoff is the wait after failed attempt n, never shorter than retryAfter.
@@ -403,7 +407,7 @@ func (h *hook) take() *pending {
 func (h *hook) deliver(p *pending) {
 	h.mu.Lock()
 	// A shallow copy: h.w's maps and slices are replaced, never changed.
-	w, enc, signer, names := h.w, h.enc, h.signer, h.names
+	w, enc, signer, names, tmpl := h.w, h.enc, h.signer, h.names, h.tmpl
 	h.mu.Unlock()
 	n := len(p.rec.Attempts) + 1
 	ev := p.ev
@@ -414,7 +418,7 @@ func (h *hook) deliver(p *pending) {
 	} else {
 		res = h.q.attempt(h.reqCtx, &w, signer, request{
 			id: ev.ID, event: p.rec.Event, entityID: ev.EntityID, entityURL: ev.EntityURL, body: b, attempt: n,
-			client: h.client, names: names,
+			client: h.client, names: names, tmpl: tmpl,
 		})
 	}
 	att := res.att

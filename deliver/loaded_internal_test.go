@@ -30,7 +30,7 @@ func TestLoadEventSharesDecodedEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first, second *cdc.Event
+	var first, second *event
 	err = q.db.View(func(tx *bolt.Tx) error {
 		events := tx.Bucket(bucketEvents)
 		var err error

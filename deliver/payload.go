@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -102,9 +103,24 @@ type body struct {
 	contentType string
 }
 
+// event is a stored event as webhooks deliver it. The webhooks of one
+// event share it, so its JSON body is built once (see spliced).
+type event struct {
+	*cdc.Event
+	json [2]atomic.Pointer[spliced] // by include_entity
+}
+
+// spliced is a JSON body and where the webhook's name sits in it: webhooks
+// with the plain JSON body send the same bytes but for their name.
+type spliced struct {
+	b       []byte // never changed: requests and attempts share it
+	at, end int
+}
+
 // encoder renders the request bodies of one webhook.
 type encoder struct {
 	name          string
+	quotedName    []byte // the name as a JSON string
 	method        string
 	contentType   string
 	includeEntity bool
@@ -112,7 +128,7 @@ type encoder struct {
 }
 
 func newEncoder(w *Webhook) (*encoder, error) {
-	e := &encoder{name: w.Name, method: w.Method, contentType: w.ContentType, includeEntity: w.IncludeEntity}
+	e := &encoder{name: w.Name, quotedName: appendJSONString(nil, w.Name), method: w.Method, contentType: w.ContentType, includeEntity: w.IncludeEntity}
 	if w.Template != "" {
 		t, err := parseTemplate(w.Template)
 		if err != nil {
@@ -131,13 +147,23 @@ func (e *encoder) ctype() string {
 }
 
 // encode renders the body of ev; GET requests have none.
-func (e *encoder) encode(ev *cdc.Event) (body, error) {
+func (e *encoder) encode(sev *event) (body, error) {
 	if e.method == "GET" {
 		return body{}, nil
 	}
+	ev := sev.Event
 	if e.tmpl != nil {
 		b, err := renderTemplate(e.tmpl, e.name, ev)
 		return body{b, e.ctype()}, err
+	}
+	shared := &sev.json[0]
+	if e.includeEntity {
+		shared = &sev.json[1]
+	}
+	if s := shared.Load(); s != nil && e.contentType != "form" {
+		b := make([]byte, 0, len(s.b)-(s.end-s.at)+len(e.quotedName))
+		b = append(append(append(b, s.b[:s.at]...), e.quotedName...), s.b[s.end:]...)
+		return body{b, e.ctype()}, nil
 	}
 	jb := jsonBody{
 		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action,
@@ -180,7 +206,8 @@ func (e *encoder) encode(ev *cdc.Event) (body, error) {
 		}
 		return body{[]byte(v.Encode()), e.ctype()}, nil
 	}
-	if b, ok := appendJSONBody(make([]byte, 0, 256+eventSize(ev)), &jb); ok {
+	if b, at, end, ok := appendJSONBody(make([]byte, 0, 256+eventSize(ev)), &jb); ok {
+		shared.Store(&spliced{b, at, end})
 		return body{b, e.ctype()}, nil
 	}
 	b, err := json.Marshal(jb)

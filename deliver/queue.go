@@ -117,8 +117,8 @@ type Queue struct {
 	userAgent string // walhook/<version>
 
 	in        chan commitItem
-	loaded    *lru.Cache[string, *cdc.Event] // events read back from the store, shared by the webhooks that load them
-	gate      eventGate                      // bounds the events in items not yet committed
+	loaded    *lru.Cache[string, *event] // events read back from the store, shared by the webhooks that load them
+	gate      eventGate                  // bounds the events in items not yet committed
 	durable   atomic.Uint64
 	health    atomic.Pointer[error]
 	closed    atomic.Bool
@@ -166,7 +166,7 @@ func Open(opts Options) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
-	loaded, err := lru.New[string, *cdc.Event](loadedEvents)
+	loaded, err := lru.New[string, *event](loadedEvents)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store: %w", err)

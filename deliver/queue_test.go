@@ -508,6 +508,36 @@ func TestWebhookAPI(t *testing.T) {
 	}
 }
 
+// TestChangedURL: requests copy a request made once per definition, so a
+// changed URL or method must reach the next request.
+func TestChangedURL(t *testing.T) {
+	t.Parallel()
+	rc := newReceiver(t, nil)
+	e := newEnv(t, []string{"api"})
+	if _, err := e.q.CreateWebhook(hook("api", rc.URL+"/a?x=1")); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, txOf(100, event(100, 0, 1, "a@x")))
+	waitFor(t, 10*time.Second, "the first delivery", func() bool { return rc.count() == 1 })
+	if _, err := e.q.UpdateWebhook("api", func(w *deliver.Webhook) error {
+		w.URL, w.Method = rc.URL+"/b?y=2", "GET"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, txOf(200, event(200, 0, 2, "b@x")))
+	waitFor(t, 10*time.Second, "the second delivery", func() bool { return rc.count() == 2 })
+	for i, want := range []received{{Method: "POST", Path: "/a", Query: "x=1"}, {Method: "GET", Path: "/b", Query: "y=2"}} {
+		r := rc.requests()[i]
+		if r.Method != want.Method || r.Path != want.Path || r.Query != want.Query {
+			t.Errorf("request %d: %s %s?%s, want %s %s?%s", i+1, r.Method, r.Path, r.Query, want.Method, want.Path, want.Query)
+		}
+		if (len(r.Body) > 0) != (want.Method == "POST") {
+			t.Errorf("request %d: %s with %d body bytes", i+1, r.Method, len(r.Body))
+		}
+	}
+}
+
 func TestAttemptRedactsSecrets(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t, nil)

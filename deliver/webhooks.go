@@ -376,7 +376,7 @@ func (q *Queue) Deliveries(name string, limit int, status string) ([]Delivery, e
 				NextAttemptAt: rec.Due, Attempts: rec.Attempts,
 			}
 			if ev, err := decodeEvent(events.Get([]byte(rec.EventID))); err == nil {
-				if body, err := enc.encode(ev); err == nil {
+				if body, err := enc.encode(&event{Event: ev}); err == nil {
 					d.Payload = body.data
 				}
 			}
@@ -455,7 +455,7 @@ func (q *Queue) Redeliver(id string) error {
 				return err
 			}
 		}
-		p = &pending{seq: nseq, rec: rec, ev: ev}
+		p = &pending{seq: nseq, rec: rec, ev: &event{Event: ev}}
 		return nil
 	})
 	if err != nil {

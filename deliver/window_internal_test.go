@@ -109,7 +109,7 @@ func BenchmarkEncodePayload(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := enc.encode(&ev); err != nil {
+		if _, err := enc.encode(&event{Event: &ev}); err != nil {
 			b.Fatal(err)
 		}
 	}
