@@ -498,11 +498,15 @@ func (q *Queue) applyUpdate(bk *txBuckets, u *update, stats []byte, doneAdded ma
 		return nil
 	}
 	b, _ := bk.queueOf(u.h, false)
-	if b == nil || b.Get(seqKey(u.seq)) == nil {
+	if b == nil {
+		return nil
+	}
+	cur, _, ok := bk.find(b, seqKey(u.seq))
+	if !ok {
 		return nil // deleted meanwhile
 	}
 	if pruned {
-		if err := b.Delete(seqKey(u.seq)); err != nil {
+		if err := cur.Delete(); err != nil {
 			return err
 		}
 		bk.deref(u.eventID)
@@ -542,7 +546,7 @@ func (q *Queue) prune(bk *txBuckets, h *hook, count int) (int, error) {
 		ids = append(ids, append([]byte(nil), id...))
 	}
 	for i, k := range keys {
-		if v := b.Get(k); v != nil {
+		if qc, v, ok := bk.find(b, k); ok {
 			id := string(ids[i])
 			if id == "" { // indexed before the index kept event ids
 				if rec, err := decodeRecord(v); err == nil {
@@ -552,12 +556,14 @@ func (q *Queue) prune(bk *txBuckets, h *hook, count int) (int, error) {
 			if id != "" {
 				bk.deref(id)
 			}
-			if err := b.Delete(k); err != nil {
+			if err := qc.Delete(); err != nil {
 				return 0, err
 			}
 		}
-		if err := d.Delete(k); err != nil {
-			return 0, err
+		if dc, _, ok := bk.find(d, k); ok {
+			if err := dc.Delete(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	return len(keys), nil
@@ -570,6 +576,28 @@ type txBuckets struct {
 	queue  map[*hook]*bolt.Bucket
 	done   map[*hook]*bolt.Bucket
 	derefs map[string]uint32 // references dropped per event, applied once at the end
+	cursor map[*bolt.Bucket]*bolt.Cursor
+}
+
+// find positions a cursor of b on key. A commit keeps one cursor per
+// bucket: Get and Delete make a new one each, and a new cursor allocates
+// its path through the tree again.
+func (c *txBuckets) find(b *bolt.Bucket, key []byte) (cur *bolt.Cursor, v []byte, ok bool) {
+	cur = c.cursorOf(b)
+	v, ok = seek(cur, key)
+	return cur, v, ok
+}
+
+func (c *txBuckets) cursorOf(b *bolt.Bucket) *bolt.Cursor {
+	cur := c.cursor[b]
+	if cur == nil {
+		if c.cursor == nil {
+			c.cursor = map[*bolt.Bucket]*bolt.Cursor{}
+		}
+		cur = b.Cursor()
+		c.cursor[b] = cur
+	}
+	return cur
 }
 
 // deref drops a reference to an event when the commit ends: the webhooks
@@ -584,7 +612,7 @@ func (c *txBuckets) deref(id string) {
 
 func (c *txBuckets) applyDerefs(events *bolt.Bucket) error {
 	for id, n := range c.derefs {
-		if err := derefEventN(events, id, n); err != nil {
+		if err := derefEventN(events, c.cursorOf(events), id, n); err != nil {
 			return err
 		}
 	}

@@ -90,21 +90,27 @@ func decodeJSONEvent(v []byte) (*cdc.Event, error) {
 }
 
 // derefEvent drops one reference to an event and deletes it with the last.
-func derefEvent(b *bolt.Bucket, id string) error { return derefEventN(b, id, 1) }
+func derefEvent(b *bolt.Bucket, id string) error { return derefEventN(b, b.Cursor(), id, 1) }
 
-// derefEventN drops n references at once.
-func derefEventN(b *bolt.Bucket, id string, n uint32) error {
-	v := b.Get([]byte(id))
-	if len(v) < 4 {
+// derefEventN drops n references at once; cur is a cursor of b.
+func derefEventN(b *bolt.Bucket, cur *bolt.Cursor, id string, n uint32) error {
+	v, ok := seek(cur, []byte(id))
+	if !ok || len(v) < 4 {
 		return nil
 	}
 	refs := binary.BigEndian.Uint32(v)
 	if refs <= n {
-		return b.Delete([]byte(id))
+		return cur.Delete()
 	}
 	nv := bytes.Clone(v)
 	binary.BigEndian.PutUint32(nv, refs-n)
 	return b.Put([]byte(id), nv)
+}
+
+// seek positions cur on key and reports whether key is there.
+func seek(cur *bolt.Cursor, key []byte) (v []byte, ok bool) {
+	k, v := cur.Seek(key)
+	return v, bytes.Equal(k, key)
 }
 
 // refEvent adds one reference to a stored event.
