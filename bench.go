@@ -61,23 +61,25 @@ type benchOptions struct {
 
 // benchResult is what walhook bench measured; -json prints it.
 type benchResult struct {
-	DecodeCeilingEPS float64 `json:"decode_ceiling_eps"`
-	HTTPCeilingRPS   float64 `json:"http_ceiling_rps"`   // with -concurrency workers, as one webhook
-	HTTPCeiling4RPS  float64 `json:"http_ceiling_4_rps"` // with -webhooks × -concurrency workers
-	E2EEPS           float64 `json:"e2e_eps"`
-	E2E4RPS          float64 `json:"e2e_4_webhooks_rps"`
-	E2ECPU           float64 `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
-	E2E4CPU          float64 `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
-	P50MS            float64 `json:"p50_ms"`
-	P99MS            float64 `json:"p99_ms"`
-	P999MS           float64 `json:"p999_ms"`
-	OfferedEPS       float64 `json:"latency_offered_eps"` // the load actually offered in the latency phase
-	PeakRSSMB        float64 `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
-	PeakAnonMB       float64 `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
-	Ratio            float64 `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
-	Ratio4           float64 `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
-	WriteEPS         float64 `json:"write_eps"`           // rows/s the bench wrote the workload at
-	BodyBytes        int     `json:"body_bytes"`          // of one request body
+	DecodeCeilingEPS float64   `json:"decode_ceiling_eps"`
+	HTTPCeilingRPS   float64   `json:"http_ceiling_rps"`   // with -concurrency workers, as one webhook: the mean of the runs just before and just after the 1-webhook phase
+	HTTPCeiling4RPS  float64   `json:"http_ceiling_4_rps"` // with -webhooks × -concurrency workers, around the other phase
+	HTTPCeilingRuns  []float64 `json:"http_ceiling_runs"`  // the four runs: before and after each end-to-end phase
+	E2EEPS           float64   `json:"e2e_eps"`            // from walhook's first 2xx to its last
+	E2E4RPS          float64   `json:"e2e_4_webhooks_rps"`
+	E2EFirstMS       float64   `json:"e2e_first_delivery_ms"`         // walhook's start → its first 2xx, in the 1-webhook phase
+	E2ECPU           float64   `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
+	E2E4CPU          float64   `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
+	P50MS            float64   `json:"p50_ms"`
+	P99MS            float64   `json:"p99_ms"`
+	P999MS           float64   `json:"p999_ms"`
+	OfferedEPS       float64   `json:"latency_offered_eps"` // the load actually offered in the latency phase
+	PeakRSSMB        float64   `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
+	PeakAnonMB       float64   `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
+	Ratio            float64   `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
+	Ratio4           float64   `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
+	WriteEPS         float64   `json:"write_eps"`           // rows/s the bench wrote the workload at
+	BodyBytes        int       `json:"body_bytes"`          // of one request body
 
 	BacklogN               int     `json:"backlog,omitempty"`
 	BacklogQueueEPS        float64 `json:"backlog_queue_eps,omitempty"` // deliveries/s queued with the receiver down
@@ -284,19 +286,29 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	}
 	b.dropSlot(ctx, decodeSlot)
 
+	// The machine's speed drifts (2-3× between runs here): each
+	// end-to-end phase is compared with the mean of HTTP ceilings measured
+	// just before and just after it.
+	b.logf("HTTP ceiling: %d workers", o.concurrency)
+	c1 := b.httpCeiling(ctx, o.concurrency, o.ceiling)
 	b.logf("walhook end to end, 1 webhook")
-	if res.E2EEPS, res.E2ECPU, err = b.endToEnd(ctx, "e2e1", e1Slot, 1, o.changes); err != nil {
+	var first time.Duration
+	if res.E2EEPS, first, res.E2ECPU, err = b.endToEnd(ctx, "e2e1", e1Slot, 1, o.changes); err != nil {
 		return nil, fmt.Errorf("end to end: %w", err)
 	}
+	res.E2EFirstMS = float64(first.Microseconds()) / 1000
+	b.logf("HTTP ceiling: %d and %d workers", o.concurrency, o.concurrency*o.webhooks)
+	c2 := b.httpCeiling(ctx, o.concurrency, o.ceiling)
+	c3 := b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
 	b.logf("walhook end to end, %d webhooks", o.webhooks)
-	if res.E2E4RPS, res.E2E4CPU, err = b.endToEnd(ctx, "e2e4", e4Slot, o.webhooks, o.changes); err != nil {
+	if res.E2E4RPS, _, res.E2E4CPU, err = b.endToEnd(ctx, "e2e4", e4Slot, o.webhooks, o.changes); err != nil {
 		return nil, fmt.Errorf("end to end, %d webhooks: %w", o.webhooks, err)
 	}
+	b.logf("HTTP ceiling: %d workers", o.concurrency*o.webhooks)
+	c4 := b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
+	res.HTTPCeilingRuns = []float64{c1, c2, c3, c4}
+	res.HTTPCeilingRPS, res.HTTPCeiling4RPS = (c1+c2)/2, (c3+c4)/2
 	res.BodyBytes = len(b.sample)
-
-	b.logf("HTTP ceiling: %d and %d workers", o.concurrency, o.concurrency*o.webhooks)
-	res.HTTPCeilingRPS = b.httpCeiling(ctx, o.concurrency, o.ceiling)
-	res.HTTPCeiling4RPS = b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
 
 	b.logf("latency at %d changes/s for %s", o.rate, o.duration)
 	if err := b.latencyPhase(ctx, res); err != nil {
@@ -702,9 +714,10 @@ func (b *bench) launch(ctx context.Context, phase, slot string, hooks []benchHoo
 }
 
 // endToEnd starts walhook on a slot holding want changes and returns the
-// deliveries per second until the last 2xx, timed from process start, and
-// walhook's CPU microseconds per delivery.
-func (b *bench) endToEnd(ctx context.Context, phase, slot string, webhooks, want int) (rate, cpuUS float64, err error) {
+// deliveries per second from its first 2xx to its last, the time from its
+// start to the first 2xx, and its CPU microseconds per delivery (start
+// included).
+func (b *bench) endToEnd(ctx context.Context, phase, slot string, webhooks, want int) (rate float64, first time.Duration, cpuUS float64, err error) {
 	var hooks []benchHook
 	for i := range webhooks {
 		hooks = append(hooks, benchHook{name: fmt.Sprintf("h%d", i+1), path: fmt.Sprintf("/h%d", i+1), timeoutMS: 10000, retryMode: "production"})
@@ -712,22 +725,26 @@ func (b *bench) endToEnd(ctx context.Context, phase, slot string, webhooks, want
 	start := time.Now()
 	p, err := b.launch(ctx, phase, slot, hooks, false)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	total := want * webhooks
 	err = b.waitReceived(ctx, p, total, time.Duration(total/200+60)*time.Second)
-	last := b.rc.lastAt()
+	firstAt, last := b.rc.firstAt(), b.rc.lastAt()
 	cpu := p.cpuSeconds()
 	b.peakRSS, b.peakAnon = max(b.peakRSS, p.rssMB()), max(b.peakAnon, p.anonMB())
 	p.stop()
 	b.dropSlot(ctx, slot)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	if s := b.rc.sampleBody(); s != nil && b.sample == nil {
 		b.sample = s
 	}
-	return float64(total) / last.Sub(start).Seconds(), cpu * 1e6 / float64(total), nil
+	rate = float64(total) / last.Sub(start).Seconds()
+	if last.After(firstAt) {
+		rate = float64(total-1) / last.Sub(firstAt).Seconds()
+	}
+	return rate, firstAt.Sub(start), cpu * 1e6 / float64(total), nil
 }
 
 // cpuSeconds is the user and system CPU time walhook used so far.
@@ -769,11 +786,13 @@ func (b *bench) waitReceived(ctx context.Context, p *walhookProc, n int, timeout
 
 // httpCeiling is the requests/s of a client set up like walhook's (a
 // keep-alive transport with as many idle connections as workers) sending
-// walhook's body with the same headers and signature to the same receiver.
+// walhook's body (or, before walhook ran, one of its shape and size) with
+// the same headers and signature to the same receiver, which does for
+// each what it does for walhook's.
 func (b *bench) httpCeiling(ctx context.Context, workers int, d time.Duration) float64 {
 	body := b.sample
 	if body == nil {
-		body = []byte(`{"data":"` + b.payload + `"}`)
+		body = b.bodyLike()
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = workers
@@ -1020,9 +1039,6 @@ func (rc *benchReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	if rc.delay > 0 {
 		time.Sleep(rc.delay)
 	}
-	if r.URL.Path == "/ceiling" {
-		return
-	}
 	now := time.Now()
 	key := r.Header.Get("X-Walhook-Webhook") + "/" + r.Header.Get("Webhook-Id")
 	rc.mu.Lock()
@@ -1046,6 +1062,17 @@ func (rc *benchReceiver) serve(w http.ResponseWriter, r *http.Request) {
 			rc.lat = append(rc.lat, now.Sub(v.OccurredAt))
 		}
 	}
+}
+
+// bodyLike is a body of the shape and size walhook sends for a bench row.
+func (b *bench) bodyLike() []byte {
+	now := time.Now().UTC()
+	body, _ := json.Marshal(map[string]any{
+		"id": "00000000016B3A80-00000003", "event": "bench.create", "entity": "bench", "action": "create",
+		"entity_id": "123456", "table": "public.bench", "occurred_at": now.Format(time.RFC3339Nano), "webhook": "h1",
+		"data": map[string]any{"id": 123456, "payload": b.payload},
+	})
+	return body
 }
 
 func (rc *benchReceiver) reset(recordLat bool) {
@@ -1159,10 +1186,17 @@ func printBench(w io.Writer, o benchOptions, r *benchResult) {
 	}
 	num := func(v float64, unit string) string { return fmt.Sprintf("%.0f %s", v, unit) }
 	row("decode ceiling (bare pglogrepl)", num(r.DecodeCeilingEPS, "rows/s"), "")
-	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency), num(r.HTTPCeilingRPS, "req/s"), "")
-	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency*o.webhooks), num(r.HTTPCeiling4RPS, "req/s"), "")
+	runs := func(i int) string {
+		if len(r.HTTPCeilingRuns) < i+2 {
+			return ""
+		}
+		return fmt.Sprintf("mean of %.0f before and %.0f after the phase below", r.HTTPCeilingRuns[i], r.HTTPCeilingRuns[i+1])
+	}
+	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency), num(r.HTTPCeilingRPS, "req/s"), runs(0))
 	row("walhook end to end, 1 webhook", num(r.E2EEPS, "events/s"),
 		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, check(r.Ratio >= 0.7)))
+	row("walhook start → first delivery", fmt.Sprintf("%.0f ms", r.E2EFirstMS), "not in the rate above: from the first 2xx to the last")
+	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency*o.webhooks), num(r.HTTPCeiling4RPS, "req/s"), runs(2))
 	row(fmt.Sprintf("walhook end to end, %d webhooks", o.webhooks), num(r.E2E4RPS, "req/s"),
 		fmt.Sprintf("%.2f × HTTP ceiling, target ≥ 0.7: %s", r.Ratio4, check(r.Ratio4 >= 0.7)))
 	row("walhook CPU per delivery", fmt.Sprintf("%.0f µs", r.E2ECPU), fmt.Sprintf("%.0f µs with %d webhooks", r.E2E4CPU, o.webhooks))
