@@ -115,6 +115,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.IntVar(&o.bigTx, "big-tx", 0, "rows of one big transaction (0: skip)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write walhook's CPU profile of each phase to FILE.<phase>")
 	fs.StringVar(&o.memprofile, "memprofile", "", "write walhook's heap profile at the peak of each phase to FILE.<phase>")
+	fs.StringVar(&o.exe, "exe", "", "the walhook binary to measure (default: this one), to compare builds under the same harness")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	serve := fs.String("serve", "", "internal: run walhook with this config, as bench's subprocess")
 	if err := parseFlags(fs, args); err != nil {
