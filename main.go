@@ -33,7 +33,16 @@ usage:
 -config defaults to $WALHOOK_CONFIG, else ./config.toml.
 `
 
+// gcPercent is walhook's GOGC unless the environment sets one. Each
+// delivery allocates about 12 KB around a live heap of a few tens of MB:
+// collecting at 200 % instead of 100 % cost about 20 MB of peak heap and
+// saved 5-10 % of the CPU per delivery (testdata/bench/2026-11-29-10-*).
+const gcPercent = 200
+
 func main() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
