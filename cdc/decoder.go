@@ -43,6 +43,7 @@ type decoder struct {
 	chunkSize int
 
 	inTx  bool
+	lastN int    // events in the last transaction: the next one's first guess
 	tx    *Tx    // the chunk being filled
 	index uint32 // of the next event, counted across the transaction's chunks
 	full  *Tx    // a full chunk waiting to be handed out
@@ -82,6 +83,11 @@ func (d *decoder) apply(walData []byte) error {
 		// final from the first change on.
 		d.inTx, d.index = true, 0
 		d.tx = &Tx{CommitLSN: uint64(m.FinalLSN), CommitTime: m.CommitTime.UTC()}
+		if d.lastN > 0 {
+			// Transactions of an application tend to be alike: sized
+			// once, the events are not copied as the slice grows.
+			d.tx.Events = make([]Event, 0, min(d.lastN, d.chunkSize))
+		}
 	case *pglogrepl.CommitMessage:
 		if !d.inTx {
 			return fmt.Errorf("commit at %s without begin", m.CommitLSN)
@@ -93,6 +99,7 @@ func (d *decoder) apply(walData []byte) error {
 		}
 		tx.EndLSN = uint64(m.TransactionEndLSN)
 		d.full = tx
+		d.lastN = int(d.index)
 	case *pglogrepl.InsertMessage:
 		return d.insert(m)
 	case *pglogrepl.UpdateMessage:

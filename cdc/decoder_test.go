@@ -2,8 +2,11 @@ package cdc
 
 import (
 	"encoding/binary"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 )
@@ -163,6 +166,20 @@ func BenchmarkDecodeInsert(b *testing.B) {
 		d.tx.Events = d.tx.Events[:0]
 		if _, err := d.decode(msg); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// EventID is formatted by hand: it must read as %016X-%08X does.
+func TestEventIDFormat(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cases := [][2]uint64{{0, 0}, {math.MaxUint64, math.MaxUint32}, {0x16B3A80, 3}, {0xABCDEF, 0x10}}
+	for range 1000 {
+		cases = append(cases, [2]uint64{rng.Uint64() >> rng.UintN(64), uint64(rng.Uint32() >> rng.UintN(32))})
+	}
+	for _, c := range cases {
+		if got, want := EventID(c[0], uint32(c[1])), fmt.Sprintf("%016X-%08X", c[0], c[1]); got != want {
+			t.Fatalf("EventID(%#x, %#x) = %q, want %q", c[0], c[1], got, want)
 		}
 	}
 }

@@ -5,7 +5,6 @@ package cdc
 
 import (
 	"context"
-	"fmt"
 	"time"
 )
 
@@ -55,7 +54,18 @@ func (e *Event) QualifiedTable() string { return e.Schema + "." + e.Table }
 // EventID formats the deterministic id of the index-th change of the
 // transaction that committed at commitLSN.
 func EventID(commitLSN uint64, index uint32) string {
-	return fmt.Sprintf("%016X-%08X", commitLSN, index)
+	const hex = "0123456789ABCDEF"
+	var b [16 + 1 + 8]byte
+	for i := 15; i >= 0; i-- {
+		b[i] = hex[commitLSN&0xF]
+		commitLSN >>= 4
+	}
+	b[16] = '-'
+	for i := 24; i > 16; i-- {
+		b[i] = hex[index&0xF]
+		index >>= 4
+	}
+	return string(b[:])
 }
 
 // Tx is one committed transaction's published changes, or a chunk of them.
