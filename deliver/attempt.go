@@ -183,7 +183,9 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 		return result{att: att}
 	}
 	kept := readKept(resp)
-	io.CopyN(io.Discard, resp.Body, drainResponse)
+	if resp.ContentLength != 0 && int64(len(kept)) != resp.ContentLength {
+		io.CopyN(io.Discard, resp.Body, drainResponse) // the rest, so the connection is reused
+	}
 	resp.Body.Close()
 	att.Duration = time.Since(start)
 	att.Status = resp.StatusCode

@@ -3,12 +3,16 @@ package deliver_test
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -505,6 +509,46 @@ func TestWebhookAPI(t *testing.T) {
 	}
 	if _, ok := e.q.Webhook("api"); ok {
 		t.Error("deleted webhook still there")
+	}
+}
+
+// TestKeepAlive: whatever the receiver answers (nothing, a short body, a
+// body longer than what an attempt keeps, a chunked one), connections are
+// reused: a webhook opens no more than its workers.
+func TestKeepAlive(t *testing.T) {
+	t.Parallel()
+	for name, answer := range map[string]func(http.ResponseWriter){
+		"empty":   func(http.ResponseWriter) {},
+		"short":   func(w http.ResponseWriter) { io.WriteString(w, "ok") },
+		"long":    func(w http.ResponseWriter) { io.WriteString(w, strings.Repeat("x", 10<<10)) },
+		"chunked": func(w http.ResponseWriter) { io.WriteString(w, "a"); w.(http.Flusher).Flush(); io.WriteString(w, "b") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			var conns, reqs atomic.Int64
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				io.Copy(io.Discard, r.Body)
+				answer(w)
+				reqs.Add(1)
+			}))
+			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+				if s == http.StateNew {
+					conns.Add(1)
+				}
+			}
+			srv.Start()
+			defer srv.Close()
+			e := newEnv(t, []string{"h"})
+			e.setHooks(t, hook("h", srv.URL))
+			const n = 60
+			for i := range n {
+				e.write(t, txOf(uint64(100+i), event(uint64(100+i), 0, int64(i), "a@x")))
+			}
+			waitFor(t, 20*time.Second, "the deliveries", func() bool { return e.q.Stats("h").SuccessfulCalls == n })
+			if c := conns.Load(); c > int64(e.opts.Concurrency) || reqs.Load() != n {
+				t.Errorf("%d requests over %d connections; want %d over at most %d", reqs.Load(), c, n, e.opts.Concurrency)
+			}
+		})
 	}
 }
 
