@@ -514,7 +514,7 @@ func TestWebhookAPI(t *testing.T) {
 
 // TestKeepAlive: whatever the receiver answers (nothing, a short body, a
 // body longer than what an attempt keeps, a chunked one), connections are
-// reused: a webhook opens no more than its workers.
+// reused: a webhook opens about as many as it has workers.
 func TestKeepAlive(t *testing.T) {
 	t.Parallel()
 	for name, answer := range map[string]func(http.ResponseWriter){
@@ -545,8 +545,11 @@ func TestKeepAlive(t *testing.T) {
 				e.write(t, txOf(uint64(100+i), event(uint64(100+i), 0, int64(i), "a@x")))
 			}
 			waitFor(t, 20*time.Second, "the deliveries", func() bool { return e.q.Stats("h").SuccessfulCalls == n })
-			if c := conns.Load(); c > int64(e.opts.Concurrency) || reqs.Load() != n {
-				t.Errorf("%d requests over %d connections; want %d over at most %d", reqs.Load(), c, n, e.opts.Concurrency)
+			// A worker that finds no idle connection dials, and the
+			// transport may hand it one freed meanwhile: a few more
+			// connections than workers are normal, one per request is not.
+			if c, most := conns.Load(), int64(2*e.opts.Concurrency); c > most || reqs.Load() != n {
+				t.Errorf("%d requests over %d connections; want %d over at most %d", reqs.Load(), c, n, most)
 			}
 		})
 	}
