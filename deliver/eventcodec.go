@@ -242,16 +242,27 @@ func (r *eventReader) event() *cdc.Event {
 	return ev
 }
 
-func (r *eventReader) strings() []string {
-	n := r.uvarint()
-	if n == 0 || r.err != nil {
-		return nil
+// count reads the length of a list or map, written plus one so that nil
+// (0) and empty (1) stay apart; ok is false for nil and after an error.
+// Every item takes a byte at least, so a count beyond the bytes left fails.
+func (r *eventReader) count() (n int, ok bool) {
+	v := r.uvarint()
+	if v == 0 || r.err != nil {
+		return 0, false
 	}
-	if n-1 > uint64(len(r.b)) { // every string takes at least a byte
+	if v-1 > uint64(len(r.b)) {
 		r.fail(errTruncated)
+		return 0, false
+	}
+	return int(v - 1), true
+}
+
+func (r *eventReader) strings() []string {
+	n, ok := r.count()
+	if !ok {
 		return nil
 	}
-	ss := make([]string, n-1)
+	ss := make([]string, n)
 	for i := range ss {
 		ss[i] = r.name()
 	}
@@ -259,16 +270,12 @@ func (r *eventReader) strings() []string {
 }
 
 func (r *eventReader) valueMap() map[string]any {
-	n := r.uvarint()
-	if n == 0 || r.err != nil {
+	n, ok := r.count()
+	if !ok {
 		return nil
 	}
-	if n-1 > uint64(len(r.b)) {
-		r.fail(errTruncated)
-		return nil
-	}
-	m := make(map[string]any, n-1)
-	for range n - 1 {
+	m := make(map[string]any, n)
+	for range n {
 		k := r.name()
 		m[k] = r.value()
 		if r.err != nil {

@@ -144,29 +144,22 @@ func (r *eventReader) attempt() Attempt {
 
 // header reads appendHeader's form; the names are interned, the values not.
 func (r *eventReader) header() http.Header {
-	n := r.uvarint()
-	if n == 0 || r.err != nil {
+	n, ok := r.count()
+	if !ok {
 		return nil
 	}
-	if n-1 > uint64(len(r.b)) {
-		r.fail(errTruncated)
-		return nil
-	}
-	h := make(http.Header, n-1)
-	for range n - 1 {
+	h := make(http.Header, n)
+	for range n {
 		k := r.name()
-		m := r.uvarint()
-		if m > uint64(len(r.b))+1 {
-			r.fail(errTruncated)
-		}
+		m, ok := r.count()
 		if r.err != nil {
 			return nil
 		}
-		if m == 0 {
+		if !ok {
 			h[k] = nil
 			continue
 		}
-		vs := make([]string, m-1)
+		vs := make([]string, m)
 		for i := range vs {
 			vs[i] = r.string()
 		}
