@@ -24,6 +24,8 @@ func (s *Server) routeAPI() {
 	s.handleFunc("GET /api/webhooks/{name}", s.getWebhook)
 	s.handleFunc("PATCH /api/webhooks/{name}", s.patchWebhook)
 	s.handleFunc("DELETE /api/webhooks/{name}", s.deleteWebhook)
+	s.handleFunc("POST /api/webhooks/{name}/activate", s.setActive(true))
+	s.handleFunc("POST /api/webhooks/{name}/deactivate", s.setActive(false))
 	s.handleFunc("POST /api/webhooks/{name}/test", s.testWebhook)
 	s.handleFunc("GET /api/webhooks/{name}/deliveries", s.listDeliveries)
 	s.handleFunc("POST /api/webhooks/{name}/recover", s.recoverDeliveries)
@@ -102,6 +104,22 @@ func (s *Server) patchWebhook(w http.ResponseWriter, r *http.Request) {
 	out := showWebhook(hook, s.opts.Queue.Stats(name))
 	out.Secret = generated
 	writeJSON(w, http.StatusOK, out)
+}
+
+// setActive switches a webhook on or off, config-defined ones included:
+// the switch an operator reaches for when a receiver misbehaves, and the
+// way back for a config webhook a 410 Gone switched off.
+func (s *Server) setActive(active bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("name")
+		hook, err := s.opts.Queue.SetActive(name, active)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		s.opts.Logger.Info("webhook switched through the API", "webhook", name, "active", active)
+		writeJSON(w, http.StatusOK, showWebhook(hook, s.opts.Queue.Stats(name)))
+	}
 }
 
 func (s *Server) deleteWebhook(w http.ResponseWriter, r *http.Request) {
@@ -387,6 +405,9 @@ func writeErr(w http.ResponseWriter, err error) {
 	case errors.Is(err, deliver.ErrReadOnly):
 		status = http.StatusConflict
 		err = fmt.Errorf("%w: change config.toml and send walhook SIGHUP", err)
+	case errors.Is(err, deliver.ErrOffInFile):
+		status = http.StatusConflict
+		err = fmt.Errorf("%w: set active = true there and send walhook SIGHUP", err)
 	}
 	writeError(w, status, "%v", err)
 }

@@ -233,6 +233,93 @@ func TestConfigWebhooksAreReadOnly(t *testing.T) {
 	}
 }
 
+// TestActivateDeactivate: the switch works on config webhooks too, kept in
+// the store across restarts; it brings back a config webhook a 410 switched
+// off, but does not override active = false in the file.
+func TestActivateDeactivate(t *testing.T) {
+	e := newEnv(t)
+	rc := newReceiver(t, func(n int) int {
+		if n == 1 {
+			return http.StatusGone
+		}
+		return http.StatusOK
+	})
+	var hook deliver.Webhook
+	deliver.ApplyDefaults(&hook)
+	hook.Name, hook.URL, hook.Events = "cfg", rc.URL, []string{"*"}
+	setConfig := func(active bool) {
+		t.Helper()
+		h := hook
+		h.Active = active
+		if err := e.q.SetConfigWebhooks([]deliver.Webhook{h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	active := func() bool {
+		var got webhook
+		e.mustDo(200, "GET", "/api/webhooks/cfg", "").json(t, &got)
+		return got.Active
+	}
+	setConfig(true)
+
+	// The receiver answers 410: the webhook switches itself off, and
+	// reloading the same config does not switch it on again.
+	e.write(100, 1)
+	waitFor(t, "the 410 to switch the webhook off", func() bool { return !active() })
+	setConfig(true)
+	if active() {
+		t.Fatal("reloading the config switched the 410'd webhook on")
+	}
+	var got webhook
+	e.mustDo(200, "POST", "/api/webhooks/cfg/activate", "").json(t, &got)
+	if !got.Active || got.Source != "config" {
+		t.Fatalf("after activate: %+v", got)
+	}
+	setConfig(true)
+	if !active() {
+		t.Fatal("a reload after activate switched the webhook off again")
+	}
+	e.write(200, 2)
+	waitFor(t, "the delivery after activate", func() bool { return rc.count() == 2 })
+
+	// Off through the API: nothing more goes out, across a restart and a
+	// reload of the same config.
+	e.mustDo(200, "POST", "/api/webhooks/cfg/deactivate", "").json(t, &got)
+	if got.Active {
+		t.Fatalf("after deactivate: %+v", got)
+	}
+	e.reopen()
+	setConfig(true)
+	if active() {
+		t.Fatal("the switch did not survive a restart")
+	}
+	e.write(300, 3)
+	e.mustDo(200, "POST", "/api/webhooks/cfg/activate", "")
+	e.write(400, 4)
+	waitFor(t, "the delivery after the restart", func() bool { return rc.count() == 3 })
+	if _, body := rc.last(t); !strings.Contains(body, `"id":4`) {
+		t.Errorf("the webhook got the event written while it was off: %s", body)
+	}
+
+	// The file's active = false wins.
+	setConfig(false)
+	r := e.do("POST", "/api/webhooks/cfg/activate", "")
+	if msg := r.errorText(t); r.status != 409 || !strings.Contains(msg, "active = false") {
+		t.Errorf("activate against the file: %d %q, want 409 naming active = false", r.status, msg)
+	}
+	if active() {
+		t.Error("the refused activate switched the webhook on")
+	}
+
+	// API webhooks switch the same way; unknown names are 404.
+	e.mustDo(201, "POST", "/api/webhooks", fmt.Sprintf(`{"name": "api", "url": %q, "events": ["*"]}`, rc.URL))
+	e.mustDo(200, "POST", "/api/webhooks/api/deactivate", "").json(t, &got)
+	if got.Active || got.Source != "api" {
+		t.Errorf("API webhook after deactivate: %+v", got)
+	}
+	e.mustDo(404, "POST", "/api/webhooks/nope/activate", "")
+}
+
 func TestTestReportsFailures(t *testing.T) {
 	e := newEnv(t)
 	failing := newReceiver(t, func(int) int { return 503 })

@@ -25,6 +25,7 @@ type Queue interface {
 	Stats(name string) deliver.Stats
 	CreateWebhook(w deliver.Webhook) (deliver.Webhook, error)
 	UpdateWebhook(name string, patch func(*deliver.Webhook) error) (deliver.Webhook, error)
+	SetActive(name string, active bool) (deliver.Webhook, error)
 	DeleteWebhook(name string) error
 	Test(ctx context.Context, name string) (deliver.Attempt, error)
 	Deliveries(name string, limit int, status string) ([]deliver.Delivery, error)

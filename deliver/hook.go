@@ -83,6 +83,8 @@ type hook struct {
 
 	doneCount int // completed deliveries in the retention index; committer only
 
+	fileActive bool // of a config webhook: active as the file sets it (w.Active may be switched off in the store)
+
 	log    *logFile
 	stat   hookMetrics
 	client *http.Client // the webhook's own keep-alive pool
@@ -109,11 +111,13 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 		names:    newHeaderNames(w.HeaderPrefix),
 		tmpl:     requestTemplate(&w),
 		entities: map[entityKey][]*pending{},
-		nextLoad: 1,
-		diskMore: true,
-		wake:     make(chan struct{}, 1),
-		work:     make(chan *pending),
-		client:   q.hookClient(),
+
+		fileActive: w.Active,
+		nextLoad:   1,
+		diskMore:   true,
+		wake:       make(chan struct{}, 1),
+		work:       make(chan *pending),
+		client:     q.hookClient(),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.reqCtx, h.abort = context.WithCancel(context.Background())

@@ -25,9 +25,10 @@ import (
 
 // Sentinel errors of the webhook operations.
 var (
-	ErrExists   = errors.New("webhook exists")
-	ErrNotFound = errors.New("not found")
-	ErrReadOnly = errors.New("webhook is defined in the config file")
+	ErrExists    = errors.New("webhook exists")
+	ErrNotFound  = errors.New("not found")
+	ErrReadOnly  = errors.New("webhook is defined in the config file")
+	ErrOffInFile = errors.New("the config file sets active = false")
 )
 
 // errClosed is returned by operations on a closed Queue.

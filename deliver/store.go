@@ -23,7 +23,7 @@ import (
 var (
 	bucketEvents   = []byte("events")   // event id → refcount (4 bytes) + cdc.Event (eventcodec.go)
 	bucketWebhooks = []byte("webhooks") // name → JSON Webhook (source api)
-	bucketActive   = []byte("active")   // name → JSON activeOverride (config webhooks switched off by a 410)
+	bucketActive   = []byte("active")   // name → JSON activeOverride (config webhooks switched off by a 410 or the admin API)
 	bucketStats    = []byte("stats")    // name → JSON callStats
 	bucketMeta     = []byte("meta")
 	keyDurable     = []byte("durable_lsn")
@@ -136,8 +136,9 @@ type callStats struct {
 	LastAttemptAt   time.Time `json:"last_attempt_at"`
 }
 
-// activeOverride records that a config webhook was switched off by a 410;
-// it holds until the webhook's URL changes in the config.
+// activeOverride records that a config webhook was switched off by a 410
+// or through the admin API; it holds until the webhook's URL changes in the
+// config, or the admin API switches it on.
 type activeOverride struct {
 	Active bool   `json:"active"`
 	URL    string `json:"url"`

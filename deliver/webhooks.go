@@ -61,6 +61,7 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 	q.mu.Unlock()
 
 	for h, w := range update {
+		fileActive := w.Active
 		if err := q.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketActive)
 			if v := b.Get([]byte(w.Name)); v != nil {
@@ -75,6 +76,9 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 		}); err != nil {
 			return fmt.Errorf("webhook %q: %w", w.Name, err)
 		}
+		h.mu.Lock()
+		h.fileActive = fileActive
+		h.mu.Unlock()
 		if err := h.setWebhook(w); err != nil {
 			return fmt.Errorf("webhook %q: %w", w.Name, err)
 		}
@@ -273,6 +277,51 @@ func (q *Queue) DeleteWebhook(name string) error {
 	}
 	q.changed()
 	return nil
+}
+
+// SetActive switches a webhook on or off from the admin API. An API
+// webhook changes as through UpdateWebhook. A config webhook keeps the
+// switch in the store, as after a 410 Gone, until its URL changes in the
+// file: switching it on clears that, and so brings back a webhook a 410
+// switched off; it cannot override active = false in the file
+// (ErrOffInFile).
+func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
+	q.admin.Lock()
+	h := q.hook(name)
+	if h == nil {
+		q.admin.Unlock()
+		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	if h.webhook().Source == SourceAPI {
+		q.admin.Unlock()
+		return q.UpdateWebhook(name, func(w *Webhook) error { w.Active = active; return nil })
+	}
+	defer q.admin.Unlock()
+	h.mu.Lock()
+	fileActive, url := h.fileActive, h.w.URL
+	h.mu.Unlock()
+	if active && !fileActive {
+		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrOffInFile)
+	}
+	err := q.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketActive)
+		if active {
+			return b.Delete([]byte(name))
+		}
+		v, _ := json.Marshal(activeOverride{Active: false, URL: url})
+		return b.Put([]byte(name), v)
+	})
+	if err != nil {
+		return Webhook{}, fmt.Errorf("webhook %q: %w", name, err)
+	}
+	h.mu.Lock()
+	h.w.Active = active
+	w := h.w.clone()
+	h.mu.Unlock()
+	h.active.Store(active)
+	h.poke()
+	q.changed()
+	return w.redacted(), nil
 }
 
 // switchOff persists active=false after a 410 Gone. For a config webhook

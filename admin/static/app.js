@@ -58,7 +58,7 @@ const rowActions = {
   },
   async toggle(tr, name, input) {
     try {
-      await api("PATCH", hookPath(name), { active: input.checked });
+      await api("POST", hookPath(name) + (input.checked ? "/activate" : "/deactivate"));
     } finally {
       await refreshRow(tr);
     }
