@@ -268,7 +268,7 @@ func (h *hook) refillLocked() {
 		if b == nil {
 			return nil
 		}
-		events := tx.Bucket(bucketEvents)
+		events := tx.Bucket(bucketEvents).Cursor()
 		c := b.Cursor()
 		for k, v := c.Seek(seqKey(h.nextLoad)); k != nil; k, v = c.Next() {
 			if h.inWindow+len(loaded) >= windowSize {
@@ -305,19 +305,27 @@ func (h *hook) refillLocked() {
 	h.diskMore = !exhausted
 }
 
-// loadEvent reads a stored event. Webhooks that want the same events load
-// them at about the same time, so the first one decodes each event and the
-// others share it: events are never changed once decoded.
-func (q *Queue) loadEvent(events *bolt.Bucket, id string) (*event, error) {
+// loadEvent reads a stored event with a cursor of the events bucket.
+// Webhooks that want the same events load them at about the same time, so
+// the first one decodes each event and the others share it: events are
+// never changed once decoded. An event only one delivery still refers to
+// is not kept for sharing.
+func (q *Queue) loadEvent(events *bolt.Cursor, id string) (*event, error) {
 	if ev, ok := q.loaded.Get(id); ok {
 		return ev, nil
 	}
-	ev, err := decodeEvent(events.Get([]byte(id)))
+	v, found := seek(events, []byte(id))
+	if !found {
+		return nil, fmt.Errorf("event %s: not stored", id)
+	}
+	ev, err := decodeEvent(v)
 	if err != nil {
 		return nil, err
 	}
 	sev := &event{Event: ev}
-	q.loaded.Add(id, sev)
+	if binary.BigEndian.Uint32(v) > 1 {
+		q.loaded.Add(id, sev)
+	}
 	return sev, nil
 }
 
