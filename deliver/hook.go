@@ -66,20 +66,21 @@ type hook struct {
 	active  atomic.Bool
 	deleted atomic.Bool
 
-	mu       sync.Mutex
-	w        Webhook
-	enc      *encoder
-	signer   *Signer
-	names    *headerNames
-	tmpl     *http.Request // the method and parsed URL every request copies; nil if the URL does not parse
-	stats    callStats
-	queued   int
-	failedN  int
-	entities map[entityKey][]*pending // per entity, in commit order; the head may be in flight
-	ready    readyHeap
-	inWindow int
-	nextLoad uint64 // first sequence not yet considered for the window
-	diskMore bool   // pending deliveries may wait on disk beyond the window
+	mu              sync.Mutex
+	w               Webhook
+	enc             *encoder
+	signer          *Signer
+	names           *headerNames
+	tmpl            *http.Request // the method and parsed URL every request copies; nil if the URL does not parse
+	stats           callStats
+	queued          int
+	failedN         int
+	entities        map[entityKey][]*pending // per entity, in commit order; the head may be in flight
+	ready           readyHeap
+	inWindow        int
+	nextLoad        uint64 // first sequence not yet considered for the window
+	diskMore        bool   // pending deliveries may wait on disk beyond the window
+	queuedMeanwhile bool   // enqueue left deliveries on disk while a refill read it
 
 	doneCount int // completed deliveries in the retention index; committer only
 
@@ -163,9 +164,7 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 	}
 	h.stat = q.metrics.forHook(w.Name)
 	h.stat.depth.Set(float64(h.queued))
-	h.mu.Lock()
-	h.refillLocked()
-	h.mu.Unlock()
+	h.refill()
 	h.wg.Add(1 + q.opts.Concurrency)
 	go h.schedule()
 	for range q.opts.Concurrency {
@@ -234,9 +233,9 @@ func (h *hook) enqueue(ps []*pending) {
 			h.nextLoad = p.seq + 1
 		default:
 			h.diskMore = true
+			h.queuedMeanwhile = true
 		}
 	}
-	h.refillLocked()
 	q := h.queued
 	h.mu.Unlock()
 	h.stat.depth.Set(float64(q))
@@ -254,14 +253,26 @@ func (h *hook) addLocked(p *pending) {
 	h.inWindow++
 }
 
-// refillLocked loads pending deliveries from disk once the window has
-// drained to half.
-func (h *hook) refillLocked() {
-	if !h.diskMore || h.inWindow > windowSize/2 {
+// refillDueLocked reports whether the window has drained to half while
+// pending deliveries wait on disk.
+func (h *hook) refillDueLocked() bool { return h.diskMore && h.inWindow <= windowSize/2 }
+
+// refill loads pending deliveries from disk into the window when it is
+// due. It reads the store without holding h.mu, so that workers finishing
+// deliveries meanwhile do not wait on it. Only the scheduler calls it (and
+// newHook, before the scheduler starts): one refill at a time.
+func (h *hook) refill() {
+	h.mu.Lock()
+	if !h.refillDueLocked() {
+		h.mu.Unlock()
 		return
 	}
+	from, room := h.nextLoad, windowSize-h.inWindow
+	h.queuedMeanwhile = false
+	h.mu.Unlock()
+
 	var loaded []*pending
-	last := h.nextLoad - 1
+	last := from - 1
 	exhausted := true
 	err := h.q.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(queueBucket(h.name))
@@ -270,8 +281,8 @@ func (h *hook) refillLocked() {
 		}
 		events := tx.Bucket(bucketEvents).Cursor()
 		c := b.Cursor()
-		for k, v := c.Seek(seqKey(h.nextLoad)); k != nil; k, v = c.Next() {
-			if h.inWindow+len(loaded) >= windowSize {
+		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
+			if len(loaded) >= room {
 				exhausted = false
 				break
 			}
@@ -294,6 +305,8 @@ func (h *hook) refillLocked() {
 		}
 		return nil
 	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if err != nil {
 		h.q.log.Error("load pending deliveries", "webhook", h.name, "err", err)
 		return
@@ -301,8 +314,10 @@ func (h *hook) refillLocked() {
 	for _, p := range loaded {
 		h.addLocked(p)
 	}
+	// nextLoad and diskMore are the refill's alone while it runs: enqueue
+	// leaves deliveries on disk while diskMore is set, and says so.
 	h.nextLoad = last + 1
-	h.diskMore = !exhausted
+	h.diskMore = !exhausted || h.queuedMeanwhile
 }
 
 // loadEvent reads a stored event with a cursor of the events bucket.
@@ -350,6 +365,11 @@ func (h *hook) schedule() {
 		var next *pending
 		wait := time.Duration(-1)
 		h.mu.Lock()
+		if h.refillDueLocked() {
+			h.mu.Unlock()
+			h.refill()
+			h.mu.Lock()
+		}
 		if h.active.Load() && h.ready.Len() > 0 {
 			if d := time.Until(h.ready[0].due); d <= 0 {
 				next = heap.Pop(&h.ready).(*pending)
@@ -536,7 +556,9 @@ func (h *hook) completeLocked(p *pending) {
 		heap.Push(&h.ready, list[0])
 	}
 	h.inWindow--
-	h.refillLocked()
+	if h.refillDueLocked() {
+		h.poke() // the scheduler refills
+	}
 }
 
 func (h *hook) deliveryLocked(seq uint64, rec *record) Delivery {
