@@ -275,6 +275,9 @@ func (h *hook) refill() {
 	last := from - 1
 	exhausted := true
 	err := h.q.db.View(func(tx *bolt.Tx) error {
+		if h.q.duringRefill != nil {
+			h.q.duringRefill()
+		}
 		b := tx.Bucket(queueBucket(h.name))
 		if b == nil {
 			return nil

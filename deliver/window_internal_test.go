@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -143,6 +144,89 @@ func TestCommitFailureRetried(t *testing.T) {
 	for q.Durable() != 11 || q.Healthy() != nil || q.Stats("h").SuccessfulCalls != 1 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after recovery: Durable %d, Healthy %v, stats %+v", q.Durable(), q.Healthy(), q.Stats("h"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Writes keep coming while the window drains and refills from disk: every
+// delivery arrives, none is left behind on disk when the writes stop.
+func TestWritesWhileRefilling(t *testing.T) {
+	const txs, per = 60, 100
+	var mu sync.Mutex
+	seen := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.Header.Get("Webhook-Id")]++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	q := openWith(t, t.TempDir(), srv.URL, []string{"h"}, func(o *Options) { o.Concurrency = 8 })
+	for i := range txs {
+		tx := &cdc.Tx{CommitLSN: uint64(i + 1), EndLSN: uint64(i + 2), CommitTime: time.Now()}
+		for j := range per {
+			tx.Events = append(tx.Events, cdc.Event{
+				ID: cdc.EventID(uint64(i+1), uint32(j)), Schema: "public", Table: "t", Action: cdc.ActionCreate,
+				Data: map[string]any{"id": int64(i*per + j)}, Entity: "t", EntityID: fmt.Sprint(i*per + j),
+			})
+		}
+		if err := q.Write(t.Context(), tx); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			time.Sleep(5 * time.Millisecond) // let the window drain between bursts
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for q.Stats("h").SuccessfulCalls < txs*per {
+		if time.Now().After(deadline) {
+			st := q.Stats("h")
+			t.Fatalf("%d of %d delivered, %d still queued", st.SuccessfulCalls, txs*per, st.Queued)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != txs*per {
+		t.Errorf("%d distinct events arrived, want %d", len(seen), txs*per)
+	}
+}
+
+// A delivery committed while a refill reads the store is not in what the
+// refill reads; it must not be left on disk when the refill ends.
+func TestEnqueuedDuringRefill(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	q := openWith(t, t.TempDir(), srv.URL, []string{"h"}, nil)
+	write := func(lsn uint64) {
+		tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: time.Now(), Events: []cdc.Event{{
+			ID: cdc.EventID(lsn, 0), Schema: "public", Table: "t", Action: cdc.ActionCreate, Entity: "t", EntityID: fmt.Sprint(lsn),
+		}}}
+		if err := q.Write(t.Context(), tx); err != nil {
+			t.Error(err)
+		}
+	}
+	h := q.hook("h")
+	var once sync.Once
+	q.duringRefill = func() {
+		once.Do(func() {
+			write(20)
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+				if q.Stats("h").Queued == 1 {
+					return // enqueued, and left on disk: the refill is on
+				}
+			}
+			t.Error("the write was not enqueued during the refill")
+		})
+	}
+	h.mu.Lock()
+	h.diskMore = true // as when a backlog waits: the scheduler refills
+	h.mu.Unlock()
+	h.poke()
+	deadline := time.Now().Add(10 * time.Second)
+	for q.Stats("h").SuccessfulCalls != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the delivery committed during the refill was not sent: %+v", q.Stats("h"))
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
