@@ -35,9 +35,9 @@ usage:
 
 // gcPercent is walhook's GOGC unless the environment sets one. Each
 // delivery allocates about 12 KB around a live heap of a few tens of MB:
-// collecting at 200 % instead of 100 % saved about 10 % (4-17 %) of the CPU per
-// delivery, for 20-60 MB more peak heap (testdata/bench/2026-11-29-13-gogc.txt
-// and -15-bigtx-1m.txt).
+// collecting at 200 % instead of 100 % saved about 10 % (4-17 %) of the
+// CPU per delivery, for 20-60 MB more peak heap
+// (testdata/bench/2026-11-29-13-gogc.txt and -15-bigtx-1m.txt).
 const gcPercent = 200
 
 func main() {
