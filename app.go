@@ -58,10 +58,9 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	a := &App{logger: opts.Logger, cfg: cfg}
-	a.notifier = deliver.NewNotifier(deliver.NotifierOptions{
-		Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password,
-		From: cfg.SMTP.From, StartTLS: cfg.SMTP.StartTLS, AdminURL: adminURL(*cfg.Admin.Listen), Logger: opts.Logger,
-	})
+	nopts := cfg.SMTPOptions()
+	nopts.AdminURL, nopts.Logger = adminURL(*cfg.Admin.Listen), opts.Logger
+	a.notifier = deliver.NewNotifier(nopts)
 	q, err := deliver.Open(deliver.Options{
 		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
 		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,
@@ -172,10 +171,7 @@ func (a *App) Reload(cfg *Config) error {
 	if err := a.queue.SetConfigWebhooks(cfg.DeliverWebhooks()); err != nil {
 		return err
 	}
-	a.notifier.SetOptions(deliver.NotifierOptions{
-		Host: cfg.SMTP.Host, Port: cfg.SMTP.Port, Username: cfg.SMTP.Username, Password: cfg.SMTP.Password,
-		From: cfg.SMTP.From, StartTLS: cfg.SMTP.StartTLS,
-	})
+	a.notifier.SetOptions(cfg.SMTPOptions())
 	return nil
 }
 

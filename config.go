@@ -309,6 +309,12 @@ func (c *Config) rules() []matcher.Rule {
 	return out
 }
 
+// SMTPOptions are the [smtp] settings as the Notifier takes them.
+func (c *Config) SMTPOptions() deliver.NotifierOptions {
+	s := c.SMTP
+	return deliver.NotifierOptions{Host: s.Host, Port: s.Port, Username: s.Username, Password: s.Password, From: s.From, StartTLS: s.StartTLS}
+}
+
 // DeliverWebhooks converts every [[webhook]] into deliver.Webhook.
 func (c *Config) DeliverWebhooks() []deliver.Webhook {
 	out := make([]deliver.Webhook, 0, len(c.Webhooks))

@@ -31,7 +31,7 @@ type request struct {
 	attempt                        int
 	client                         *http.Client  // nil: the queue's
 	names                          *headerNames  // nil: made from the webhook's prefix
-	tmpl                           *http.Request // nil: made from the webhook's method and URL
+	tmpl                           *http.Request // nil: made from the webhook's method and URL (requestTemplate)
 }
 
 // headerNames are the canonical names of a webhook's prefixed headers,
@@ -50,12 +50,8 @@ func newHeaderNames(prefix string) *headerNames {
 
 // requestTemplate is a request with the webhook's method and URL, parsed
 // once: each attempt copies it (WithContext) instead of parsing the URL.
-func requestTemplate(w *Webhook) *http.Request {
-	req, err := http.NewRequest(w.Method, w.URL, nil)
-	if err != nil {
-		return nil // each attempt reports the error
-	}
-	return req
+func requestTemplate(w *Webhook) (*http.Request, error) {
+	return http.NewRequest(w.Method, w.URL, nil)
 }
 
 // hookClient gives a webhook its own keep-alive pool, as many idle
@@ -84,30 +80,25 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	att := Attempt{N: r.attempt, At: start.UTC()}
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
-	var req *http.Request
-	if r.tmpl == nil {
-		var rd io.Reader
-		if w.Method != "GET" {
-			rd = bytes.NewReader(r.body.data)
-		}
+	tmpl := r.tmpl
+	if tmpl == nil {
 		var err error
-		if req, err = http.NewRequestWithContext(ctx, w.Method, w.URL, rd); err != nil {
+		if tmpl, err = requestTemplate(w); err != nil {
 			att.Error = err.Error()
 			return result{att: att}
 		}
-	} else {
-		// What NewRequestWithContext makes of a bytes.Reader. GetBody
-		// lets the transport send again on a fresh connection when a
-		// reused one died before the request was written.
-		req = r.tmpl.WithContext(ctx)
-		if data := r.body.data; w.Method != "GET" {
-			req.ContentLength = int64(len(data))
-			req.Body = http.NoBody
-			req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
-			if len(data) > 0 {
-				req.Body = io.NopCloser(bytes.NewReader(data))
-				req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
-			}
+	}
+	// What NewRequestWithContext makes of a bytes.Reader. GetBody lets the
+	// transport send again on a fresh connection when a reused one died
+	// before the request was written.
+	req := tmpl.WithContext(ctx)
+	if data := r.body.data; w.Method != "GET" {
+		req.ContentLength = int64(len(data))
+		req.Body = http.NoBody
+		req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+		if len(data) > 0 {
+			req.Body = io.NopCloser(bytes.NewReader(data))
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 		}
 	}
 	names := r.names

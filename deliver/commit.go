@@ -337,35 +337,26 @@ func (q *Queue) commit(batch []commitItem) error {
 			}
 			stored := persisted // the end of the latest transaction stored, this batch's included
 			bk := &txBuckets{btx: btx, queue: map[*hook]*bolt.Bucket{}, done: map[*hook]*bolt.Bucket{}}
-			statsPut := map[*hook]bool{}
 			for _, it := range batch {
 				if it.upd != nil {
+					// Each webhook's counters go in once: they are the
+					// same for the whole batch.
 					st := stats[it.upd.h]
-					if statsPut[it.upd.h] {
-						st = nil // the counters are the same for the whole batch
-					}
-					statsPut[it.upd.h] = true
+					delete(stats, it.upd.h)
 					if err := q.applyUpdate(bk, it.upd, st, doneAdded, skip[it.upd]); err != nil {
 						return err
 					}
 					continue
 				}
 				tx := it.tx
-				if tx.EndLSN != 0 && tx.EndLSN <= stored {
-					continue // PostgreSQL sent a transaction we already have
-				}
-				if tx.EndLSN == 0 && tx.CommitLSN != 0 && tx.CommitLSN < stored {
-					// A chunk of a transaction whose last chunk is stored:
-					// commits before the durable end are all durable.
+				if repeated(tx, stored) {
 					continue
 				}
 				// A whole transaction past everything stored has no event
 				// in the store yet: its events need no lookup. A last
 				// chunk may follow chunks stored before a crash.
 				fresh := tx.EndLSN != 0 && len(tx.Events) > 0 && tx.Events[0].Index == 0
-				if tx.EndLSN > stored {
-					stored = tx.EndLSN
-				}
+				stored = max(stored, tx.EndLSN)
 				for i := range tx.Events {
 					ev := &tx.Events[i]
 					if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, fresh, &news); err != nil {
@@ -415,18 +406,26 @@ func (q *Queue) commit(batch []commitItem) error {
 	return nil
 }
 
+// repeated reports whether PostgreSQL sent tx again (after a restart or a
+// reconnect) when everything up to stored is in the store: a transaction
+// that ends there or before, or a chunk of one that commits before it
+// (commits before the durable end are all durable).
+func repeated(tx *cdc.Tx, stored uint64) bool {
+	if tx.EndLSN != 0 {
+		return tx.EndLSN <= stored
+	}
+	return tx.CommitLSN != 0 && tx.CommitLSN < stored
+}
+
 // countEvents adds the batch's events to walhook_events_total once it is
-// committed, leaving out what PostgreSQL sent again after a restart or a
-// reconnect: transactions that end at or before the durable position.
+// committed, leaving out the transactions PostgreSQL sent again.
 func (q *Queue) countEvents(batch []commitItem, durable uint64) {
 	for _, it := range batch {
 		tx := it.tx
-		if tx == nil || (tx.EndLSN != 0 && tx.EndLSN <= durable) || (tx.EndLSN == 0 && tx.CommitLSN != 0 && tx.CommitLSN < durable) {
+		if tx == nil || repeated(tx, durable) {
 			continue
 		}
-		if tx.EndLSN > durable {
-			durable = tx.EndLSN // a repeat later in the same batch is left out too
-		}
+		durable = max(durable, tx.EndLSN) // a repeat later in the same batch is left out too
 		for i := range tx.Events {
 			ev := &tx.Events[i]
 			entity := ev.Entity

@@ -176,18 +176,12 @@ func (r *eventReader) fail(err error) {
 	r.b = nil
 }
 
-func (r *eventReader) uvarint() uint64 {
-	v, n := binary.Uvarint(r.b)
-	if n <= 0 {
-		r.fail(errTruncated)
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
-}
+func (r *eventReader) uvarint() uint64 { return readVarint(r, binary.Uvarint) }
+func (r *eventReader) varint() int64   { return readVarint(r, binary.Varint) }
 
-func (r *eventReader) varint() int64 {
-	v, n := binary.Varint(r.b)
+// readVarint reads one varint with read (binary.Uvarint or binary.Varint).
+func readVarint[T uint64 | int64](r *eventReader, read func([]byte) (T, int)) T {
+	v, n := read(r.b)
 	if n <= 0 {
 		r.fail(errTruncated)
 		return 0
@@ -236,10 +230,15 @@ func (r *eventReader) event() *cdc.Event {
 	ev.Old = r.valueMap()
 	ev.Changed = r.strings()
 	ev.Key = r.strings()
-	if r.err == nil && len(r.b) != 0 {
-		r.fail(fmt.Errorf("%d bytes after the event", len(r.b)))
-	}
+	r.end("event")
 	return ev
+}
+
+// end fails when bytes are left after the value (what) read.
+func (r *eventReader) end(what string) {
+	if r.err == nil && len(r.b) != 0 {
+		r.fail(fmt.Errorf("%d bytes after the %s", len(r.b), what))
+	}
 }
 
 // count reads the length of a list or map, written plus one so that nil

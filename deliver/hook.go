@@ -71,7 +71,7 @@ type hook struct {
 	enc             *encoder
 	signer          *Signer
 	names           *headerNames
-	tmpl            *http.Request // the method and parsed URL every request copies; nil if the URL does not parse
+	tmpl            *http.Request // the method and parsed URL every request copies; nil if the URL does not parse (each attempt then says why)
 	stats           callStats
 	queued          int
 	failedN         int
@@ -106,11 +106,12 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 		return nil, err
 	}
 	w = w.clone() // deliver shares its maps and slices: nobody may change them
+	tmpl, _ := requestTemplate(&w)
 	h := &hook{
 		q: q, name: w.Name, w: w, enc: enc,
 		signer:   NewSigner(w.effectiveSignature(), w.Secrets),
 		names:    newHeaderNames(w.HeaderPrefix),
-		tmpl:     requestTemplate(&w),
+		tmpl:     tmpl,
 		entities: map[entityKey][]*pending{},
 
 		fileActive: w.Active,
@@ -128,13 +129,8 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 				return err
 			}
 		}
-		if w.Source == SourceConfig {
-			if v := tx.Bucket(bucketActive).Get([]byte(w.Name)); v != nil {
-				var o activeOverride
-				if json.Unmarshal(v, &o) == nil && o.URL == w.URL && !o.Active {
-					h.w.Active = false
-				}
-			}
+		if w.Source == SourceConfig && switchedOff(tx, w.Name, w.URL) {
+			h.w.Active = false
 		}
 		if b := tx.Bucket(queueBucket(w.Name)); b != nil {
 			b.ForEach(func(_, v []byte) error {
@@ -180,8 +176,9 @@ func (h *hook) setWebhook(w Webhook) error {
 		return err
 	}
 	w = w.clone()
+	tmpl, _ := requestTemplate(&w)
 	h.mu.Lock()
-	h.w, h.enc, h.signer, h.names, h.tmpl = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix), requestTemplate(&w)
+	h.w, h.enc, h.signer, h.names, h.tmpl = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix), tmpl
 	h.mu.Unlock()
 	h.active.Store(w.Active)
 	h.poke()

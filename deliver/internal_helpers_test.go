@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -47,4 +48,15 @@ func viewStore(t *testing.T, dir string, f func(*bolt.Tx)) {
 	}
 	defer db.Close()
 	db.View(func(tx *bolt.Tx) error { f(tx); return nil })
+}
+
+// eventually polls cond until it holds, and reports false if it still
+// does not after timeout.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }

@@ -29,12 +29,8 @@ func TestLogFileBuffers(t *testing.T) {
 
 	// Without a flush the lines still arrive, on the timer.
 	l.writeLine([]byte("three\n"))
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.HasSuffix(read(), "three\n") {
-		if time.Now().After(deadline) {
-			t.Fatalf("the buffered line never reached the file: %q", read())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !eventually(10*time.Second, func() bool { return strings.HasSuffix(read(), "three\n") }) {
+		t.Fatalf("the buffered line never reached the file: %q", read())
 	}
 
 	// A full buffer is written at once.

@@ -66,13 +66,9 @@ func testRetentionInOneCommit(t *testing.T, hooks int) {
 	if err := q.Write(t.Context(), tx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
 	for _, name := range names {
-		for q.Stats(name).SuccessfulCalls < total {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d of %d delivered", name, q.Stats(name).SuccessfulCalls, total)
-			}
-			time.Sleep(10 * time.Millisecond)
+		if !eventually(30*time.Second, func() bool { return q.Stats(name).SuccessfulCalls >= total }) {
+			t.Fatalf("%s: %d of %d delivered", name, q.Stats(name).SuccessfulCalls, total)
 		}
 	}
 	if err := q.Close(); err != nil {

@@ -121,9 +121,7 @@ func decodeRecord(v []byte) (*record, error) {
 			rec.Attempts[i] = r.attempt()
 		}
 	}
-	if r.err == nil && len(r.b) != 0 {
-		r.fail(fmt.Errorf("%d bytes after the delivery", len(r.b)))
-	}
+	r.end("delivery")
 	if r.err != nil {
 		return nil, fmt.Errorf("decode delivery: %w", r.err)
 	}

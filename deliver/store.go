@@ -144,6 +144,21 @@ type activeOverride struct {
 	URL    string `json:"url"`
 }
 
+// switchedOff reports whether the store keeps config webhook name, at this
+// url, switched off.
+func switchedOff(tx *bolt.Tx, name, url string) bool {
+	var o activeOverride
+	v := tx.Bucket(bucketActive).Get([]byte(name))
+	return v != nil && json.Unmarshal(v, &o) == nil && o.URL == url && !o.Active
+}
+
+// keepSwitchedOff stores config webhook name as switched off while its URL
+// stays url.
+func keepSwitchedOff(tx *bolt.Tx, name, url string) error {
+	v, _ := json.Marshal(activeOverride{Active: false, URL: url})
+	return tx.Bucket(bucketActive).Put([]byte(name), v)
+}
+
 // ErrStoreBusy is returned by ReadWebhooks while a running walhook holds
 // the store.
 var ErrStoreBusy = errors.New("the store is in use (is walhook running?)")

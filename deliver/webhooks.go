@@ -63,16 +63,11 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 	for h, w := range update {
 		fileActive := w.Active
 		if err := q.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(bucketActive)
-			if v := b.Get([]byte(w.Name)); v != nil {
-				var o activeOverride
-				if json.Unmarshal(v, &o) == nil && o.URL == w.URL && !o.Active {
-					w.Active = false
-					return nil
-				}
-				return b.Delete([]byte(w.Name))
+			if switchedOff(tx, w.Name, w.URL) {
+				w.Active = false
+				return nil
 			}
-			return nil
+			return tx.Bucket(bucketActive).Delete([]byte(w.Name)) // its URL changed
 		}); err != nil {
 			return fmt.Errorf("webhook %q: %w", w.Name, err)
 		}
@@ -304,12 +299,10 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrOffInFile)
 	}
 	err := q.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketActive)
 		if active {
-			return b.Delete([]byte(name))
+			return tx.Bucket(bucketActive).Delete([]byte(name))
 		}
-		v, _ := json.Marshal(activeOverride{Active: false, URL: url})
-		return b.Put([]byte(name), v)
+		return keepSwitchedOff(tx, name, url)
 	})
 	if err != nil {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, err)
@@ -336,8 +329,7 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 	if cur.Source == SourceAPI {
 		err = q.putWebhook(cur)
 	} else {
-		v, _ := json.Marshal(activeOverride{Active: false, URL: cur.URL})
-		err = q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketActive).Put([]byte(w.Name), v) })
+		err = q.db.Update(func(tx *bolt.Tx) error { return keepSwitchedOff(tx, w.Name, cur.URL) })
 	}
 	if err != nil {
 		q.log.Error("persist switched-off webhook", "webhook", w.Name, "err", err)

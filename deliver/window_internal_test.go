@@ -43,12 +43,8 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for q.Stats("h").Queued != total {
-		if time.Now().After(deadline) {
-			t.Fatalf("queued = %d, want %d", q.Stats("h").Queued, total)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !eventually(10*time.Second, func() bool { return q.Stats("h").Queued == total }) {
+		t.Fatalf("queued = %d, want %d", q.Stats("h").Queued, total)
 	}
 	h := q.hook("h")
 	h.mu.Lock()
@@ -58,12 +54,8 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 		t.Errorf("%d deliveries in memory, window is %d", inWindow, windowSize)
 	}
 	close(release)
-	deadline = time.Now().Add(30 * time.Second)
-	for q.Stats("h").SuccessfulCalls != total {
-		if time.Now().After(deadline) {
-			t.Fatalf("delivered %d of %d", q.Stats("h").SuccessfulCalls, total)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !eventually(30*time.Second, func() bool { return q.Stats("h").SuccessfulCalls == total }) {
+		t.Fatalf("delivered %d of %d", q.Stats("h").SuccessfulCalls, total)
 	}
 	if n := got.Load(); n != total {
 		t.Errorf("receiver got %d, want %d", n, total)
@@ -129,23 +121,15 @@ func TestCommitFailureRetried(t *testing.T) {
 	if err := q.Write(t.Context(), tx); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for q.Healthy() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("Healthy stays nil while commits fail")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !eventually(5*time.Second, func() bool { return q.Healthy() != nil }) {
+		t.Fatal("Healthy stays nil while commits fail")
 	}
 	if d := q.Durable(); d != 0 {
 		t.Errorf("Durable = %d while the commit fails", d)
 	}
 	q.failCommit.Store(nil)
-	deadline = time.Now().Add(5 * time.Second)
-	for q.Durable() != 11 || q.Healthy() != nil || q.Stats("h").SuccessfulCalls != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("after recovery: Durable %d, Healthy %v, stats %+v", q.Durable(), q.Healthy(), q.Stats("h"))
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !eventually(5*time.Second, func() bool { return q.Durable() == 11 && q.Healthy() == nil && q.Stats("h").SuccessfulCalls == 1 }) {
+		t.Fatalf("after recovery: Durable %d, Healthy %v, stats %+v", q.Durable(), q.Healthy(), q.Stats("h"))
 	}
 }
 
@@ -177,13 +161,9 @@ func TestWritesWhileRefilling(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // let the window drain between bursts
 		}
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for q.Stats("h").SuccessfulCalls < txs*per {
-		if time.Now().After(deadline) {
-			st := q.Stats("h")
-			t.Fatalf("%d of %d delivered, %d still queued", st.SuccessfulCalls, txs*per, st.Queued)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !eventually(30*time.Second, func() bool { return q.Stats("h").SuccessfulCalls >= txs*per }) {
+		st := q.Stats("h")
+		t.Fatalf("%d of %d delivered, %d still queued", st.SuccessfulCalls, txs*per, st.Queued)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -211,23 +191,17 @@ func TestEnqueuedDuringRefill(t *testing.T) {
 	q.duringRefill = func() {
 		once.Do(func() {
 			write(20)
-			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-				if q.Stats("h").Queued == 1 {
-					return // enqueued, and left on disk: the refill is on
-				}
+			// Enqueued, and left on disk: the refill is still reading.
+			if !eventually(10*time.Second, func() bool { return q.Stats("h").Queued == 1 }) {
+				t.Error("the write was not enqueued during the refill")
 			}
-			t.Error("the write was not enqueued during the refill")
 		})
 	}
 	h.mu.Lock()
 	h.diskMore = true // as when a backlog waits: the scheduler refills
 	h.mu.Unlock()
 	h.poke()
-	deadline := time.Now().Add(10 * time.Second)
-	for q.Stats("h").SuccessfulCalls != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the delivery committed during the refill was not sent: %+v", q.Stats("h"))
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !eventually(10*time.Second, func() bool { return q.Stats("h").SuccessfulCalls == 1 }) {
+		t.Fatalf("the delivery committed during the refill was not sent: %+v", q.Stats("h"))
 	}
 }
