@@ -324,6 +324,7 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 	h.w.Active = false
 	cur := h.w.clone()
 	h.mu.Unlock()
+	h.active.Store(false) // again: a reload since the 410 may have switched it on
 	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", redactURL(w.URL))
 	var err error
 	if cur.Source == SourceAPI {
