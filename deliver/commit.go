@@ -179,6 +179,15 @@ const maxOutcomes = 8192
 // from the resident set (see releaseMapped).
 const releaseEvery = time.Second
 
+// releaseMapped drops the store's mapped pages from the resident set (see
+// dropMapped).
+func (q *Queue) releaseMapped() {
+	q.db.View(func(tx *bolt.Tx) error {
+		dropMapped(tx)
+		return nil
+	})
+}
+
 // maxWaitingEvents bounds the events written but not yet committed: the
 // chunks of a big transaction (see cdc.Tx) wait for the store rather than
 // pile up in memory. One batch's worth: while it commits the reader decodes

@@ -133,12 +133,18 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 			h.w.Active = false
 		}
 		if b := tx.Bucket(queueBucket(w.Name)); b != nil {
+			n := 0
 			b.ForEach(func(_, v []byte) error {
 				switch v[0] {
 				case recPending:
 					h.queued++
 				case recFailed:
 					h.failedN++
+				}
+				// The count reads every record: a long backlog would
+				// otherwise be resident all at once after a restart.
+				if n++; n%scanDropEvery == 0 {
+					dropMapped(tx)
 				}
 				return nil
 			})
@@ -168,6 +174,10 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 	}
 	return h, nil
 }
+
+// scanDropEvery is how many records a full scan of a queue reads between
+// dropping the store's mapped pages (dropMapped): a few megabytes.
+var scanDropEvery = 1 << 16
 
 // setWebhook swaps in a changed definition; queued deliveries stay.
 func (h *hook) setWebhook(w Webhook) error {

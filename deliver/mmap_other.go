@@ -2,5 +2,7 @@
 
 package deliver
 
-// releaseMapped is a no-op where madvise is not used.
-func (q *Queue) releaseMapped() {}
+import bolt "go.etcd.io/bbolt"
+
+// dropMapped is a no-op where madvise is not used.
+func dropMapped(*bolt.Tx) {}
