@@ -128,8 +128,9 @@ type Queue struct {
 	cancel    context.CancelFunc
 	committed chan struct{} // closed when the committer has exited
 
-	failCommit   atomic.Pointer[error] // when set, commits fail with it (tests: a full disk)
-	duringRefill func()                // when set, called inside a refill's read transaction (tests)
+	failCommit     atomic.Pointer[error] // when set, commits fail with it (tests: a full disk)
+	duringRefill   func()                // when set, called inside a refill's read transaction (tests)
+	afterDropChunk func() error          // when set, called after each of dropQueue's transactions; an error stops the drop (tests)
 
 	admin    sync.Mutex // serializes changes to the webhook set
 	mu       sync.Mutex
