@@ -46,6 +46,7 @@ type App struct {
 	mu      sync.Mutex // serialises Reload and rebuilds
 	cfg     *Config
 	matcher atomic.Pointer[matcher.Matcher]
+	unnamed sync.Map // schema.table → true: tables warned of (route)
 }
 
 // NewApp opens the store and prepares the reader and the admin server;
@@ -133,8 +134,20 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 	return a, nil
 }
 
-// route is the queue's Route: the current matcher decides.
-func (a *App) route(ev *cdc.Event) []string { return a.matcher.Load().Route(ev) }
+// route is the queue's Route: the current matcher decides. The changes of
+// a table the config does not name are dropped, with a warning the first
+// time: most often the table was renamed, and its webhooks get nothing.
+func (a *App) route(ev *cdc.Event) []string {
+	m := a.matcher.Load()
+	targets := m.Route(ev)
+	if targets == nil && !m.Names(ev.Schema, ev.Table) {
+		table := ev.Schema + "." + ev.Table
+		if _, seen := a.unnamed.LoadOrStore(table, true); !seen {
+			a.logger.Warn("changes of a table that no webhook or entity names are read and dropped; if it was renamed, its webhooks get nothing until the config names it", "table", table)
+		}
+	}
+	return targets
+}
 
 // buildMatcher compiles the config's entities with the rules of every
 // webhook the queue knows (config and API).

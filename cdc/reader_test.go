@@ -568,3 +568,48 @@ func TestForeignSlotIsFatal(t *testing.T) {
 		t.Fatal("Run retried instead of giving up")
 	}
 }
+
+// TestSchemaChanges: the legacy application's migrations run while walhook
+// reads. Each change after a DDL statement is decoded with the table's new
+// shape: an added column (with the default PostgreSQL fills in for old rows),
+// a dropped one, a renamed one, a changed type, and a renamed table.
+func TestSchemaChanges(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE shapes (id int PRIMARY KEY, a text)`)
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, name, "public.shapes"), sink)
+	waitReady(t, r)
+	execSQL(t, dsn,
+		`INSERT INTO shapes VALUES (1, 'x')`,
+		`ALTER TABLE shapes ADD COLUMN b int NOT NULL DEFAULT 7`,
+		`INSERT INTO shapes VALUES (2, 'y', 8)`,
+		`UPDATE shapes SET a = 'z' WHERE id = 1`,
+		`ALTER TABLE shapes DROP COLUMN a`,
+		`INSERT INTO shapes VALUES (3, 9)`,
+		`ALTER TABLE shapes RENAME COLUMN b TO c`,
+		`INSERT INTO shapes VALUES (4, 10)`,
+		`ALTER TABLE shapes ALTER COLUMN c TYPE text USING c::text || '!'`,
+		`INSERT INTO shapes VALUES (5, 'eleven')`,
+		`UPDATE shapes SET c = 'changed' WHERE id = 4`,
+		`ALTER TABLE shapes RENAME TO forms`,
+		`INSERT INTO forms VALUES (6, 'renamed')`)
+	evs := sink.waitEvents(t, 8)
+	wants := []struct {
+		table string
+		data  map[string]any
+	}{
+		{"shapes", map[string]any{"id": int64(1), "a": "x"}},
+		{"shapes", map[string]any{"id": int64(2), "a": "y", "b": int64(8)}},
+		{"shapes", map[string]any{"id": int64(1), "a": "z", "b": int64(7)}},
+		{"shapes", map[string]any{"id": int64(3), "b": int64(9)}},
+		{"shapes", map[string]any{"id": int64(4), "c": int64(10)}},
+		{"shapes", map[string]any{"id": int64(5), "c": "eleven"}},
+		{"shapes", map[string]any{"id": int64(4), "c": "changed"}},
+		{"forms", map[string]any{"id": int64(6), "c": "renamed"}},
+	}
+	for i, w := range wants {
+		if got := evs[i]; got.Table != w.table || !reflect.DeepEqual(got.Data, w.data) {
+			t.Errorf("event %d: %s %v, want %s %v", i, got.Table, abbrev(got.Data), w.table, abbrev(w.data))
+		}
+	}
+}

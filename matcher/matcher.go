@@ -43,6 +43,7 @@ type relation struct {
 	id      []string
 	url     string
 	targets map[string][]string // action -> webhook names
+	named   bool                // an [[entity]] or some webhook's events name the table
 }
 
 // Matcher routes events to webhook names. It is safe for concurrent use.
@@ -127,12 +128,13 @@ func (m *Matcher) compile(schema, table string) *relation {
 	}
 	r := &relation{entity: m.EntityName(schema, table), targets: map[string][]string{}}
 	if e, ok := m.byTable[key]; ok {
-		r.id, r.url = e.ID, e.URL
+		r.id, r.url, r.named = e.ID, e.URL, true
 	}
 	for _, rule := range m.rules {
 		if !wants(rule.Events, r.entity, key) {
 			continue
 		}
+		r.named = true
 		actions := rule.Actions
 		if len(actions) == 0 {
 			actions = DefaultActions
@@ -153,6 +155,13 @@ func wants(events []string, entity, table string) bool {
 	}
 	return false
 }
+
+// Names reports whether the config names the table: an [[entity]] or some
+// webhook's events. The changes of other tables come from a publication
+// that carries more than walhook asked for: one managed by hand, or a table
+// renamed since it was published (publications follow the table, the
+// config its name).
+func (m *Matcher) Names(schema, table string) bool { return m.compile(schema, table).named }
 
 // Route fills ev's Entity, EntityID and EntityURL and returns the names of
 // the webhooks that want it.

@@ -67,3 +67,39 @@ func BenchmarkRoute(b *testing.B) {
 		m.Route(ev)
 	}
 }
+
+func TestNames(t *testing.T) {
+	m, err := matcher.New(
+		[]matcher.Entity{
+			{Name: "employee", Schema: "public", Table: "employees"},
+			{Name: "audit", Schema: "public", Table: "audit"}, // no webhook wants it
+		},
+		[]matcher.Rule{
+			{Webhook: "hr", Events: []string{"employee"}},
+			{Webhook: "orders", Events: []string{"shop.orders"}, Actions: []string{"delete"}},
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		schema, table string
+		want          bool
+	}{
+		{"public", "employees", true},
+		{"public", "audit", true},
+		{"shop", "orders", true},
+		{"public", "staff", false}, // employees, renamed
+		{"public", "orders", false},
+	} {
+		if got := m.Names(tc.schema, tc.table); got != tc.want {
+			t.Errorf("Names(%s.%s) = %v, want %v", tc.schema, tc.table, got, tc.want)
+		}
+	}
+	all, err := matcher.New(nil, []matcher.Rule{{Webhook: "all", Events: []string{"*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !all.Names("public", "anything") {
+		t.Error(`a webhook for "*" names every table`)
+	}
+}
