@@ -131,6 +131,7 @@ type roleFacts struct {
 	pubExists   bool
 	pubAll      bool
 	pubOwned    bool            // the role owns the publication (or inherits from its owner)
+	pubViaRoot  bool            // publish_via_partition_root: partitioned tables publish under their own name
 	pubTables   map[string]bool // schema.table in the publication
 	publishes   map[string]bool // insert, update, delete, truncate
 }
@@ -145,8 +146,8 @@ func checkRole(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkRepor
 	}
 	pub := cfg.Postgres.Publication
 	var ins, upd, del, trunc bool
-	err = conn.QueryRow(ctx, `SELECT puballtables, pg_has_role(pubowner, 'USAGE'), pubinsert, pubupdate, pubdelete, pubtruncate
-		FROM pg_publication WHERE pubname = $1`, pub).Scan(&f.pubAll, &f.pubOwned, &ins, &upd, &del, &trunc)
+	err = conn.QueryRow(ctx, `SELECT puballtables, pg_has_role(pubowner, 'USAGE'), pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot
+		FROM pg_publication WHERE pubname = $1`, pub).Scan(&f.pubAll, &f.pubOwned, &ins, &upd, &del, &trunc, &f.pubViaRoot)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case err != nil:
@@ -336,6 +337,23 @@ func quoteTables(tables []string) []string {
 	return out
 }
 
+// checkPartitioned: a partitioned table's changes come under its own name
+// only from a publication with publish_via_partition_root; without it they
+// come under its partitions' names, which no webhook names.
+func checkPartitioned(cfg *Config, f *roleFacts, table string, rep *checkReport) {
+	pub := cfg.Postgres.Publication
+	switch {
+	case *cfg.Postgres.ManagePublication:
+		rep.ok("table %s: partitioned: walhook publishes its changes under its own name (publish_via_partition_root)", table)
+	case !f.pubExists:
+		rep.fail("table %s: partitioned: create publication %s WITH (publish_via_partition_root = true), or its changes come under its partitions' names, which no webhook names",
+			table, pub)
+	case !f.pubViaRoot:
+		rep.fail("table %s: partitioned, and publication %s sends its changes under its partitions' names, which no webhook names: ALTER PUBLICATION %s SET (publish_via_partition_root = true);",
+			table, pub, pgx.Identifier{pub}.Sanitize())
+	}
+}
+
 func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, table string, rep *checkReport) {
 	schema, name, _ := strings.Cut(table, ".")
 	quoted := pgx.Identifier{schema, name}.Sanitize()
@@ -367,7 +385,17 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 	}
 	pub := cfg.Postgres.Publication
 	quotedPub := pgx.Identifier{pub}.Sanitize()
-	if !f.pubAll && !f.pubTables[table] {
+	inPub := f.pubAll || f.pubTables[table]
+	if kind == "p" {
+		if !inPub && f.pubExists {
+			// Without publish_via_partition_root the publication's table
+			// list names the partitions, not the table added to it.
+			conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+				WHERE p.pubname = $1 AND r.prrelid = $2::regclass)`, pub, quoted).Scan(&inPub)
+		}
+		checkPartitioned(cfg, f, table, rep)
+	}
+	if !inPub {
 		yourself := fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quotedPub, quoted)
 		if !f.pubExists {
 			yourself = fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s;", quotedPub, quoted)

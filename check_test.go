@@ -209,6 +209,28 @@ func TestCheck(t *testing.T) {
 			absent: []string{"FAIL", "warn"},
 		},
 		{
+			name:   "partitioned, unmanaged publication without publish_via_partition_root",
+			setup:  `CREATE TABLE people (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region); CREATE TABLE people_eu PARTITION OF people FOR VALUES IN ('eu'); CREATE PUBLICATION {slot} FOR TABLE people`,
+			extra:  "manage_publication = false\n" + checkHooks,
+			expect: []string{`FAIL  table public.people: partitioned, and publication {slot} sends its changes under its partitions' names, which no webhook names: ALTER PUBLICATION "{slot}" SET (publish_via_partition_root = true);`, "1 problem(s)"},
+			absent: []string{"not in publication"},
+		},
+		{
+			name:   "partitioned, unmanaged publication with publish_via_partition_root",
+			setup:  `CREATE TABLE people (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region); CREATE TABLE people_eu PARTITION OF people FOR VALUES IN ('eu'); CREATE PUBLICATION {slot} FOR TABLE people WITH (publish_via_partition_root = true)`,
+			extra:  "manage_publication = false\n" + checkHooks,
+			ok:     true,
+			expect: []string{"ok    publication {slot} exists (1 tables)"},
+			absent: []string{"table public.people: partitioned", "not in publication"},
+		},
+		{
+			name:   "partitioned, managed",
+			setup:  `CREATE TABLE people (id int, region text, PRIMARY KEY (id, region)) PARTITION BY LIST (region); CREATE TABLE people_eu PARTITION OF people FOR VALUES IN ('eu')`,
+			extra:  checkHooks,
+			ok:     true,
+			expect: []string{"ok    table public.people: partitioned: walhook publishes its changes under its own name (publish_via_partition_root)"},
+		},
+		{
 			name:   "publication missing, unmanaged",
 			setup:  `CREATE TABLE people (id int PRIMARY KEY)`,
 			extra:  "manage_publication = false\n" + checkHooks,

@@ -86,8 +86,8 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, na
 		}
 	}
 	pub := pgx.Identifier{name}.Sanitize()
-	var exists, pubAll bool
-	err := conn.QueryRow(ctx, `SELECT true, puballtables FROM pg_publication WHERE pubname = $1`, name).Scan(&exists, &pubAll)
+	var exists, pubAll, viaRoot bool
+	err := conn.QueryRow(ctx, `SELECT true, puballtables, pubviaroot FROM pg_publication WHERE pubname = $1`, name).Scan(&exists, &pubAll, &viaRoot)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("look up publication %s: %w", name, err)
 	}
@@ -97,6 +97,15 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, na
 		if len(tables) > 0 {
 			create += " FOR TABLE " + quotedList(tables)
 		}
+	}
+	// A partitioned table's changes are published under its own name, as
+	// the config gives it, not under its partitions' names.
+	create += " WITH (" + viaRootOption + ")"
+	if exists && !viaRoot && all == pubAll {
+		if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+pub+" SET ("+viaRootOption+")"); err != nil {
+			return fmt.Errorf("alter publication %s: %w", name, err)
+		}
+		log.Info("publication altered: partitioned tables publish their changes under their own name", "publication", name)
 	}
 	switch {
 	case !exists:
@@ -137,6 +146,10 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, na
 	log.Info("publication altered", "publication", name, "tables", len(tables))
 	return nil
 }
+
+// viaRootOption makes a publication send a partitioned table's changes
+// under the partitioned table's name.
+const viaRootOption = "publish_via_partition_root = true"
 
 // publicationTables lists the tables a publication names, sorted.
 func publicationTables(ctx context.Context, conn *pgx.Conn, name string) ([]tableName, error) {

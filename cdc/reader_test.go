@@ -613,3 +613,42 @@ func TestSchemaChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestPartitionedTable: a partitioned table's changes come under the name
+// the config gives, the parent's, whichever partition the row is in; also
+// when the publication already existed without saying so (made by an older
+// walhook).
+func TestPartitionedTable(t *testing.T) {
+	for _, existing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("existing=%v", existing), func(t *testing.T) {
+			dsn, name := newDB(t)
+			execSQL(t, dsn,
+				`CREATE TABLE orders (id int, region text, total int, PRIMARY KEY (id, region)) PARTITION BY LIST (region)`,
+				`CREATE TABLE orders_eu PARTITION OF orders FOR VALUES IN ('eu')`,
+				`CREATE TABLE orders_us PARTITION OF orders FOR VALUES IN ('us')`)
+			if existing {
+				execSQL(t, dsn, `CREATE PUBLICATION `+name+` FOR TABLE orders`)
+			}
+			sink := &recSink{}
+			r := startReader(t, baseConfig(dsn, name, "public.orders"), sink)
+			waitReady(t, r)
+			execSQL(t, dsn,
+				`INSERT INTO orders VALUES (1, 'eu', 10), (2, 'us', 20)`,
+				`UPDATE orders SET total = 11 WHERE id = 1`,
+				`DELETE FROM orders WHERE id = 2`,
+				`CREATE TABLE orders_asia PARTITION OF orders FOR VALUES IN ('asia')`,
+				`INSERT INTO orders VALUES (3, 'asia', 30)`)
+			evs := sink.waitEvents(t, 5)
+			wants := []struct {
+				action string
+				id     int64
+			}{{cdc.ActionCreate, 1}, {cdc.ActionCreate, 2}, {cdc.ActionModify, 1}, {cdc.ActionDelete, 2}, {cdc.ActionCreate, 3}}
+			for i, w := range wants {
+				got := evs[i]
+				if got.Schema != "public" || got.Table != "orders" || got.Action != w.action || got.Data["id"] != w.id {
+					t.Errorf("event %d: %s.%s %s %v, want public.orders %s id %d", i, got.Schema, got.Table, got.Action, abbrev(got.Data), w.action, w.id)
+				}
+			}
+		})
+	}
+}
