@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -362,4 +363,48 @@ CREATE TABLE typed (
 		'{"x","y z"}', 'happy', NULL)`)
 	waitFor(t, "the typed row", 30*time.Second, func() bool { return len(rc.requests()) >= 1 })
 	golden(t, "types_create.json", normalise(rc.requests()[0].Body))
+}
+
+// TestQuotedNames: applications made with ORMs name tables and columns in
+// mixed case ("Sales"."OrderItems"."Id"), which PostgreSQL keeps only when
+// quoted. The config names them as they are, and they reach the publication,
+// the entity id, the URL template and the payload unchanged.
+func TestQuotedNames(t *testing.T) {
+	rc := newReceiver(t, nil)
+	h := newHarness(t, `CREATE SCHEMA "Sales";
+CREATE TABLE "Sales"."OrderItems" ("Id" int PRIMARY KEY, "Order Ref" text NOT NULL, "Qty" int);
+CREATE TABLE "Sales".orderitems (id int PRIMARY KEY)`) // the same name in lower case: another table
+	h.start(fmt.Sprintf(`[[entity]]
+name = "order-item"
+table = "Sales.OrderItems"
+id = ["Order Ref", "Id"]
+url = "https://shop.example.com/orders/{Order Ref}/items/{Id}"
+[[webhook]]
+name = "items"
+url = %q
+events = ["order-item"]
+`, rc.URL))
+	h.exec(`INSERT INTO "Sales".orderitems VALUES (9)`)
+	h.exec(`INSERT INTO "Sales"."OrderItems" VALUES (1, 'A-7', 2)`)
+	waitFor(t, "the order item", 30*time.Second, func() bool { return len(rc.requests()) >= 1 })
+	var got struct {
+		Event     string         `json:"event"`
+		Table     string         `json:"table"`
+		EntityID  string         `json:"entity_id"`
+		EntityURL string         `json:"entity_url"`
+		Data      map[string]any `json:"data"`
+	}
+	if err := json.Unmarshal(rc.requests()[0].Body, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"Id": 1.0, "Order Ref": "A-7", "Qty": 2.0}
+	if got.Event != "order-item.create" || got.Table != "Sales.OrderItems" || got.EntityID != "A-7,1" ||
+		got.EntityURL != "https://shop.example.com/orders/A-7/items/1" || !reflect.DeepEqual(got.Data, want) {
+		t.Errorf("payload %+v", got)
+	}
+	h.exec(`INSERT INTO "Sales"."OrderItems" VALUES (2, 'A-8', 1)`)
+	waitFor(t, "the second order item", 30*time.Second, func() bool { return len(rc.requests()) >= 2 })
+	if n := len(rc.requests()); n != 2 {
+		t.Errorf("%d requests, want 2: the lower-case table is another one", n)
+	}
 }
