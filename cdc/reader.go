@@ -245,12 +245,12 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 			return st, err
 		}
 	}
-	var slotType, plugin, confirmed string
+	var slotType, plugin, confirmed, walStatus string
 	var sameDB bool
 	err = conn.QueryRow(ctx, `
 		SELECT slot_type, coalesce(plugin, ''), coalesce(database = current_database(), false),
-		       coalesce(confirmed_flush_lsn::text, '')
-		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&slotType, &plugin, &sameDB, &confirmed)
+		       coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, '')
+		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&slotType, &plugin, &sameDB, &confirmed, &walStatus)
 	if errors.Is(err, pgx.ErrNoRows) {
 		st.primaryKeys, err = primaryKeys(ctx, conn)
 		return st, err
@@ -260,6 +260,12 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 	}
 	if slotType != "logical" || plugin != "pgoutput" || !sameDB {
 		return st, &fatalError{fmt.Errorf("slot %s exists but is not a pgoutput logical slot of this database (type %s, plugin %s): drop it or choose another slot name", r.cfg.Slot, slotType, plugin)}
+	}
+	if walStatus == "lost" {
+		// No retry brings back the WAL it needed.
+		return st, &fatalError{fmt.Errorf("slot %s was invalidated by PostgreSQL (wal_status = lost: it fell more than max_slot_wal_keep_size behind), "+
+			"so the changes after its confirmed position %s are gone: run walhook teardown to drop it and start walhook again, which makes a new slot and delivers from then on",
+			r.cfg.Slot, confirmed)}
 	}
 	st.exists = true
 	if st.primaryKeys, err = primaryKeys(ctx, conn); err != nil {

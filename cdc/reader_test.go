@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/cdc"
+	"walhook/internal/pgcluster"
 	"walhook/internal/testkit"
 )
 
@@ -650,5 +651,67 @@ func TestPartitionedTable(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLostSlotIsFatal: PostgreSQL invalidated the slot (it fell more than
+// max_slot_wal_keep_size behind while walhook was stopped). Retrying
+// cannot bring the WAL back: Run stops at once and says what to do, rather
+// than retry forever. The test has a cluster of its own, as the setting
+// is the server's.
+func TestLostSlotIsFatal(t *testing.T) {
+	ctx := t.Context()
+	c, err := pgcluster.Start(ctx, "max_slot_wal_keep_size=1MB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() }) // after the reader's own clean-up
+	dsn, err := c.CreateDatabase(ctx, "lost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, dsn, `CREATE TABLE items (id int PRIMARY KEY)`)
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, "lost", "public.items"), sink)
+	waitReady(t, r)
+	execSQL(t, dsn, `INSERT INTO items VALUES (1)`)
+	sink.waitEvents(t, 1)
+	r.stop()
+
+	// Past max_slot_wal_keep_size, then a checkpoint: the slot is lost.
+	conn := testkit.Connect(t, dsn)
+	defer conn.Close(ctx)
+	status := ""
+	for i := 0; i < 20 && status != "lost"; i++ {
+		for _, sql := range []string{`INSERT INTO items SELECT g FROM generate_series(1000 * $1 + 2, 1000 * $1 + 1001) g`, `SELECT pg_switch_wal()`, `CHECKPOINT`} {
+			var args []any
+			if strings.Contains(sql, "$1") {
+				args = append(args, i)
+			}
+			if _, err := conn.Exec(ctx, sql, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := conn.QueryRow(ctx, `SELECT coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = 'lost'`).Scan(&status); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if status != "lost" {
+		t.Fatalf("the slot's wal_status is %q after 20 WAL switches and checkpoints, want lost", status)
+	}
+
+	rd, err := cdc.NewReader(baseConfig(dsn, "lost", "public.items"), &recSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rd.Run(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "wal_status = lost") || !strings.Contains(err.Error(), "walhook teardown") {
+			t.Errorf("Run returned %v, want the lost slot and what to do", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run is still retrying a lost slot after 30 s")
 	}
 }
