@@ -358,13 +358,13 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 	schema, name, _ := strings.Cut(table, ".")
 	quoted := pgx.Identifier{schema, name}.Sanitize()
 	var hasPK, canSelect, owned, ownerSuper bool
-	var ident, kind, owner string
-	err := conn.QueryRow(ctx, `SELECT c.relreplident::text, c.relkind::text, r.rolname::text, r.rolsuper,
+	var ident, kind, owner, persistence string
+	err := conn.QueryRow(ctx, `SELECT c.relreplident::text, c.relkind::text, c.relpersistence::text, r.rolname::text, r.rolsuper,
 		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
 		has_table_privilege(c.oid, 'SELECT'), pg_has_role(c.relowner, 'USAGE')
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner
 		WHERE n.nspname = $1 AND c.relname = $2`,
-		schema, name).Scan(&ident, &kind, &owner, &ownerSuper, &hasPK, &canSelect, &owned)
+		schema, name).Scan(&ident, &kind, &persistence, &owner, &ownerSuper, &hasPK, &canSelect, &owned)
 	if errors.Is(err, pgx.ErrNoRows) {
 		rep.fail("table %s: does not exist (a webhook's events name it)", table)
 		return
@@ -375,6 +375,10 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 	}
 	if kind != "r" && kind != "p" {
 		rep.fail("table %s: is not a table (relkind %s): only tables can be published", table, kind)
+		return
+	}
+	if persistence == "u" {
+		rep.fail("table %s: is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so none can be published: ALTER TABLE %s SET LOGGED;", table, quoted)
 		return
 	}
 	role := pgx.Identifier{f.role}.Sanitize()

@@ -168,6 +168,12 @@ func TestCheck(t *testing.T) {
 			expect: []string{"FAIL  table public.people: is not a table (relkind v)"},
 		},
 		{
+			name:   "unlogged table",
+			setup:  `CREATE UNLOGGED TABLE people (id int PRIMARY KEY)`,
+			extra:  checkHooks,
+			expect: []string{`FAIL  table public.people: is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so none can be published: ALTER TABLE "public"."people" SET LOGGED;`, "1 problem(s)"},
+		},
+		{
 			name:   "no primary key",
 			setup:  `CREATE TABLE people (id int, name text)`,
 			extra:  checkHooks,

@@ -54,19 +54,23 @@ func parseTables(in []string) ([]tableName, error) {
 // UPDATE/DELETE PostgreSQL will refuse once they are in a publication.
 func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables []tableName) error {
 	for _, t := range tables {
-		var ident string
+		var ident, persistence string
 		var hasIdentIndex bool
 		err := conn.QueryRow(ctx, `
-			SELECT c.relreplident::text,
+			SELECT c.relreplident::text, c.relpersistence::text,
 			       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-			t.schema, t.table).Scan(&ident, &hasIdentIndex)
+			t.schema, t.table).Scan(&ident, &persistence, &hasIdentIndex)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("table %s does not exist", t)
 		}
 		if err != nil {
 			return fmt.Errorf("look up table %s: %w", t, err)
+		}
+		if persistence == "u" {
+			return fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
+				t, pgx.Identifier{t.schema, t.table}.Sanitize())
 		}
 		if ident == "n" || (ident != "f" && !hasIdentIndex) {
 			log.Warn("table has no primary key or replica identity: its UPDATE and DELETE will fail while it is in the publication; add a primary key or set REPLICA IDENTITY",

@@ -472,6 +472,27 @@ func TestMissingTableRetried(t *testing.T) {
 	waitReady(t, r)
 }
 
+// TestUnloggedTableRetried: an UNLOGGED table cannot be published; the
+// log says why and what to run, and the reader starts once it is logged.
+func TestUnloggedTableRetried(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE UNLOGGED TABLE scratch (id int PRIMARY KEY)`)
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, name, "public.scratch"), sink)
+	waitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(r.logs.String(), `table public.scratch is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE \"public\".\"scratch\" SET LOGGED)`)
+	}, "the unlogged table logged")
+	if r.Ready() {
+		t.Fatal("ready without its table published")
+	}
+	execSQL(t, dsn, `ALTER TABLE scratch SET LOGGED`)
+	waitReady(t, r)
+	execSQL(t, dsn, `INSERT INTO scratch VALUES (1)`)
+	if ev := sink.waitEvents(t, 1)[0]; ev.Table != "scratch" {
+		t.Errorf("event of %s, want scratch", ev.Table)
+	}
+}
+
 func TestUnmanagedPublicationMissing(t *testing.T) {
 	dsn, name := newDB(t)
 	cfg := baseConfig(dsn, name)
@@ -713,5 +734,64 @@ func TestLostSlotIsFatal(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run is still retrying a lost slot after 30 s")
+	}
+}
+
+// TestSubtransactions: what a transaction rolled back to a savepoint is not
+// published; a row changed several times in one transaction gives one
+// event per change, in order.
+func TestSubtransactions(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, name, "public.items"), sink)
+	waitReady(t, r)
+	conn := testkit.Connect(t, dsn)
+	defer conn.Close(t.Context())
+	tx, err := conn.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sql := range []string{
+		`INSERT INTO items VALUES (1, 'a')`,
+		`SAVEPOINT s1`,
+		`INSERT INTO items VALUES (2, 'rolled back')`,
+		`UPDATE items SET v = 'rolled back' WHERE id = 1`,
+		`ROLLBACK TO SAVEPOINT s1`,
+		`SAVEPOINT s2`,
+		`UPDATE items SET v = 'b' WHERE id = 1`,
+		`RELEASE SAVEPOINT s2`,
+		`UPDATE items SET v = 'c' WHERE id = 1`,
+		`INSERT INTO items VALUES (3, 'x')`,
+		`DELETE FROM items WHERE id = 3`,
+	} {
+		if _, err := tx.Exec(t.Context(), sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	if err := tx.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, dsn, `INSERT INTO items VALUES (4, 'after')`)
+	evs := sink.waitEvents(t, 6)
+	wants := []struct {
+		action string
+		id     int64
+		v      any
+	}{
+		{cdc.ActionCreate, 1, "a"}, {cdc.ActionModify, 1, "b"}, {cdc.ActionModify, 1, "c"},
+		{cdc.ActionCreate, 3, "x"}, {cdc.ActionDelete, 3, nil}, {cdc.ActionCreate, 4, "after"},
+	}
+	if len(evs) != len(wants) {
+		t.Fatalf("%d events, want %d", len(evs), len(wants))
+	}
+	for i, w := range wants {
+		got := evs[i]
+		if got.Action != w.action || got.Data["id"] != w.id || got.Data["v"] != w.v {
+			t.Errorf("event %d: %s %v, want %s id %d v %v", i, got.Action, abbrev(got.Data), w.action, w.id, w.v)
+		}
+	}
+	if txs := sink.snapshot(); len(txs) != 2 || len(txs[0].Events) != 5 {
+		t.Errorf("want the 5 changes in one transaction, then one: %d transactions", len(txs))
 	}
 }
