@@ -36,7 +36,10 @@ type decoder struct {
 	// session found them; pgoutput flags every column as key under
 	// REPLICA IDENTITY FULL, which makes a poor entity id.
 	primaryKeys map[string][]string
-	log         *slog.Logger
+	// domains maps a domain type to its base type, as the session found
+	// them: values are converted as the base type's.
+	domains map[uint32]uint32
+	log     *slog.Logger
 
 	// chunkSize is the most events a Tx handed out holds; a bigger
 	// transaction goes out in several (see Tx).
@@ -118,7 +121,11 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage) {
 	r := &relation{ID: m.RelationID, Schema: m.Namespace, Table: m.RelationName, Columns: make([]column, len(m.Columns))}
 	for i, c := range m.Columns {
 		key := c.Flags&1 != 0
-		r.Columns[i] = column{Name: c.Name, OID: c.DataType, Key: key, conv: converterFor(d.types, c.DataType)}
+		typ := c.DataType
+		if base, ok := d.domains[typ]; ok {
+			typ = base
+		}
+		r.Columns[i] = column{Name: c.Name, OID: c.DataType, Key: key, conv: converterFor(d.types, typ)}
 		if key {
 			r.Key = append(r.Key, c.Name)
 		}

@@ -225,6 +225,7 @@ type slotState struct {
 	exists         bool
 	confirmedFlush uint64
 	primaryKeys    map[string][]string // schema.table → primary key columns
+	domains        map[uint32]uint32   // domain type → its base type, arrays of either too
 }
 
 // prepare makes sure the publication is usable and inspects the slot.
@@ -252,8 +253,7 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 		       coalesce(confirmed_flush_lsn::text, ''), coalesce(wal_status, '')
 		FROM pg_replication_slots WHERE slot_name = $1`, r.cfg.Slot).Scan(&slotType, &plugin, &sameDB, &confirmed, &walStatus)
 	if errors.Is(err, pgx.ErrNoRows) {
-		st.primaryKeys, err = primaryKeys(ctx, conn)
-		return st, err
+		return st, st.readCatalog(ctx, conn)
 	}
 	if err != nil {
 		return st, fmt.Errorf("look up slot: %w", err)
@@ -268,7 +268,7 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 			r.cfg.Slot, confirmed)}
 	}
 	st.exists = true
-	if st.primaryKeys, err = primaryKeys(ctx, conn); err != nil {
+	if err := st.readCatalog(ctx, conn); err != nil {
 		return st, err
 	}
 	if confirmed != "" {
@@ -329,7 +329,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	r.log.Info("replication started", "publication", r.cfg.Publication, "confirmed_flush_lsn", pglogrepl.LSN(st.confirmedFlush).String())
 	r.ready.Store(true)
 	dec := newDecoder(r.log)
-	dec.primaryKeys = st.primaryKeys
+	dec.primaryKeys, dec.domains = st.primaryKeys, st.domains
 	s := &stream{r: r, conn: conn, dec: dec, floor: st.confirmedFlush}
 	return true, s.run(ctx)
 }
@@ -490,6 +490,45 @@ func (s *stream) sendStatus() error {
 	}
 	s.r.lagBytes.Set(lag)
 	return nil
+}
+
+// readCatalog reads what the decoder needs from the catalog: the tables'
+// primary keys and the domains' base types.
+func (st *slotState) readCatalog(ctx context.Context, conn *pgx.Conn) error {
+	var err error
+	if st.primaryKeys, err = primaryKeys(ctx, conn); err != nil {
+		return err
+	}
+	st.domains, err = domainBases(ctx, conn)
+	return err
+}
+
+// domainBases maps every domain type to the type it is ultimately based on,
+// and an array of a domain to the array of that type: pgoutput names a
+// column's own type, and a domain over int should still give a number.
+func domainBases(ctx context.Context, conn *pgx.Conn) (map[uint32]uint32, error) {
+	rows, err := conn.Query(ctx, `
+		WITH RECURSIVE d(oid, base) AS (
+			SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'
+			UNION ALL
+			SELECT d.oid, t.typbasetype FROM d JOIN pg_type t ON t.oid = d.base AND t.typtype = 'd')
+		SELECT d.oid::int8, d.base::int8, dt.typarray::int8, bt.typarray::int8
+		FROM d JOIN pg_type bt ON bt.oid = d.base AND bt.typtype <> 'd' JOIN pg_type dt ON dt.oid = d.oid`)
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	out := make(map[uint32]uint32)
+	var domain, base, domainArray, baseArray int64
+	if _, err := pgx.ForEachRow(rows, []any{&domain, &base, &domainArray, &baseArray}, func() error {
+		out[uint32(domain)] = uint32(base)
+		if domainArray != 0 && baseArray != 0 {
+			out[uint32(domainArray)] = uint32(baseArray)
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	return out, nil
 }
 
 // primaryKeys lists the primary key columns of every table in the database.

@@ -795,3 +795,32 @@ func TestSubtransactions(t *testing.T) {
 		t.Errorf("want the 5 changes in one transaction, then one: %d transactions", len(txs))
 	}
 }
+
+// TestDomains: a column whose type is a domain gives the value its base
+// type gives (a number for a domain over int), also through a domain over
+// a domain and in an array of a domain.
+func TestDomains(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn,
+		`CREATE DOMAIN posint AS int CHECK (VALUE > 0)`,
+		`CREATE DOMAIN small AS posint CHECK (VALUE < 100)`,
+		`CREATE DOMAIN flag AS bool`,
+		`CREATE DOMAIN doc AS jsonb`,
+		`CREATE DOMAIN email AS text`,
+		`CREATE TABLE typed (id posint PRIMARY KEY, s small, f flag, j doc, e email, pa posint[])`)
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, name, "public.typed"), sink)
+	waitReady(t, r)
+	execSQL(t, dsn, `INSERT INTO typed VALUES (5, 7, true, '{"a": [1]}', 'a@example.com', '{1,2}')`)
+	ev := sink.waitEvents(t, 1)[0]
+	want := map[string]any{
+		"id": int64(5), "s": int64(7), "f": true, "j": json.RawMessage(`{"a": [1]}`),
+		"e": "a@example.com", "pa": []any{int64(1), int64(2)},
+	}
+	if !reflect.DeepEqual(ev.Data, want) {
+		t.Errorf("data\n got %#v\nwant %#v", ev.Data, want)
+	}
+	if !slices.Equal(ev.Key, []string{"id"}) {
+		t.Errorf("key %v", ev.Key)
+	}
+}
