@@ -84,7 +84,8 @@ type hook struct {
 
 	doneCount int // completed deliveries in the retention index; committer only
 
-	fileActive bool // of a config webhook: active as the file sets it (w.Active may be switched off in the store)
+	fileActive bool   // of a config webhook: active as the file sets it (w.Active may be switched off in the store)
+	goneURL    string // the URL that answered 410 Gone, until switchOff has persisted it (or found it superseded)
 
 	log    *logFile
 	stat   hookMetrics
@@ -491,8 +492,10 @@ func (h *hook) deliver(p *pending) {
 	}
 	if gone {
 		// Before the entity's next delivery is freed: nothing more goes out.
+		// switchOff persists it; a reload meanwhile must keep it off.
 		h.active.Store(false)
 		h.w.Active = false
+		h.goneURL = w.URL
 	}
 	if final {
 		p.rec.Due = time.Time{}

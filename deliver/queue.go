@@ -128,11 +128,13 @@ type Queue struct {
 	cancel    context.CancelFunc
 	committed chan struct{} // closed when the committer has exited
 
-	failCommit     atomic.Pointer[error] // when set, commits fail with it (tests: a full disk)
-	duringRefill   func()                // when set, called inside a refill's read transaction (tests)
-	afterDropChunk func() error          // when set, called after each of dropQueue's transactions; an error stops the drop (tests)
+	failCommit      atomic.Pointer[error] // when set, commits fail with it (tests: a full disk)
+	duringRefill    func()                // when set, called inside a refill's read transaction (tests)
+	afterDropChunk  func() error          // when set, called after each of dropQueue's transactions; an error stops the drop (tests)
+	beforeSwitchOff func()                // when set, called after a 410 has switched a webhook off and before that is persisted (tests)
 
 	admin    sync.Mutex // serializes changes to the webhook set
+	switchMu sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
 	mu       sync.Mutex
 	hooks    map[string]*hook
 	onChange []func()

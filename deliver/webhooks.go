@@ -62,21 +62,8 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 	q.mu.Unlock()
 
 	for h, w := range update {
-		fileActive := w.Active
-		if err := q.db.Update(func(tx *bolt.Tx) error {
-			if switchedOff(tx, w.Name, w.URL) {
-				w.Active = false
-				return nil
-			}
-			return tx.Bucket(bucketActive).Delete([]byte(w.Name)) // its URL changed
-		}); err != nil {
-			return fmt.Errorf("webhook %q: %w", w.Name, err)
-		}
-		h.mu.Lock()
-		h.fileActive = fileActive
-		h.mu.Unlock()
-		if err := h.setWebhook(w); err != nil {
-			return fmt.Errorf("webhook %q: %w", w.Name, err)
+		if err := q.reloadWebhook(h, w); err != nil {
+			return err
 		}
 	}
 	for _, w := range want {
@@ -97,6 +84,34 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 		return err
 	}
 	q.changed()
+	return nil
+}
+
+// reloadWebhook gives config webhook h its definition w from the file. It
+// stays switched off where the store says so (a 410, the admin switch) or a
+// 410 has not been persisted yet, while its URL stays the same.
+func (q *Queue) reloadWebhook(h *hook, w Webhook) error {
+	q.switchMu.Lock()
+	defer q.switchMu.Unlock()
+	fileActive := w.Active
+	h.mu.Lock()
+	gone := h.goneURL != "" && h.goneURL == w.URL
+	h.mu.Unlock()
+	if err := q.db.Update(func(tx *bolt.Tx) error {
+		if gone || switchedOff(tx, w.Name, w.URL) {
+			w.Active = false
+			return nil
+		}
+		return tx.Bucket(bucketActive).Delete([]byte(w.Name)) // its URL changed
+	}); err != nil {
+		return fmt.Errorf("webhook %q: %w", w.Name, err)
+	}
+	h.mu.Lock()
+	h.fileActive = fileActive
+	h.mu.Unlock()
+	if err := h.setWebhook(w); err != nil {
+		return fmt.Errorf("webhook %q: %w", w.Name, err)
+	}
 	return nil
 }
 
@@ -271,6 +286,8 @@ func (q *Queue) putWebhook(w Webhook) error {
 func (q *Queue) UpdateWebhook(name string, patch func(*Webhook) error) (Webhook, error) {
 	q.admin.Lock()
 	defer q.admin.Unlock()
+	q.switchMu.Lock()
+	defer q.switchMu.Unlock()
 	h := q.hook(name)
 	if h == nil {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
@@ -335,6 +352,8 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 		return q.UpdateWebhook(name, func(w *Webhook) error { w.Active = active; return nil })
 	}
 	defer q.admin.Unlock()
+	q.switchMu.Lock()
+	defer q.switchMu.Unlock()
 	h.mu.Lock()
 	fileActive, url := h.fileActive, h.w.URL
 	h.mu.Unlock()
@@ -352,6 +371,7 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 	}
 	h.mu.Lock()
 	h.w.Active = active
+	h.goneURL = "" // a 410 not persisted yet is superseded
 	w := h.w.clone()
 	h.mu.Unlock()
 	h.active.Store(active)
@@ -362,12 +382,26 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 
 // switchOff persists active=false after a 410 Gone. For a config webhook
 // the store keeps an override until its URL changes in the config.
+//
+// It holds q.switchMu, as reloads and the admin API's changes do: one
+// that came between the 410 and here either kept the webhook off (a reload
+// of the same URL: goneURL) or superseded the 410 (activate, a new URL),
+// and then nothing is switched off or persisted. Not q.admin: deleting a
+// webhook holds that while it waits for the workers, one of which is here.
 func (q *Queue) switchOff(h *hook, w Webhook) {
+	if q.beforeSwitchOff != nil {
+		q.beforeSwitchOff()
+	}
+	q.switchMu.Lock()
+	defer q.switchMu.Unlock()
 	h.mu.Lock()
-	h.w.Active = false
+	superseded := h.goneURL != w.URL || h.w.URL != w.URL || h.w.Active
+	h.goneURL = ""
 	cur := h.w.clone()
 	h.mu.Unlock()
-	h.active.Store(false) // again: a reload since the 410 may have switched it on
+	if superseded || h.deleted.Load() {
+		return
+	}
 	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", redactURL(w.URL))
 	var err error
 	if cur.Source == SourceAPI {
