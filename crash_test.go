@@ -56,16 +56,23 @@ type process struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	args []string
+	env  []string // added to the test's environment
 	log  *os.File
 }
 
 func startProcess(t *testing.T, logPath string, args ...string) *process {
 	t.Helper()
+	return startProcessEnv(t, logPath, nil, args...)
+}
+
+// startProcessEnv is startProcess with env added to the environment.
+func startProcessEnv(t *testing.T, logPath string, env []string, args ...string) *process {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &process{t: t, args: args, log: f}
+	p := &process{t: t, args: args, env: env, log: f}
 	p.start()
 	t.Cleanup(func() {
 		p.kill()
@@ -84,6 +91,9 @@ func startProcess(t *testing.T, logPath string, args ...string) *process {
 func (p *process) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(walhookBinary(p.t), p.args...)
+	if p.env != nil {
+		p.cmd.Env = append(os.Environ(), p.env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		p.t.Fatal(err)

@@ -41,8 +41,20 @@ type receiver struct {
 
 func newReceiver(t *testing.T, respond func(n int, r request) int) *receiver {
 	t.Helper()
+	return startReceiver(t, respond, httptest.NewServer)
+}
+
+// newTLSReceiver is a receiver over HTTPS, with a certificate of its own
+// (rc.Certificate()) that no system trusts.
+func newTLSReceiver(t *testing.T, respond func(n int, r request) int) *receiver {
+	t.Helper()
+	return startReceiver(t, respond, httptest.NewTLSServer)
+}
+
+func startReceiver(t *testing.T, respond func(n int, r request) int, start func(http.Handler) *httptest.Server) *receiver {
+	t.Helper()
 	rc := &receiver{respond: respond}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc.Server = start(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		req := request{Method: r.Method, Header: r.Header.Clone(), Body: body}
 		rc.mu.Lock()
