@@ -88,6 +88,23 @@ func startProcessEnv(t *testing.T, logPath string, env []string, args ...string)
 	return p
 }
 
+// runItemsWalhook writes a config for dsn with the entity item (the table
+// public.items of itemsSchema) and hooks, starts walhook on it with env
+// added to its environment, and waits until it is ready. Its store, logs
+// and output (walhook.log) are under dir.
+func runItemsWalhook(t *testing.T, dsn, hooks string, env []string) (p *process, admin, dir string) {
+	t.Helper()
+	admin, dir = freeAddr(t), t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	text := postgresSection(dsn) + fmt.Sprintf("[admin]\nlisten = %q\n[[entity]]\nname = \"item\"\ntable = \"public.items\"\n", admin) + hooks
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = startProcessEnv(t, filepath.Join(dir, "walhook.log"), env, "run", "-config", path)
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	return p, admin, dir
+}
+
 func (p *process) start() {
 	p.t.Helper()
 	p.cmd = exec.Command(walhookBinary(p.t), p.args...)

@@ -26,19 +26,9 @@ func TestHTTPSReceiver(t *testing.T) {
 
 	run := func(env []string, maxAttempts int) (p *process, logDir string) {
 		t.Helper()
-		admin := freeAddr(t)
-		dir := t.TempDir()
-		logDir = filepath.Join(dir, "logs")
-		path := filepath.Join(dir, "config.toml")
-		text := postgresSection(dsn) + fmt.Sprintf("[admin]\nlisten = %q\n[store]\ndir = %q\n[log]\ndir = %q\n", admin, filepath.Join(dir, "data"), logDir) +
-			"[[entity]]\nname = \"item\"\ntable = \"public.items\"\n" +
-			fmt.Sprintf("[[webhook]]\nname = \"secure\"\nurl = %q\nevents = [\"item\"]\nsecret = \"s3cret-s3cret\"\nmax_attempts = %d\nretry_mode = \"test\"\n", rc.URL, maxAttempts)
-		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		p = startProcessEnv(t, filepath.Join(dir, "walhook.log"), env, "run", "-config", path)
-		waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
-		return p, logDir
+		p, _, dir := runItemsWalhook(t, dsn, fmt.Sprintf("[[webhook]]\nname = \"secure\"\nurl = %q\nevents = [\"item\"]\n"+
+			"secret = \"s3cret-s3cret\"\nmax_attempts = %d\nretry_mode = \"test\"\n", rc.URL, maxAttempts), env)
+		return p, filepath.Join(dir, "logs")
 	}
 
 	// The system's roots only: the certificate is refused.

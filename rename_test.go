@@ -17,17 +17,8 @@ func TestRenamedTableWarned(t *testing.T) {
 	dsn := newDatabase(t)
 	execSQL(t, dsn, itemsSchema)
 	rc := newReceiver(t, nil)
-	admin := freeAddr(t)
-	dir := t.TempDir()
-	path := filepath.Join(dir, "config.toml")
-	text := postgresSection(dsn) + fmt.Sprintf("[admin]\nlisten = %q\n[[entity]]\nname = \"item\"\ntable = \"public.items\"\n", admin) +
-		fmt.Sprintf("[[webhook]]\nname = \"items\"\nurl = %q\nevents = [\"item\"]\n", rc.URL)
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	_, _, dir := runItemsWalhook(t, dsn, fmt.Sprintf("[[webhook]]\nname = \"items\"\nurl = %q\nevents = [\"item\"]\n", rc.URL), nil)
 	logPath := filepath.Join(dir, "walhook.log")
-	startProcess(t, logPath, "run", "-config", path)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
 	readLog := func() string { raw, _ := os.ReadFile(logPath); return string(raw) }
 	const warning = "changes of a table that no webhook or entity names"
 

@@ -50,42 +50,48 @@ func parseTables(in []string) ([]tableName, error) {
 	return out, nil
 }
 
-// checkTables makes sure every table exists and warns about tables whose
-// UPDATE/DELETE PostgreSQL will refuse once they are in a publication.
-func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables []tableName) error {
+// checkTables makes sure every table exists and can be published, warns
+// about tables whose UPDATE/DELETE PostgreSQL will refuse once they are in
+// a publication, and returns the partitioned ones.
+func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables []tableName) (partitioned []tableName, err error) {
 	for _, t := range tables {
-		var ident, persistence string
+		var ident, persistence, kind string
 		var hasIdentIndex bool
 		err := conn.QueryRow(ctx, `
-			SELECT c.relreplident::text, c.relpersistence::text,
+			SELECT c.relreplident::text, c.relpersistence::text, c.relkind::text,
 			       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-			t.schema, t.table).Scan(&ident, &persistence, &hasIdentIndex)
+			t.schema, t.table).Scan(&ident, &persistence, &kind, &hasIdentIndex)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return fmt.Errorf("table %s does not exist", t)
+			return nil, fmt.Errorf("table %s does not exist", t)
 		}
 		if err != nil {
-			return fmt.Errorf("look up table %s: %w", t, err)
+			return nil, fmt.Errorf("look up table %s: %w", t, err)
 		}
 		if persistence == "u" {
-			return fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
+			return nil, fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
 				t, pgx.Identifier{t.schema, t.table}.Sanitize())
 		}
 		if ident == "n" || (ident != "f" && !hasIdentIndex) {
 			log.Warn("table has no primary key or replica identity: its UPDATE and DELETE will fail while it is in the publication; add a primary key or set REPLICA IDENTITY",
 				"table", t.String(), "replica_identity", ident)
 		}
+		if kind == "p" {
+			partitioned = append(partitioned, t)
+		}
 	}
-	return nil
+	return partitioned, nil
 }
 
 // ensurePublication creates the publication or changes it to cover exactly
 // tables (or all tables). Changes that replace the publication happen in one
 // transaction, so no decoded change ever sees it missing.
 func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, name string, tables []tableName, all bool) error {
+	var partitioned []tableName
 	if !all {
-		if err := checkTables(ctx, conn, log, tables); err != nil {
+		var err error
+		if partitioned, err = checkTables(ctx, conn, log, tables); err != nil {
 			return err
 		}
 	}
@@ -104,12 +110,20 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, na
 	}
 	// A partitioned table's changes are published under its own name, as
 	// the config gives it, not under its partitions' names.
+	// A publication made before (by an older walhook) is altered when it
+	// matters: for a partitioned table it must; for all tables it is tried,
+	// as there may be one.
 	create += " WITH (" + viaRootOption + ")"
-	if exists && !viaRoot && all == pubAll {
-		if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+pub+" SET ("+viaRootOption+")"); err != nil {
-			return fmt.Errorf("alter publication %s: %w", name, err)
+	if exists && !viaRoot && all == pubAll && (all || len(partitioned) > 0) {
+		_, err := conn.Exec(ctx, "ALTER PUBLICATION "+pub+" SET ("+viaRootOption+")")
+		switch {
+		case err == nil:
+			log.Info("publication altered: partitioned tables publish their changes under their own name", "publication", name)
+		case all:
+			log.Warn("publication could not be altered: changes of partitioned tables come under their partitions' names", "publication", name, "err", err)
+		default:
+			return fmt.Errorf("alter publication %s so that partitioned table %s publishes its changes under its own name: %w", name, partitioned[0], err)
 		}
-		log.Info("publication altered: partitioned tables publish their changes under their own name", "publication", name)
 	}
 	switch {
 	case !exists:

@@ -3,8 +3,6 @@ package deliver
 import (
 	"encoding/binary"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -144,40 +142,13 @@ func hookDef(url, name string) Webhook {
 //
 //	WALHOOK_DROP_DELIVERIES=1000000 go test -run XXX -bench DropQueue -benchtime 1x ./deliver/
 func BenchmarkDropQueue(b *testing.B) {
-	n := 100_000
-	if v := os.Getenv("WALHOOK_DROP_DELIVERIES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := envInt(b, "WALHOOK_DROP_DELIVERIES", 100_000)
 	for b.Loop() {
 		b.StopTimer()
 		release := make(chan struct{})
 		srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { <-release }))
-		q, err := Open(Options{Dir: b.TempDir(), Route: func(*cdc.Event) []string { return []string{"h"} }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := q.SetConfigWebhooks([]Webhook{hookDef(srv.URL, "h")}); err != nil {
-			b.Fatal(err)
-		}
-		row := map[string]any{"name": strings.Repeat("x", 200), "email": "someone@example.com"}
-		var lsn uint64
-		for i := 0; i < n; i += 1000 {
-			lsn += 10000
-			tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: time.Now()}
-			for j := range min(1000, n-i) {
-				tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(lsn, uint32(j)), Schema: "public", Table: "t",
-					Action: cdc.ActionCreate, Entity: "t", EntityID: strconv.Itoa(i + j), Data: row})
-			}
-			if err := q.Write(b.Context(), tx); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if !eventually(10*time.Minute, func() bool { return q.Durable() > lsn }) {
-			b.Fatal("the queue was not committed")
-		}
+		q := openWith(b, b.TempDir(), srv.URL, []string{"h"}, nil)
+		lsn := writeBacklog(b, q, n, map[string]any{"name": strings.Repeat("x", 200), "email": "someone@example.com"})
 		close(release)
 		runtime.GC()
 
@@ -223,4 +194,17 @@ func BenchmarkDropQueue(b *testing.B) {
 		b.ReportMetric(float64(peak>>20), "peak-heap-MB")
 		b.StartTimer()
 	}
+}
+
+// envInt is the integer in environment variable name, def when it is unset.
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return n
 }

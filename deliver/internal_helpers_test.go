@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // openWith opens a Queue in dir that routes every event to the named
 // config webhooks, all posting to url; mod adjusts the Options first. The
 // Queue is closed when the test ends, if the test has not closed it.
-func openWith(t *testing.T, dir, url string, names []string, mod func(*Options)) *Queue {
+func openWith(t testing.TB, dir, url string, names []string, mod func(*Options)) *Queue {
 	t.Helper()
 	opts := Options{Dir: dir, Route: func(*cdc.Event) []string { return names }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if mod != nil {
@@ -59,4 +60,27 @@ func eventually(timeout time.Duration, cond func() bool) bool {
 		}
 	}
 	return true
+}
+
+// writeBacklog writes n events, 1,000 to a transaction, each of its own
+// entity and carrying data, and waits until they are durable. It returns
+// the last transaction's end.
+func writeBacklog(tb testing.TB, q *Queue, n int, data map[string]any) uint64 {
+	tb.Helper()
+	var lsn uint64
+	for i := 0; i < n; i += 1000 {
+		lsn += 10000
+		tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: time.Now()}
+		for j := range min(1000, n-i) {
+			tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(lsn, uint32(j)), Schema: "public", Table: "t",
+				Action: cdc.ActionCreate, Entity: "t", EntityID: strconv.Itoa(i + j), Data: data})
+		}
+		if err := q.Write(tb.Context(), tx); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if !eventually(10*time.Minute, func() bool { return q.Durable() > lsn }) {
+		tb.Fatalf("the backlog of %d was not committed", n)
+	}
+	return lsn + 1
 }

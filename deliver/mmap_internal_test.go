@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -40,25 +39,8 @@ func TestRestartScanReleasesMappedPages(t *testing.T) {
 	t.Cleanup(releaseOnce) // before the Queue closes: it waits for its requests
 
 	// A backlog: the receiver holds the first requests, the rest wait.
-	const txs, perTx = 40, 1000
-	var last uint64
-	for i := range txs {
-		lsn := uint64(i+1) * 10000
-		tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: time.Now()}
-		for j := range perTx {
-			tx.Events = append(tx.Events, cdc.Event{
-				ID: cdc.EventID(lsn, uint32(j)), Schema: "public", Table: "t", Action: cdc.ActionCreate,
-				Entity: "t", EntityID: strconv.Itoa(i*perTx + j),
-			})
-		}
-		if err := q.Write(t.Context(), tx); err != nil {
-			t.Fatal(err)
-		}
-		last = tx.EndLSN
-	}
-	if !eventually(60*time.Second, func() bool { return q.Durable() >= last }) {
-		t.Fatalf("the backlog was not committed: durable %d, want %d", q.Durable(), last)
-	}
+	const written = 40_000
+	writeBacklog(t, q, written, nil)
 	releaseOnce()
 	q.Close()
 
@@ -92,8 +74,8 @@ func TestRestartScanReleasesMappedPages(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The receiver's first requests were answered as it closed.
-	if got := q.Stats("h").Queued; got != stored || got < txs*perTx-100 {
-		t.Fatalf("counted %d queued deliveries after the restart, want %d stored of %d written", got, stored, txs*perTx)
+	if got := q.Stats("h").Queued; got != stored || got < written-100 {
+		t.Fatalf("counted %d queued deliveries after the restart, want %d stored of %d written", got, stored, written)
 	}
 	db := filepath.Join(dir, "walhook.db")
 	if rss := mappedRSS(t, db); rss > queueBytes/2 {

@@ -1,11 +1,8 @@
 package deliver
 
 import (
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -113,40 +110,20 @@ func TestRecoverInChunks(t *testing.T) {
 //
 //	go test -run XXX -bench Recover -benchtime 1x ./deliver/
 func BenchmarkRecover(b *testing.B) {
-	n := 10_000
-	if v := os.Getenv("WALHOOK_RECOVER_DELIVERIES"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil {
-			b.Fatal(err)
-		}
-	}
+	n := envInt(b, "WALHOOK_RECOVER_DELIVERIES", 10_000)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusInternalServerError)
 	}))
 	defer srv.Close()
 	for b.Loop() {
 		b.StopTimer()
-		q, err := Open(Options{Dir: b.TempDir(), Route: func(*cdc.Event) []string { return []string{"h"} }, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			b.Fatal(err)
-		}
+		q := openWith(b, b.TempDir(), srv.URL, []string{"h"}, nil)
 		w := hookDef(srv.URL, "h")
 		w.MaxAttempts = 1
 		if err := q.SetConfigWebhooks([]Webhook{w}); err != nil {
 			b.Fatal(err)
 		}
-		var lsn uint64
-		for i := 0; i < n; i += 1000 {
-			lsn += 10000
-			tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: time.Now()}
-			for j := range min(1000, n-i) {
-				tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(lsn, uint32(j)), Schema: "public", Table: "t",
-					Action: cdc.ActionCreate, Entity: "t", EntityID: strconv.Itoa(i + j)})
-			}
-			if err := q.Write(b.Context(), tx); err != nil {
-				b.Fatal(err)
-			}
-		}
+		writeBacklog(b, q, n, nil)
 		if !eventually(10*time.Minute, func() bool {
 			ds, err := q.Deliveries("h", n, StatusFailed)
 			return err == nil && len(ds) == n
