@@ -433,6 +433,23 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 	default:
 		rep.fail("table %s: no primary key and REPLICA IDENTITY DEFAULT: the application's UPDATE and DELETE will fail once it is published; add a primary key or run %s", table, full)
 	}
+	if ident == "f" && !hasPK && !entityNamesID(cfg, table) {
+		// Every column is then the key pgoutput gives: an update changes
+		// the entity_id, and the ordering per entity_id no longer follows
+		// the row.
+		rep.warn("table %s: no primary key, so entity_id is made of every column and changes with each update, and one row's events are not kept in order: name the columns that identify a row in its [[entity]] id", table)
+	}
+}
+
+// entityNamesID reports whether an [[entity]] of table (schema.table) names
+// its entity_id columns.
+func entityNamesID(cfg *Config, table string) bool {
+	for _, e := range cfg.Entities {
+		if e.Table == table && len(e.ID) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func checkSlot(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) {

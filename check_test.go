@@ -174,6 +174,21 @@ func TestCheck(t *testing.T) {
 			expect: []string{`FAIL  table public.people: is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so none can be published: ALTER TABLE "public"."people" SET LOGGED;`, "1 problem(s)"},
 		},
 		{
+			name:   "full identity without a primary key",
+			setup:  `CREATE TABLE people (id int, name text); ALTER TABLE people REPLICA IDENTITY FULL`,
+			extra:  checkHooks,
+			ok:     true,
+			expect: []string{"warn  table public.people: no primary key, so entity_id is made of every column and changes with each update, and one row's events are not kept in order: name the columns that identify a row in its [[entity]] id"},
+		},
+		{
+			name:   "full identity without a primary key, entity id named",
+			setup:  `CREATE TABLE people (id int, name text); ALTER TABLE people REPLICA IDENTITY FULL`,
+			extra:  "[[entity]]\nname = \"person\"\ntable = \"public.people\"\nid = [\"id\"]\n" + checkHooks,
+			ok:     true,
+			expect: []string{"ok    table public.people: REPLICA IDENTITY FULL", "walhook can run with this config"},
+			absent: []string{"no primary key, so entity_id"},
+		},
+		{
 			name:   "no primary key",
 			setup:  `CREATE TABLE people (id int, name text)`,
 			extra:  checkHooks,
