@@ -392,6 +392,14 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 	if q.beforeSwitchOff != nil {
 		q.beforeSwitchOff()
 	}
+	if q.persistSwitchOff(h, w) {
+		q.changed() // outside switchMu: it may wait on PostgreSQL (the publication)
+	}
+}
+
+// persistSwitchOff is switchOff's part under switchMu; it reports whether
+// the webhook was switched off.
+func (q *Queue) persistSwitchOff(h *hook, w Webhook) bool {
 	q.switchMu.Lock()
 	defer q.switchMu.Unlock()
 	h.mu.Lock()
@@ -400,7 +408,7 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 	cur := h.w.clone()
 	h.mu.Unlock()
 	if superseded || h.deleted.Load() {
-		return
+		return false
 	}
 	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", redactURL(w.URL))
 	var err error
@@ -412,7 +420,7 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 	if err != nil {
 		q.log.Error("persist switched-off webhook", "webhook", w.Name, "err", err)
 	}
-	q.changed()
+	return true
 }
 
 // Webhooks returns all webhooks sorted by name, without secrets.
