@@ -138,9 +138,8 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 // a table the config does not name are dropped, with a warning the first
 // time: most often the table was renamed, and its webhooks get nothing.
 func (a *App) route(ev *cdc.Event) []string {
-	m := a.matcher.Load()
-	targets := m.Route(ev)
-	if targets == nil && !m.Names(ev.Schema, ev.Table) {
+	targets, named := a.matcher.Load().Match(ev)
+	if !named {
 		table := ev.Schema + "." + ev.Table
 		if _, seen := a.unnamed.LoadOrStore(table, true); !seen {
 			a.logger.Warn("changes of a table that no webhook or entity names are read and dropped; if it was renamed, its webhooks get nothing until the config names it", "table", table)

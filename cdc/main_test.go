@@ -218,3 +218,14 @@ func waitReady(t *testing.T, r *running) {
 func baseConfig(dsn, name string, tables ...string) cdc.Config {
 	return cdc.Config{DSN: dsn, Slot: name, Publication: name, ManagePublication: true, Tables: tables}
 }
+
+// streamTables starts a reader of tables in the test's database (dsn, with
+// slot and publication name), with a sink of its own, and waits until it
+// streams.
+func streamTables(t *testing.T, dsn, name string, tables ...string) (*running, *recSink) {
+	t.Helper()
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, name, tables...), sink)
+	waitReady(t, r)
+	return r, sink
+}

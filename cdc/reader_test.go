@@ -28,9 +28,7 @@ func TestValueTypes(t *testing.T) {
 			f4 float4, f8 float8, fnan float8, finf float8, fninf float8, f4nan float4,
 			n numeric, b bool, bf bool, tx text, vc varchar(10), u uuid, j json, jb jsonb, by bytea,
 			d date, ts timestamp, tstz timestamptz, ia int[], ta text[], iaa int[], m mood, nul text, nuli int8)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.types"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.types")
 	execSQL(t, dsn, `INSERT INTO types VALUES (
 		7, -2, 9007199254740993,
 		3.14, 2.5e-7, 'NaN', 'Infinity', '-Infinity', 'NaN',
@@ -111,9 +109,7 @@ func TestRowChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.dflt", "public.full_"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.dflt", "public.full_")
 	execSQL(t, dsn,
 		`INSERT INTO dflt VALUES (1, 'a', `+bigText+`)`,
 		`UPDATE dflt SET v = 'b' WHERE id = 1`,
@@ -187,9 +183,7 @@ func abbrev(m map[string]any) string {
 func TestEventIDs(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE items (id int PRIMARY KEY)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.items"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.items")
 	before := time.Now()
 	execSQL(t, dsn, `INSERT INTO items SELECT generate_series(1, 5)`, `INSERT INTO items VALUES (6)`)
 	sink.waitEvents(t, 6)
@@ -330,9 +324,7 @@ func waitNotReady(t *testing.T, r *running) {
 func TestReconnect(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE items (id int PRIMARY KEY)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.items"), sink)
-	waitReady(t, r)
+	r, sink := streamTables(t, dsn, name, "public.items")
 	execSQL(t, dsn, `INSERT INTO items VALUES (1)`)
 	sink.waitEvents(t, 1)
 	sink.durable.Store(sink.snapshot()[0].EndLSN)
@@ -384,9 +376,7 @@ func TestReconnect(t *testing.T) {
 func TestTruncate(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE a (id int PRIMARY KEY)`, `CREATE TABLE b (id int PRIMARY KEY)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.a", "public.b"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.a", "public.b")
 	execSQL(t, dsn, `INSERT INTO a VALUES (1)`, `TRUNCATE a, b`)
 	evs := sink.waitEvents(t, 3)
 	txs := sink.snapshot()
@@ -422,9 +412,7 @@ func publicationTables(t *testing.T, dsn, pub string) []string {
 func TestSetTables(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE a (id int PRIMARY KEY)`, `CREATE TABLE "B b" (id int PRIMARY KEY)`, `CREATE TABLE nokey (v int)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.a"), sink)
-	waitReady(t, r)
+	r, sink := streamTables(t, dsn, name, "public.a")
 	if got := publicationTables(t, dsn, name); !slices.Equal(got, []string{"public.a"}) {
 		t.Fatalf("publication covers %v, want [public.a]", got)
 	}
@@ -598,9 +586,7 @@ func TestForeignSlotIsFatal(t *testing.T) {
 func TestSchemaChanges(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE shapes (id int PRIMARY KEY, a text)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.shapes"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.shapes")
 	execSQL(t, dsn,
 		`INSERT INTO shapes VALUES (1, 'x')`,
 		`ALTER TABLE shapes ADD COLUMN b int NOT NULL DEFAULT 7`,
@@ -651,9 +637,7 @@ func TestPartitionedTable(t *testing.T) {
 			if existing {
 				execSQL(t, dsn, `CREATE PUBLICATION `+name+` FOR TABLE orders`)
 			}
-			sink := &recSink{}
-			r := startReader(t, baseConfig(dsn, name, "public.orders"), sink)
-			waitReady(t, r)
+			_, sink := streamTables(t, dsn, name, "public.orders")
 			execSQL(t, dsn,
 				`INSERT INTO orders VALUES (1, 'eu', 10), (2, 'us', 20)`,
 				`UPDATE orders SET total = 11 WHERE id = 1`,
@@ -692,9 +676,7 @@ func TestLostSlotIsFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	execSQL(t, dsn, `CREATE TABLE items (id int PRIMARY KEY)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, "lost", "public.items"), sink)
-	waitReady(t, r)
+	r, sink := streamTables(t, dsn, "lost", "public.items")
 	execSQL(t, dsn, `INSERT INTO items VALUES (1)`)
 	sink.waitEvents(t, 1)
 	r.stop()
@@ -743,9 +725,7 @@ func TestLostSlotIsFatal(t *testing.T) {
 func TestSubtransactions(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE items (id int PRIMARY KEY, v text)`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.items"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.items")
 	conn := testkit.Connect(t, dsn)
 	defer conn.Close(t.Context())
 	tx, err := conn.Begin(t.Context())
@@ -808,9 +788,7 @@ func TestDomains(t *testing.T) {
 		`CREATE DOMAIN doc AS jsonb`,
 		`CREATE DOMAIN email AS text`,
 		`CREATE TABLE typed (id posint PRIMARY KEY, s small, f flag, j doc, e email, pa posint[])`)
-	sink := &recSink{}
-	r := startReader(t, baseConfig(dsn, name, "public.typed"), sink)
-	waitReady(t, r)
+	_, sink := streamTables(t, dsn, name, "public.typed")
 	execSQL(t, dsn, `INSERT INTO typed VALUES (5, 7, true, '{"a": [1]}', 'a@example.com', '{1,2}')`)
 	ev := sink.waitEvents(t, 1)[0]
 	want := map[string]any{

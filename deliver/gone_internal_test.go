@@ -58,8 +58,10 @@ func TestGoneMeetsReloadOrActivate(t *testing.T) {
 			if !eventually(10*time.Second, func() bool { return q.Stats("h").TotalCalls == 1 }) {
 				t.Fatal("no attempt")
 			}
+			// What the API shows, read under switchMu: not halfway through a
+			// switch-off. (Whether it persisted is checked after the restart
+			// below: closing waits for the worker, and so for its switchOff.)
 			wantActive := meanwhile == "activate"
-			// switchOff has run once the counters say so and the lock is free.
 			if !eventually(10*time.Second, func() bool {
 				q.switchMu.Lock()
 				defer q.switchMu.Unlock()

@@ -62,8 +62,7 @@ func TestRecoverInChunks(t *testing.T) {
 			t.Fatalf("want %d failed deliveries: %+v", to, q.Stats("h"))
 		}
 	}
-	write(0, 4)
-	time.Sleep(10 * time.Millisecond) // the attempts' times, to the clock's resolution
+	write(0, 4) // attempted, failed and stored before since
 	since := time.Now()
 	write(4, 10)
 

@@ -662,7 +662,6 @@ func (q *Queue) Recover(name string, since time.Time) (int, error) {
 	for chunk := range slices.Chunk(seqs, recoverChunk) {
 		var rs []redelivered
 		err := q.db.Update(func(tx *bolt.Tx) error {
-			rs = rs[:0]
 			for _, seq := range chunk {
 				r, err := redeliverIn(tx, name, seq)
 				if errors.Is(err, ErrNotFound) {

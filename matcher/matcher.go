@@ -156,21 +156,24 @@ func wants(events []string, entity, table string) bool {
 	return false
 }
 
-// Names reports whether the config names the table: an [[entity]] or some
-// webhook's events. The changes of other tables come from a publication
-// that carries more than walhook asked for: one managed by hand, or a table
-// renamed since it was published (publications follow the table, the
-// config its name).
-func (m *Matcher) Names(schema, table string) bool { return m.compile(schema, table).named }
-
 // Route fills ev's Entity, EntityID and EntityURL and returns the names of
 // the webhooks that want it.
 func (m *Matcher) Route(ev *cdc.Event) []string {
+	targets, _ := m.Match(ev)
+	return targets
+}
+
+// Match is Route, and also reports whether the config names ev's table: an
+// [[entity]] or some webhook's events. The changes of other tables come
+// from a publication that carries more than walhook asked for: one managed
+// by hand, or a table renamed since it was published (publications follow
+// the table, the config its name).
+func (m *Matcher) Match(ev *cdc.Event) (targets []string, named bool) {
 	r := m.compile(ev.Schema, ev.Table)
 	ev.Entity = r.entity
-	targets := r.targets[ev.Action]
+	targets = r.targets[ev.Action]
 	if len(targets) == 0 {
-		return nil
+		return nil, r.named
 	}
 	if ev.Action != cdc.ActionTruncate {
 		cols := r.id
@@ -182,7 +185,7 @@ func (m *Matcher) Route(ev *cdc.Event) []string {
 			ev.EntityURL = expandURL(r.url, ev)
 		}
 	}
-	return targets
+	return targets, r.named
 }
 
 func value(ev *cdc.Event, col string) (any, bool) {

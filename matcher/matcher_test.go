@@ -68,7 +68,7 @@ func BenchmarkRoute(b *testing.B) {
 	}
 }
 
-func TestNames(t *testing.T) {
+func TestMatchNamesTables(t *testing.T) {
 	m, err := matcher.New(
 		[]matcher.Entity{
 			{Name: "employee", Schema: "public", Table: "employees"},
@@ -91,15 +91,15 @@ func TestNames(t *testing.T) {
 		{"public", "staff", false}, // employees, renamed
 		{"public", "orders", false},
 	} {
-		if got := m.Names(tc.schema, tc.table); got != tc.want {
-			t.Errorf("Names(%s.%s) = %v, want %v", tc.schema, tc.table, got, tc.want)
+		if _, got := m.Match(&cdc.Event{Schema: tc.schema, Table: tc.table, Action: cdc.ActionCreate}); got != tc.want {
+			t.Errorf("Match(%s.%s): named = %v, want %v", tc.schema, tc.table, got, tc.want)
 		}
 	}
 	all, err := matcher.New(nil, []matcher.Rule{{Webhook: "all", Events: []string{"*"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !all.Names("public", "anything") {
+	if _, named := all.Match(&cdc.Event{Schema: "public", Table: "anything", Action: cdc.ActionCreate}); !named {
 		t.Error(`a webhook for "*" names every table`)
 	}
 }
