@@ -186,7 +186,9 @@ func (e *env) mustDo(want int, method, path, body string, header ...string) resp
 	return r
 }
 
-// write queues one employee change for the routed webhooks.
+// write queues one employee change for the routed webhooks and waits until
+// the store holds it, as the reader does before it confirms the LSN: which
+// webhooks get it is decided then, by their switch at that moment.
 func (e *env) write(lsn uint64, id int64) {
 	e.t.Helper()
 	ev := cdc.Event{
@@ -198,6 +200,7 @@ func (e *env) write(lsn uint64, id int64) {
 	if err := e.q.Write(e.t.Context(), tx); err != nil {
 		e.t.Fatal(err)
 	}
+	waitFor(e.t, "the store to hold the change", func() bool { return e.q.Durable() >= tx.EndLSN })
 }
 
 // waitFor polls cond until it holds or the deadline passes.
