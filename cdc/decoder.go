@@ -36,9 +36,8 @@ type decoder struct {
 	// session found them; pgoutput flags every column as key under
 	// REPLICA IDENTITY FULL, which makes a poor entity id.
 	primaryKeys map[string][]string
-	// domains maps a domain type to its base type, as the session found
-	// them: values are converted as the base type's.
-	domains map[uint32]uint32
+	// catalog is the session's view of domains and array types.
+	catalog typeCatalog
 	log     *slog.Logger
 
 	// chunkSize is the most events a Tx handed out holds; a bigger
@@ -121,11 +120,7 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage) {
 	r := &relation{ID: m.RelationID, Schema: m.Namespace, Table: m.RelationName, Columns: make([]column, len(m.Columns))}
 	for i, c := range m.Columns {
 		key := c.Flags&1 != 0
-		typ := c.DataType
-		if base, ok := d.domains[typ]; ok {
-			typ = base
-		}
-		r.Columns[i] = column{Name: c.Name, OID: c.DataType, Key: key, conv: converterFor(d.types, typ)}
+		r.Columns[i] = column{Name: c.Name, OID: c.DataType, Key: key, conv: converterFor(d.types, d.catalog, c.DataType)}
 		if key {
 			r.Key = append(r.Key, c.Name)
 		}

@@ -225,7 +225,7 @@ type slotState struct {
 	exists         bool
 	confirmedFlush uint64
 	primaryKeys    map[string][]string // schema.table → primary key columns
-	domains        map[uint32]uint32   // domain type → its base type, arrays of either too
+	types          typeCatalog         // domains and array types
 }
 
 // prepare makes sure the publication is usable and inspects the slot.
@@ -329,7 +329,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	r.log.Info("replication started", "publication", r.cfg.Publication, "confirmed_flush_lsn", pglogrepl.LSN(st.confirmedFlush).String())
 	r.ready.Store(true)
 	dec := newDecoder(r.log)
-	dec.primaryKeys, dec.domains = st.primaryKeys, st.domains
+	dec.primaryKeys, dec.catalog = st.primaryKeys, st.types
 	s := &stream{r: r, conn: conn, dec: dec, floor: st.confirmedFlush}
 	return true, s.run(ctx)
 }
@@ -493,40 +493,62 @@ func (s *stream) sendStatus() error {
 }
 
 // readCatalog reads what the decoder needs from the catalog: the tables'
-// primary keys and the domains' base types.
+// primary keys, the domains' base types and the array types' elements.
 func (st *slotState) readCatalog(ctx context.Context, conn *pgx.Conn) error {
 	var err error
 	if st.primaryKeys, err = primaryKeys(ctx, conn); err != nil {
 		return err
 	}
-	st.domains, err = domainBases(ctx, conn)
+	if st.types.bases, err = domainBases(ctx, conn); err != nil {
+		return err
+	}
+	st.types.arrays, err = arrayTypes(ctx, conn)
 	return err
 }
 
-// domainBases maps every domain type to the type it is ultimately based on,
-// and an array of a domain to the array of that type: pgoutput names a
-// column's own type, and a domain over int should still give a number.
+// domainBases maps every domain type to the type it is ultimately based on:
+// pgoutput names a column's own type, and a domain over int should still
+// give a number.
 func domainBases(ctx context.Context, conn *pgx.Conn) (map[uint32]uint32, error) {
 	rows, err := conn.Query(ctx, `
 		WITH RECURSIVE d(oid, base) AS (
 			SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'
 			UNION ALL
 			SELECT d.oid, t.typbasetype FROM d JOIN pg_type t ON t.oid = d.base AND t.typtype = 'd')
-		SELECT d.oid::int8, d.base::int8, dt.typarray::int8, bt.typarray::int8
-		FROM d JOIN pg_type bt ON bt.oid = d.base AND bt.typtype <> 'd' JOIN pg_type dt ON dt.oid = d.oid`)
+		SELECT d.oid::int8, d.base::int8 FROM d JOIN pg_type bt ON bt.oid = d.base AND bt.typtype <> 'd'`)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
 	out := make(map[uint32]uint32)
-	var domain, base, domainArray, baseArray int64
-	if _, err := pgx.ForEachRow(rows, []any{&domain, &base, &domainArray, &baseArray}, func() error {
+	var domain, base int64
+	if _, err := pgx.ForEachRow(rows, []any{&domain, &base}, func() error {
 		out[uint32(domain)] = uint32(base)
-		if domainArray != 0 && baseArray != 0 {
-			out[uint32(domainArray)] = uint32(baseArray)
-		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	return out, nil
+}
+
+// arrayTypes maps every array type to its element type and delimiter: the
+// arrays of enums, domains and extension types have OIDs of their own
+// database, which pgx cannot know.
+func arrayTypes(ctx context.Context, conn *pgx.Conn) (map[uint32]arrayType, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT a.oid::int8, a.typelem::int8, ascii(e.typdelim)
+		FROM pg_type a JOIN pg_type e ON e.oid = a.typelem
+		WHERE a.typcategory = 'A'`)
+	if err != nil {
+		return nil, fmt.Errorf("list array types: %w", err)
+	}
+	out := make(map[uint32]arrayType)
+	var oid, elem int64
+	var delim int32
+	if _, err := pgx.ForEachRow(rows, []any{&oid, &elem, &delim}, func() error {
+		out[uint32(oid)] = arrayType{elem: uint32(elem), delim: byte(delim)}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list array types: %w", err)
 	}
 	return out, nil
 }

@@ -27,7 +27,7 @@ func TestValueTypes(t *testing.T) {
 			id int4 PRIMARY KEY, i2 int2, i8 int8,
 			f4 float4, f8 float8, fnan float8, finf float8, fninf float8, f4nan float4,
 			n numeric, b bool, bf bool, tx text, vc varchar(10), u uuid, j json, jb jsonb, by bytea,
-			d date, ts timestamp, tstz timestamptz, ia int[], ta text[], iaa int[], m mood, nul text, nuli int8)`)
+			d date, ts timestamp, tstz timestamptz, ia int[], ta text[], iaa int[], m mood, ma mood[], tsa timestamptz[], o oid, nul text, nuli int8)`)
 	_, sink := streamTables(t, dsn, name, "public.types")
 	execSQL(t, dsn, `INSERT INTO types VALUES (
 		7, -2, 9007199254740993,
@@ -35,7 +35,8 @@ func TestValueTypes(t *testing.T) {
 		12345.678900, true, false, 'héllo "wörld"', 'v', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11',
 		'{"a": [1, 2]}', '{"b": 1, "a": "x"}', '\x00ff10',
 		'2026-11-29', '2026-11-29 01:02:03.456789', '2026-11-29 03:02:03.5+02',
-		'{1,NULL,3}', '{"a b","c\"d",NULL,"NULL",""}', '{{1,2},{3,4}}', 'happy', NULL, NULL)`)
+		'{1,NULL,3}', '{"a b","c\"d",NULL,"NULL",""}', '{{1,2},{3,4}}', 'happy', '{happy,NULL,sad}',
+		'{"2026-11-29 03:02:03.5+02",infinity}', 42, NULL, NULL)`)
 	ev := sink.waitEvents(t, 1)[0]
 
 	tests := []struct {
@@ -67,6 +68,12 @@ func TestValueTypes(t *testing.T) {
 		{"ta", []any{"a b", `c"d`, nil, "NULL", ""}},
 		{"iaa", []any{[]any{int64(1), int64(2)}, []any{int64(3), int64(4)}}},
 		{"m", "happy"},
+		// An array of a type of this database (its OID is not pgx's), and
+		// an element that is not a timestamp keeping its text form while
+		// the others are converted.
+		{"ma", []any{"happy", nil, "sad"}},
+		{"tsa", []any{"2026-11-29T01:02:03.5Z", "infinity"}},
+		{"o", int64(42)},
 		{"nul", nil},
 		{"nuli", nil},
 	}

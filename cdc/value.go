@@ -31,11 +31,31 @@ var sessionParams = map[string]string{
 	"bytea_output":       "hex",
 }
 
-// converterFor picks the converter for a column type. Types pgx does not
-// know (enums, domains over extensions) keep their text form.
-func converterFor(m *pgtype.Map, oid uint32) converter {
+// typeCatalog is what a session read from pg_type about types pgoutput
+// names by OID alone.
+type typeCatalog struct {
+	// bases maps a domain to the type it is ultimately based on: a domain
+	// over int still gives a number.
+	bases map[uint32]uint32
+	// arrays maps every array type to its element type and delimiter,
+	// including arrays of enums, domains and extension types pgx does not
+	// know.
+	arrays map[uint32]arrayType
+}
+
+type arrayType struct {
+	elem  uint32
+	delim byte
+}
+
+// converterFor picks the converter for a column type. Types without one
+// (numeric, uuid, enums, ranges, composites) keep their text form.
+func converterFor(m *pgtype.Map, cat typeCatalog, oid uint32) converter {
+	if base, ok := cat.bases[oid]; ok {
+		oid = base
+	}
 	switch oid {
-	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID:
+	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
 		return convInt
 	case pgtype.Float4OID, pgtype.Float8OID:
 		return convFloat
@@ -52,17 +72,22 @@ func converterFor(m *pgtype.Map, oid uint32) converter {
 	case pgtype.TimestamptzOID:
 		return convTimestamptz
 	}
-	if t, ok := m.TypeForOID(oid); ok {
-		if ac, ok := t.Codec.(*pgtype.ArrayCodec); ok && ac.ElementType != nil {
-			delim := ac.Delimiter
-			if delim == 0 {
-				delim = ','
+	a, ok := cat.arrays[oid]
+	if !ok {
+		// Without a catalog (a decoder on its own), pgx's built-in arrays.
+		if t, known := m.TypeForOID(oid); known {
+			if ac, isArray := t.Codec.(*pgtype.ArrayCodec); isArray && ac.ElementType != nil {
+				a, ok = arrayType{elem: ac.ElementType.OID, delim: ac.Delimiter}, true
 			}
-			elem := converterFor(m, ac.ElementType.OID)
-			return func(src []byte) (any, error) { return parseArray(src, delim, elem) }
 		}
 	}
-	// numeric, text, varchar, uuid, enums and everything else: the text form.
+	if ok {
+		if a.delim == 0 {
+			a.delim = ','
+		}
+		elem := converterFor(m, cat, a.elem)
+		return func(src []byte) (any, error) { return parseArray(src, a.delim, elem) }
+	}
 	return convText
 }
 
@@ -214,11 +239,7 @@ func (p *arrayParser) array() ([]any, error) {
 			if err != nil {
 				return nil, err
 			}
-			v, err := p.elem(b)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, v)
+			out = append(out, p.value(b))
 		default:
 			start := p.i
 			for p.i < len(p.s) && p.s[p.i] != p.delim && p.s[p.i] != '}' {
@@ -229,11 +250,7 @@ func (p *arrayParser) array() ([]any, error) {
 				out = append(out, nil)
 				break
 			}
-			v, err := p.elem([]byte(tok))
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, v)
+			out = append(out, p.value([]byte(tok)))
 		}
 		if p.i >= len(p.s) {
 			return nil, fmt.Errorf("array: unexpected end")
@@ -248,6 +265,17 @@ func (p *arrayParser) array() ([]any, error) {
 			return nil, fmt.Errorf("array: unexpected %q at %d", p.s[p.i], p.i)
 		}
 	}
+}
+
+// value converts one element; one the converter refuses (a timestamp
+// 'infinity', invalid UTF-8) keeps its text form, as a column's value does,
+// and the rest of the array is still converted.
+func (p *arrayParser) value(src []byte) any {
+	v, err := p.elem(src)
+	if err != nil {
+		return safeText(src)
+	}
+	return v
 }
 
 // quoted reads a double-quoted element with backslash escapes.
