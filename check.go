@@ -294,11 +294,31 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts,
 	if all && *cfg.Postgres.ManagePublication {
 		rep.ok("a webhook wants every table (\"*\"): the publication is FOR ALL TABLES")
 	}
+	if all && *cfg.Postgres.ManagePublication || f.pubExists && f.pubAll {
+		checkAllTablesIdentity(ctx, conn, f, rep)
+	}
 	if f.pubExists {
 		checkPublishes(cfg, f, rep)
 	}
 	for _, t := range tables {
 		checkTable(ctx, conn, cfg, f, t, rep)
+	}
+}
+
+// checkAllTablesIdentity fails the tables a publication FOR ALL TABLES
+// covers whose UPDATE and DELETE PostgreSQL refuses.
+func checkAllTablesIdentity(ctx context.Context, conn *pgx.Conn, f *roleFacts, rep *checkReport) {
+	bad, fix, err := cdc.TablesWithoutIdentity(ctx, conn)
+	switch {
+	case err != nil:
+		rep.fail("%v", err)
+	case len(bad) == 0:
+	case f.pubExists && f.pubAll:
+		rep.fail("the publication is FOR ALL TABLES, so the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity: give them a primary key, or %s",
+			len(bad), fix)
+	default:
+		rep.fail("FOR ALL TABLES would make the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity, so walhook will not create it: name the tables in the webhooks' events instead of \"*\", or give them a primary key, or %s",
+			len(bad), fix)
 	}
 }
 
@@ -429,9 +449,9 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 	case ident == "i":
 		rep.ok("table %s: REPLICA IDENTITY USING INDEX: old rows carry that index's columns only, modify has no changed; for old values run %s", table, full)
 	case ident == "n":
-		rep.fail("table %s: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE will fail once it is published; run %s", table, full)
+		rep.fail("table %s: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE on it fail while a publication covers it, so walhook does not add it; run %s", table, full)
 	default:
-		rep.fail("table %s: no primary key and REPLICA IDENTITY DEFAULT: the application's UPDATE and DELETE will fail once it is published; add a primary key or run %s", table, full)
+		rep.fail("table %s: no primary key and REPLICA IDENTITY DEFAULT: the application's UPDATE and DELETE on it fail while a publication covers it, so walhook does not add it; add a primary key or run %s", table, full)
 	}
 	if ident == "f" && !hasPK && !entityNamesID(cfg, table) {
 		// Every column is then the key pgoutput gives: an update changes

@@ -154,7 +154,7 @@ func TestCheck(t *testing.T) {
 			name:   "identity nothing",
 			setup:  `CREATE TABLE people (id int PRIMARY KEY); ALTER TABLE people REPLICA IDENTITY NOTHING`,
 			extra:  checkHooks,
-			expect: []string{`FAIL  table public.people: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE will fail once it is published; run ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`, "1 problem(s)"},
+			expect: []string{`FAIL  table public.people: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE on it fail while a publication covers it, so walhook does not add it; run ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`, "1 problem(s)"},
 		},
 		{
 			name:   "missing table",
@@ -310,6 +310,26 @@ func TestCheck(t *testing.T) {
 			asRole: true,
 			extra:  "[[webhook]]\nname = \"all\"\nurl = \"https://127.0.0.1:9/x\"\nevents = [\"*\"]\n",
 			expect: []string{`FAIL  role {role} cannot create a publication FOR ALL TABLES (a webhook says "*"): only a superuser may; have one run CREATE PUBLICATION "{slot}" FOR ALL TABLES;`},
+		},
+		{
+			name:   "every table, with one walhook cannot publish",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE TABLE log_lines (line text); CREATE TABLE "Audit" (at timestamptz)`,
+			extra:  "[[webhook]]\nname = \"all\"\nurl = \"https://127.0.0.1:9/x\"\nevents = [\"*\"]\n",
+			expect: []string{`FAIL  FOR ALL TABLES would make the application's UPDATE and DELETE fail on the 2 tables without a primary key or replica identity, so walhook will not create it: name the tables in the webhooks' events instead of "*", or give them a primary key, or ALTER TABLE "public"."Audit" REPLICA IDENTITY FULL; ALTER TABLE "public"."log_lines" REPLICA IDENTITY FULL;`, "1 problem(s)"},
+		},
+		{
+			name:   "every table, all publishable",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE TABLE log_lines (line text); ALTER TABLE log_lines REPLICA IDENTITY FULL`,
+			extra:  "[[webhook]]\nname = \"all\"\nurl = \"https://127.0.0.1:9/x\"\nevents = [\"*\"]\n",
+			ok:     true,
+			expect: []string{`ok    a webhook wants every table ("*"): the publication is FOR ALL TABLES`, "walhook can run with this config"},
+			absent: []string{"without a primary key or replica identity"},
+		},
+		{
+			name:   "a DBA's publication FOR ALL TABLES over a table without a key",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY); CREATE TABLE log_lines (line text); CREATE PUBLICATION {slot} FOR ALL TABLES`,
+			extra:  "manage_publication = false\n" + checkHooks,
+			expect: []string{`FAIL  the publication is FOR ALL TABLES, so the application's UPDATE and DELETE fail on the 1 tables without a primary key or replica identity: give them a primary key, or ALTER TABLE "public"."log_lines" REPLICA IDENTITY FULL;`, "1 problem(s)"},
 		},
 		{
 			name: "slot lag above max_lag_mb is a warning",

@@ -50,19 +50,26 @@ func parseTables(in []string) ([]tableName, error) {
 	return out, nil
 }
 
-// checkTables makes sure every table exists and can be published, warns
-// about tables whose UPDATE/DELETE PostgreSQL will refuse once they are in
-// a publication, and returns the partitioned ones.
-func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables []tableName) (partitioned []tableName, err error) {
+// noIdentity is true of a pg_class row c whose UPDATE and DELETE
+// PostgreSQL refuses while a publication publishes them: REPLICA IDENTITY
+// NOTHING, or DEFAULT (or USING INDEX) without that index.
+const noIdentity = `(c.relreplident = 'n' OR (c.relreplident <> 'f' AND NOT EXISTS (
+	SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))))`
+
+// checkTables makes sure every table exists and can be published without
+// breaking the application, and returns the partitioned ones. A table
+// whose UPDATE and DELETE PostgreSQL would refuse once published is not
+// added (an error naming the fix); one the publication covers already only
+// gets a warning, as leaving it would not mend anything.
+func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, published []tableName) (partitioned []tableName, err error) {
 	for _, t := range tables {
-		var ident, persistence, kind string
-		var hasIdentIndex bool
+		var persistence, kind string
+		var unidentified bool
 		err := conn.QueryRow(ctx, `
-			SELECT c.relreplident::text, c.relpersistence::text, c.relkind::text,
-			       EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))
+			SELECT c.relpersistence::text, c.relkind::text, `+noIdentity+`
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-			t.schema, t.table).Scan(&ident, &persistence, &kind, &hasIdentIndex)
+			t.schema, t.table).Scan(&persistence, &kind, &unidentified)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil, fmt.Errorf("table %s does not exist", t)
 		}
@@ -71,11 +78,14 @@ func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables [
 		}
 		if persistence == "u" {
 			return nil, fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
-				t, pgx.Identifier{t.schema, t.table}.Sanitize())
+				t, t.quoted())
 		}
-		if ident == "n" || (ident != "f" && !hasIdentIndex) {
-			log.Warn("table has no primary key or replica identity: its UPDATE and DELETE will fail while it is in the publication; add a primary key or set REPLICA IDENTITY",
-				"table", t.String(), "replica_identity", ident)
+		switch {
+		case unidentified && slices.Contains(published, t):
+			log.Warn("table has no primary key or replica identity: the application's UPDATE and DELETE on it fail while it is in the publication; add a primary key or set REPLICA IDENTITY FULL",
+				"table", t.String())
+		case unidentified:
+			return nil, noIdentityError(t)
 		}
 		if kind == "p" {
 			partitioned = append(partitioned, t)
@@ -84,22 +94,91 @@ func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables [
 	return partitioned, nil
 }
 
+// noIdentityError says why walhook does not publish table t.
+func noIdentityError(t tableName) error {
+	return fmt.Errorf("table %s has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: %s",
+		t, identityFix([]tableName{t}))
+}
+
+// identityFix is the SQL that lets tables be published, for the first ten.
+func identityFix(tables []tableName) string {
+	var fix []string
+	for i, t := range tables {
+		if i == 10 {
+			fix = append(fix, fmt.Sprintf("(and %d more tables)", len(tables)-i))
+			break
+		}
+		fix = append(fix, "ALTER TABLE "+t.quoted()+" REPLICA IDENTITY FULL;")
+	}
+	return strings.Join(fix, " ")
+}
+
+// TablesWithoutIdentity lists the tables a publication FOR ALL TABLES
+// covers whose UPDATE and DELETE PostgreSQL then refuses, and the SQL that
+// mends them.
+func TablesWithoutIdentity(ctx context.Context, conn *pgx.Conn) (tables []string, fix string, err error) {
+	bad, err := tablesWithoutIdentity(ctx, conn)
+	for _, t := range bad {
+		tables = append(tables, t.String())
+	}
+	return tables, identityFix(bad), err
+}
+
+func tablesWithoutIdentity(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
+	// What FOR ALL TABLES publishes: the permanent tables made after
+	// initdb (FirstNormalObjectId), partitions included.
+	rows, err := conn.Query(ctx, `
+		SELECT n.nspname::text, c.relname::text
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 AND `+noIdentity+`
+		ORDER BY 1, 2`)
+	if err != nil {
+		return nil, fmt.Errorf("list tables without replica identity: %w", err)
+	}
+	var out []tableName
+	var t tableName
+	if _, err := pgx.ForEachRow(rows, []any{&t.schema, &t.table}, func() error {
+		out = append(out, t)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list tables without replica identity: %w", err)
+	}
+	return out, nil
+}
+
 // ensurePublication creates the publication or changes it to cover exactly
 // tables (or all tables). Changes that replace the publication happen in one
 // transaction, so no decoded change ever sees it missing.
 func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, name string, tables []tableName, all bool) error {
-	var partitioned []tableName
-	if !all {
-		var err error
-		if partitioned, err = checkTables(ctx, conn, log, tables); err != nil {
-			return err
-		}
-	}
 	pub := pgx.Identifier{name}.Sanitize()
 	var exists, pubAll, viaRoot bool
 	err := conn.QueryRow(ctx, `SELECT true, puballtables, pubviaroot FROM pg_publication WHERE pubname = $1`, name).Scan(&exists, &pubAll, &viaRoot)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return fmt.Errorf("look up publication %s: %w", name, err)
+	}
+	var current, partitioned []tableName
+	if exists && !pubAll {
+		if current, err = publicationTables(ctx, conn, name); err != nil {
+			return err
+		}
+	}
+	switch {
+	case !all:
+		if partitioned, err = checkTables(ctx, conn, log, tables, current); err != nil {
+			return err
+		}
+	default:
+		bad, err := tablesWithoutIdentity(ctx, conn)
+		if err != nil {
+			return err
+		}
+		if len(bad) > 0 && exists && pubAll {
+			log.Warn("tables without a primary key or replica identity are in the publication FOR ALL TABLES: the application's UPDATE and DELETE on them fail; give them a primary key or REPLICA IDENTITY FULL",
+				"tables", len(bad), "fix", identityFix(bad))
+		} else if len(bad) > 0 {
+			return fmt.Errorf("a webhook wants every table (\"*\"), but FOR ALL TABLES would make the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity, so walhook does not create it; name the tables in the webhook's events instead, or give them a primary key, or: %s",
+				len(bad), identityFix(bad))
+		}
 	}
 	create := "CREATE PUBLICATION " + pub + " FOR ALL TABLES"
 	if !all {
@@ -146,10 +225,6 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, na
 			log.Info("publication replaced", "publication", name, "tables", len(tables), "all_tables", all)
 			return nil
 		})
-	}
-	current, err := publicationTables(ctx, conn, name)
-	if err != nil {
-		return err
 	}
 	if slices.Equal(current, tables) {
 		return nil

@@ -231,20 +231,27 @@ type slotState struct {
 // prepare makes sure the publication is usable and inspects the slot.
 func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 	var st slotState
-	if r.cfg.ManagePublication {
-		if err := r.syncPublication(ctx); err != nil {
-			return st, err
-		}
-	}
 	conn, err := r.connect(ctx)
 	if err != nil {
 		return st, err
 	}
 	defer conn.Close(context.Background())
-	if !r.cfg.ManagePublication {
-		if err := publicationExists(ctx, conn, r.cfg.Publication); err != nil {
-			return st, err
+	var syncErr error
+	if r.cfg.ManagePublication {
+		syncErr = r.syncPublication(ctx)
+	}
+	if err := publicationExists(ctx, conn, r.cfg.Publication); err != nil {
+		if syncErr != nil {
+			return st, syncErr // why walhook could not create it
 		}
+		return st, err
+	}
+	if syncErr != nil {
+		// A publication walhook could not change is streamed as it is.
+		// Waiting would not bring a refused table's changes later (pgoutput
+		// publishes what the publication covered when the change was made)
+		// and would hold back every other webhook.
+		r.log.Error("publication not changed: streaming it as it is; retried at the next connect", "publication", r.cfg.Publication, "err", syncErr)
 	}
 	var slotType, plugin, confirmed, walStatus string
 	var sameDB bool

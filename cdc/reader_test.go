@@ -433,16 +433,30 @@ func TestSetTables(t *testing.T) {
 		t.Errorf("event from %s, want public.B b", ev.QualifiedTable())
 	}
 
-	// A table without a key is published, with a warning.
-	r.SetTables([]string{"public.nokey"}, false)
-	if got := publicationTables(t, dsn, name); !slices.Equal(got, []string{"public.nokey"}) {
-		t.Errorf("publication covers %v, want [public.nokey]", got)
+	// A table without a key is not published: the application's UPDATE
+	// on it would fail.
+	want := []string{"public.B b", "public.a"}
+	r.SetTables([]string{"public.a", "public.nokey"}, false)
+	if got := publicationTables(t, dsn, name); !slices.Equal(got, want) {
+		t.Errorf("publication covers %v, want %v", got, want)
 	}
-	if !strings.Contains(r.logs.String(), "no primary key or replica identity") {
-		t.Errorf("no warning about public.nokey")
+	if msg := `table public.nokey has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: ALTER TABLE \"public\".\"nokey\" REPLICA IDENTITY FULL;`; !strings.Contains(r.logs.String(), msg) {
+		t.Errorf("no error about public.nokey; logs:\n%s", r.logs.String())
 	}
+	execSQL(t, dsn, `INSERT INTO nokey VALUES (1)`, `UPDATE nokey SET v = 2`, `DELETE FROM nokey`)
 
-	// All tables.
+	// Nor does FOR ALL TABLES, while such a table exists.
+	r.SetTables(nil, true)
+	if got := publicationTables(t, dsn, name); !slices.Equal(got, want) {
+		t.Errorf("publication covers %v, want %v", got, want)
+	}
+	if msg := `a webhook wants every table (\"*\"), but FOR ALL TABLES would make the application's UPDATE and DELETE fail on the 1 tables without a primary key or replica identity`; !strings.Contains(r.logs.String(), msg) {
+		t.Errorf("no error about FOR ALL TABLES; logs:\n%s", r.logs.String())
+	}
+	execSQL(t, dsn, `UPDATE nokey SET v = 3`)
+
+	// All tables, once every table can be published.
+	execSQL(t, dsn, `ALTER TABLE nokey REPLICA IDENTITY FULL`)
 	r.SetTables(nil, true)
 	if got := publicationTables(t, dsn, name); len(got) != 3 {
 		t.Errorf("FOR ALL TABLES publication covers %v", got)
@@ -807,5 +821,38 @@ func TestDomains(t *testing.T) {
 	}
 	if !slices.Equal(ev.Key, []string{"id"}) {
 		t.Errorf("key %v", ev.Key)
+	}
+}
+
+// A table without an identity that the publication covers already (an
+// older walhook put it there) stays, with a warning: leaving it out would
+// not mend the application's failing UPDATE, and its inserts still come.
+func TestUnidentifiedTableAlreadyPublished(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE nokey (v int)`, `CREATE PUBLICATION `+name+` FOR TABLE nokey`)
+	r, sink := streamTables(t, dsn, name, "public.nokey")
+	if !strings.Contains(r.logs.String(), "table has no primary key or replica identity: the application's UPDATE and DELETE on it fail while it is in the publication") {
+		t.Errorf("no warning about public.nokey; logs:\n%s", r.logs.String())
+	}
+	execSQL(t, dsn, `INSERT INTO nokey VALUES (1)`)
+	if ev := sink.waitEvents(t, 1)[0]; ev.Table != "nokey" {
+		t.Errorf("event of %s, want nokey", ev.Table)
+	}
+}
+
+// A publication walhook cannot change (a table it must not add) is
+// streamed as it is: the other tables' webhooks do not wait.
+func TestRefusedTableDoesNotStallOthers(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE a (id int PRIMARY KEY)`, `CREATE TABLE nokey (v int)`,
+		`CREATE PUBLICATION `+name+` FOR TABLE a WITH (publish_via_partition_root = true)`)
+	r, sink := streamTables(t, dsn, name, "public.a", "public.nokey")
+	logs := r.logs.String()
+	if !strings.Contains(logs, "publication not changed: streaming it as it is") || !strings.Contains(logs, "table public.nokey has no primary key or replica identity") {
+		t.Errorf("the refused table is not logged:\n%s", logs)
+	}
+	execSQL(t, dsn, `INSERT INTO nokey VALUES (1)`, `UPDATE nokey SET v = 2`, `INSERT INTO a VALUES (1)`)
+	if ev := sink.waitEvents(t, 1)[0]; ev.Table != "a" {
+		t.Errorf("event of %s, want a", ev.Table)
 	}
 }
