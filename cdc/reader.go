@@ -57,7 +57,8 @@ type Reader struct {
 	tables []tableName
 	all    bool
 
-	pubMu sync.Mutex // one publication change at a time
+	pubMu    sync.Mutex  // one publication change at a time
+	pubStale atomic.Bool // the managed publication's last change failed: retried while streaming
 
 	ready     atomic.Bool
 	confirmed atomic.Uint64
@@ -142,7 +143,7 @@ func (r *Reader) SetTables(tables []string, all bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.syncPublication(ctx); err != nil {
-		r.log.Error("alter publication; retried at the next connect", "publication", r.cfg.Publication, "err", err)
+		r.log.Error("alter publication", "publication", r.cfg.Publication, "err", err, "retry_in", maxBackoff)
 	}
 }
 
@@ -203,7 +204,32 @@ func (r *Reader) syncPublication(ctx context.Context) error {
 	r.mu.Lock()
 	tables, all := r.tables, r.all
 	r.mu.Unlock()
-	return ensurePublication(ctx, conn, r.log, r.cfg.Publication, tables, all)
+	err = ensurePublication(ctx, conn, r.log, r.cfg.Publication, tables, all)
+	r.pubStale.Store(err != nil)
+	return err
+}
+
+// mendPublication retries a failed change of the managed publication while
+// the session streams the publication as it is: once the DBA fixed the
+// table, its changes come without a restart.
+func (r *Reader) mendPublication(ctx context.Context) {
+	t := time.NewTicker(maxBackoff)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !r.pubStale.Load() {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := r.syncPublication(sctx); err == nil {
+			r.log.Info("publication changed as wanted after an earlier failure", "publication", r.cfg.Publication)
+		}
+		cancel()
+	}
 }
 
 // connect opens a normal (non-replication) connection.
@@ -251,7 +277,7 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 		// Waiting would not bring a refused table's changes later (pgoutput
 		// publishes what the publication covered when the change was made)
 		// and would hold back every other webhook.
-		r.log.Error("publication not changed: streaming it as it is; retried at the next connect", "publication", r.cfg.Publication, "err", syncErr)
+		r.log.Error("publication not changed: streaming it as it is", "publication", r.cfg.Publication, "err", syncErr, "retry_in", maxBackoff)
 	}
 	var slotType, plugin, confirmed, walStatus string
 	var sameDB bool
@@ -335,6 +361,11 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	}
 	r.log.Info("replication started", "publication", r.cfg.Publication, "confirmed_flush_lsn", pglogrepl.LSN(st.confirmedFlush).String())
 	r.ready.Store(true)
+	if r.cfg.ManagePublication {
+		mctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go r.mendPublication(mctx)
+	}
 	dec := newDecoder(r.log)
 	dec.primaryKeys, dec.catalog = st.primaryKeys, st.types
 	s := &stream{r: r, conn: conn, dec: dec, floor: st.confirmedFlush}

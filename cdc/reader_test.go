@@ -855,4 +855,13 @@ func TestRefusedTableDoesNotStallOthers(t *testing.T) {
 	if ev := sink.waitEvents(t, 1)[0]; ev.Table != "a" {
 		t.Errorf("event of %s, want a", ev.Table)
 	}
+
+	// Once the table can be published, it is, while streaming.
+	execSQL(t, dsn, `ALTER TABLE nokey REPLICA IDENTITY FULL`)
+	waitFor(t, 30*time.Second, func() bool { return slices.Contains(publicationTables(t, dsn, name), "public.nokey") },
+		"the publication to take the mended table")
+	execSQL(t, dsn, `INSERT INTO nokey VALUES (3)`)
+	if ev := sink.waitEvents(t, 2)[1]; ev.Table != "nokey" || ev.Data["v"] != int64(3) {
+		t.Errorf("event of %s %v, want nokey v=3", ev.Table, ev.Data)
+	}
 }
