@@ -56,6 +56,7 @@ type benchOptions struct {
 
 	ceiling time.Duration      // of each HTTP ceiling measurement; default 3s
 	exe     string             // the walhook binary to run; default this executable
+	selfExe string             // the binary with this bench's -ceiling-client; default this executable
 	cluster *pgcluster.Cluster // reused when set (tests); default a new one
 }
 
@@ -65,21 +66,26 @@ type benchResult struct {
 	HTTPCeilingRPS   float64   `json:"http_ceiling_rps"`   // with -concurrency workers, as one webhook: the mean of the runs just before and just after the 1-webhook phase
 	HTTPCeiling4RPS  float64   `json:"http_ceiling_4_rps"` // with -webhooks × -concurrency workers, around the other phase
 	HTTPCeilingRuns  []float64 `json:"http_ceiling_runs"`  // the four runs: before and after each end-to-end phase
-	E2EEPS           float64   `json:"e2e_eps"`            // from walhook's first 2xx to its last
-	E2E4RPS          float64   `json:"e2e_4_webhooks_rps"`
-	E2EFirstMS       float64   `json:"e2e_first_delivery_ms"`         // walhook's start → its first 2xx, in the 1-webhook phase
-	E2ECPU           float64   `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
-	E2E4CPU          float64   `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
-	P50MS            float64   `json:"p50_ms"`
-	P99MS            float64   `json:"p99_ms"`
-	P999MS           float64   `json:"p999_ms"`
-	OfferedEPS       float64   `json:"latency_offered_eps"` // the load actually offered in the latency phase
-	PeakRSSMB        float64   `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
-	PeakAnonMB       float64   `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
-	Ratio            float64   `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
-	Ratio4           float64   `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
-	WriteEPS         float64   `json:"write_eps"`           // rows/s the bench wrote the workload at
-	BodyBytes        int       `json:"body_bytes"`          // of one request body
+	// HTTPCeilingOwnRPS is the -concurrency ceiling with the client in a
+	// process of its own, as walhook is, measured once after the 1-webhook
+	// phase; for information: the targets' ratios use the ones above.
+	HTTPCeilingOwnRPS float64 `json:"http_ceiling_own_process_rps"`
+	RatioOwn          float64 `json:"ratio_own_process"` // e2e_eps / min(decode, http_ceiling_own_process_rps)
+	E2EEPS            float64 `json:"e2e_eps"`           // from walhook's first 2xx to its last
+	E2E4RPS           float64 `json:"e2e_4_webhooks_rps"`
+	E2EFirstMS        float64 `json:"e2e_first_delivery_ms"`         // walhook's start → its first 2xx, in the 1-webhook phase
+	E2ECPU            float64 `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
+	E2E4CPU           float64 `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
+	P50MS             float64 `json:"p50_ms"`
+	P99MS             float64 `json:"p99_ms"`
+	P999MS            float64 `json:"p999_ms"`
+	OfferedEPS        float64 `json:"latency_offered_eps"` // the load actually offered in the latency phase
+	PeakRSSMB         float64 `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
+	PeakAnonMB        float64 `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
+	Ratio             float64 `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
+	Ratio4            float64 `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
+	WriteEPS          float64 `json:"write_eps"`           // rows/s the bench wrote the workload at
+	BodyBytes         int     `json:"body_bytes"`          // of one request body
 
 	BacklogN               int     `json:"backlog,omitempty"`
 	BacklogQueueEPS        float64 `json:"backlog_queue_eps,omitempty"` // deliveries/s queued with the receiver down
@@ -118,11 +124,16 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.exe, "exe", "", "the walhook binary to measure (default: this one), to compare builds under the same harness")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	serve := fs.String("serve", "", "internal: run walhook with this config, as bench's subprocess")
+	ceilingURL := fs.String("ceiling-client", "", "internal: send the HTTP ceiling's load to this URL for -duration with -concurrency workers, as bench's subprocess")
+	ceilingBody := fs.String("ceiling-body", "", "internal: the file with the body -ceiling-client sends")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *serve != "" {
 		return benchServe(ctx, *serve, o.concurrency, o.cpuprofile, o.memprofile, stderr)
+	}
+	if *ceilingURL != "" {
+		return ceilingClient(ctx, *ceilingURL, *ceilingBody, o.concurrency, o.duration, stdout)
 	}
 	if o.changes < 1 || o.txSize < 1 || o.webhooks < 1 || o.rowWidth < 0 || o.concurrency < 1 || o.rate < 1 || o.backlog < 0 || o.bigTx < 0 {
 		fmt.Fprintln(stderr, "bench: sizes must be positive")
@@ -229,6 +240,13 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 		}
 		o.exe = exe
 	}
+	if o.selfExe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		o.selfExe = exe
+	}
 	if o.ceiling <= 0 {
 		o.ceiling = 3 * time.Second
 	}
@@ -300,6 +318,11 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	res.E2EFirstMS = float64(first.Microseconds()) / 1000
 	b.logf("HTTP ceiling: %d and %d workers", o.concurrency, o.concurrency*o.webhooks)
 	c2 := b.httpCeiling(ctx, o.concurrency, o.ceiling)
+	b.logf("HTTP ceiling: %d workers, the client in its own process", o.concurrency)
+	if res.HTTPCeilingOwnRPS, err = b.httpCeilingProc(ctx, o.concurrency, o.ceiling); err != nil {
+		return nil, err
+	}
+	res.RatioOwn = res.E2EEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingOwnRPS)
 	c3 := b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
 	b.logf("walhook end to end, %d webhooks", o.webhooks)
 	if res.E2E4RPS, _, res.E2E4CPU, err = b.endToEnd(ctx, "e2e4", e4Slot, o.webhooks, o.changes); err != nil {
@@ -795,13 +818,54 @@ func (b *bench) httpCeiling(ctx context.Context, workers int, d time.Duration) f
 	if body == nil {
 		body = b.bodyLike()
 	}
+	b.rc.reset(false)
+	n, took := ceilingLoad(ctx, b.rc.url+"/ceiling", body, workers, d)
+	return float64(n) / took.Seconds()
+}
+
+// httpCeilingProc is httpCeiling with the client in a process of its own,
+// as walhook is: this bench's binary with -ceiling-client.
+func (b *bench) httpCeilingProc(ctx context.Context, workers int, d time.Duration) (float64, error) {
+	body := b.sample
+	if body == nil {
+		body = b.bodyLike()
+	}
+	path := filepath.Join(b.tmp, "ceiling-body")
+	if err := os.WriteFile(path, body, 0o600); err != nil {
+		return 0, err
+	}
+	b.rc.reset(false)
+	out, err := exec.CommandContext(ctx, b.o.selfExe, "bench", "-ceiling-client", b.rc.url+"/ceiling", "-ceiling-body", path,
+		"-concurrency", strconv.Itoa(workers), "-duration", d.String()).Output()
+	if err != nil {
+		return 0, fmt.Errorf("ceiling client: %w", err)
+	}
+	var r struct{ Requests, Seconds float64 }
+	if err := json.Unmarshal(out, &r); err != nil || r.Seconds <= 0 {
+		return 0, fmt.Errorf("ceiling client printed %q: %v", out, err)
+	}
+	return r.Requests / r.Seconds, nil
+}
+
+// ceilingClient is -ceiling-client: the ceiling's load from this process,
+// printed as JSON.
+func ceilingClient(ctx context.Context, url, bodyPath string, workers int, d time.Duration, stdout io.Writer) error {
+	body, err := os.ReadFile(bodyPath)
+	if err != nil {
+		return err
+	}
+	n, took := ceilingLoad(ctx, url, body, workers, d)
+	return json.NewEncoder(stdout).Encode(map[string]float64{"requests": float64(n), "seconds": took.Seconds()})
+}
+
+// ceilingLoad sends body to url from workers goroutines for d, with
+// walhook's headers and signature, and counts the 2xx answers.
+func ceilingLoad(ctx context.Context, url string, body []byte, workers int, d time.Duration) (int64, time.Duration) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = workers
 	client := &http.Client{Transport: t}
 	defer t.CloseIdleConnections()
 	key := []byte("bench-secret-bench-secret")
-	url := b.rc.url + "/ceiling"
-	b.rc.reset(false)
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -841,7 +905,7 @@ func (b *bench) httpCeiling(ctx context.Context, workers int, d time.Duration) f
 		}()
 	}
 	wg.Wait()
-	return float64(n.Load()) / time.Since(start).Seconds()
+	return n.Load(), time.Since(start)
 }
 
 // latencyPhase offers a fixed load to a running walhook and measures
@@ -1196,6 +1260,8 @@ func printBench(w io.Writer, o benchOptions, r *benchResult) {
 	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency), num(r.HTTPCeilingRPS, "req/s"), runs(0))
 	row("walhook end to end, 1 webhook", num(r.E2EEPS, "events/s"),
 		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, check(r.Ratio >= 0.7)))
+	row("HTTP ceiling, client's own process", num(r.HTTPCeilingOwnRPS, "req/s"),
+		fmt.Sprintf("as walhook runs: end to end is %.2f × min(decode, this); for information, not the target's ratio", r.RatioOwn))
 	row("walhook start → first delivery", fmt.Sprintf("%.0f ms", r.E2EFirstMS), "not in the rate above: from the first 2xx to the last")
 	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency*o.webhooks), num(r.HTTPCeiling4RPS, "req/s"), runs(2))
 	row(fmt.Sprintf("walhook end to end, %d webhooks", o.webhooks), num(r.E2E4RPS, "req/s"),

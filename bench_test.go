@@ -13,7 +13,7 @@ func TestBenchSmoke(t *testing.T) {
 	res, err := runBench(t.Context(), benchOptions{
 		changes: 200, txSize: 10, webhooks: 2, rowWidth: 64, concurrency: 4,
 		rate: 400, duration: time.Second, backlog: 100, bigTx: 100,
-		ceiling: 300 * time.Millisecond, exe: walhookBinary(t), cluster: cluster,
+		ceiling: 300 * time.Millisecond, exe: walhookBinary(t), selfExe: walhookBinary(t), cluster: cluster,
 	}, t.Output())
 	if err != nil {
 		t.Fatal(err)
@@ -29,6 +29,7 @@ func TestBenchSmoke(t *testing.T) {
 	for _, key := range []string{
 		"decode_ceiling_eps", "http_ceiling_rps", "e2e_eps", "e2e_4_webhooks_rps",
 		"p50_ms", "p99_ms", "p999_ms", "peak_rss_mb", "ratio", "e2e_cpu_us_per_event",
+		"http_ceiling_own_process_rps", "ratio_own_process",
 		"backlog_rss_mb", "store_bytes_per_delivery", "backlog_first_delivery_ms", "backlog_drain_eps", "backlog_restart_rss_mb",
 		"big_tx_eps", "big_tx_rss_mb",
 	} {
