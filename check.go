@@ -484,6 +484,10 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkRepor
 		FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active, &pid, &slotType, &plugin, &database, &sameDB, &walStatus, &lag)
 	if errors.Is(err, pgx.ErrNoRows) {
 		rep.ok("slot %s does not exist yet; walhook will create it (pgoutput)", slot)
+		// Creating it waits for every transaction that has written.
+		if open, err := cdc.OpenWriters(ctx, conn); err == nil && len(open) > 0 {
+			rep.warn("creating slot %s waits until these transactions end: %s", slot, strings.Join(open, "; "))
+		}
 		return
 	}
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"walhook/admin"
 	"walhook/deliver"
 	"walhook/internal/pgcluster"
+	"walhook/internal/testkit"
 )
 
 // writeConfig writes a config file for dsn with the given extra TOML.
@@ -119,6 +120,7 @@ func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
 		setup  string // SQL run first, as postgres
+		open   string // SQL run next in a transaction left open while check runs
 		asRole bool   // check connects as {role}
 		dsn    func(t *testing.T, dsn string) string
 		extra  string
@@ -332,6 +334,14 @@ func TestCheck(t *testing.T) {
 			expect: []string{`FAIL  the publication is FOR ALL TABLES, so the application's UPDATE and DELETE fail on the 1 tables without a primary key or replica identity: give them a primary key, or ALTER TABLE "public"."log_lines" REPLICA IDENTITY FULL;`, "1 problem(s)"},
 		},
 		{
+			name:   "slot creation would wait for an open transaction",
+			setup:  `CREATE TABLE people (id int PRIMARY KEY)`,
+			open:   `INSERT INTO people VALUES (1)`,
+			extra:  checkHooks,
+			ok:     true,
+			expect: []string{"warn  creating slot {slot} waits until these transactions end: pid ", ", database {db}, application legacy-app, idle in transaction since "},
+		},
+		{
 			name: "slot lag above max_lag_mb is a warning",
 			setup: `CREATE TABLE people (id int PRIMARY KEY);
 				SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput');
@@ -400,6 +410,19 @@ basic_auth = { username = "u", password = "s3cret" }`,
 			t.Cleanup(func() { dropSlot(t, slotFor(dsn)) })
 			if tc.setup != "" {
 				execSQL(t, dsn, fill(tc.setup))
+			}
+			if tc.open != "" {
+				ctx := context.Background()
+				conn := testkit.Connect(t, dsn+"&application_name=legacy-app")
+				defer conn.Close(ctx)
+				tx, err := conn.Begin(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer tx.Rollback(ctx)
+				if _, err := tx.Exec(ctx, tc.open); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if tc.asRole {
 				dsn = asRole(dsn, "r_"+db)

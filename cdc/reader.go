@@ -337,8 +337,11 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	defer conn.Close(context.Background())
 
 	if !st.exists {
+		r.log.Info("creating the replication slot: PostgreSQL first waits for the transactions open now to end")
+		stopWatch := r.watchSlotCreation(ctx)
 		_, err := pglogrepl.CreateReplicationSlot(ctx, conn, r.cfg.Slot, "pgoutput",
 			pglogrepl.CreateReplicationSlotOptions{Mode: pglogrepl.LogicalReplication, SnapshotAction: "NOEXPORT_SNAPSHOT"})
+		stopWatch()
 		switch {
 		case err == nil:
 			r.log.Info("replication slot created")
@@ -370,6 +373,74 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	dec.primaryKeys, dec.catalog = st.primaryKeys, st.types
 	s := &stream{r: r, conn: conn, dec: dec, floor: st.confirmedFlush}
 	return true, s.run(ctx)
+}
+
+// slotWaitWarn is how long creating the slot may take before walhook names
+// the transactions it waits for, and then how often it names them again.
+var slotWaitWarn = [2]time.Duration{5 * time.Second, 30 * time.Second}
+
+// watchSlotCreation names, in a warning, the transactions that keep the
+// slot from being created: PostgreSQL waits for every transaction that
+// has written something, in any database, to end first, and an
+// application's session left idle in a transaction would otherwise hold
+// walhook's first start without a word. The returned func stops it.
+func (r *Reader) watchSlotCreation(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wait := slotWaitWarn[0]
+		for {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			wait = slotWaitWarn[1]
+			blockers, err := r.openWriters(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.log.Warn("creating the replication slot waits for open transactions to end; listing them failed", "err", err)
+				continue
+			}
+			r.log.Warn("creating the replication slot waits for these transactions to end: commit or roll them back (pg_terminate_backend ends a forgotten session)",
+				"transactions", blockers)
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func (r *Reader) openWriters(ctx context.Context) ([]string, error) {
+	conn, err := r.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	return OpenWriters(ctx, conn)
+}
+
+// OpenWriters describes the other sessions with a transaction that has
+// written something (pid, database, application, state and since when),
+// and the prepared transactions: creating a slot waits for them all.
+func OpenWriters(ctx context.Context, conn *pgx.Conn) ([]string, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT format('pid %s, database %s, application %s, %s since %s', pid, coalesce(datname, '-'),
+		              coalesce(nullif(application_name, ''), '-'), coalesce(state, 'unknown state'),
+		              to_char(xact_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'))
+		FROM pg_stat_activity
+		WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+		UNION ALL
+		SELECT format('prepared transaction %L, database %s, since %s (COMMIT PREPARED or ROLLBACK PREPARED it)', gid, database,
+		              to_char(prepared AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'))
+		FROM pg_prepared_xacts`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // stream is one replication connection's loop state.

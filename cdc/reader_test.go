@@ -865,3 +865,35 @@ func TestRefusedTableDoesNotStallOthers(t *testing.T) {
 		t.Errorf("event of %s %v, want nokey v=3", ev.Table, ev.Data)
 	}
 }
+
+// Creating the slot waits for the transactions open at that moment; walhook
+// names them rather than hang without a word.
+func TestSlotCreationNamesOpenTransactions(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE a (id int PRIMARY KEY)`)
+	ctx := context.Background()
+	app := testkit.Connect(t, dsn+"&application_name=legacy-app")
+	defer app.Close(ctx)
+	tx, err := app.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO a VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	r := startReader(t, baseConfig(dsn, name, "public.a"), &recSink{})
+	waitFor(t, 20*time.Second, func() bool {
+		return strings.Contains(r.logs.String(), "creating the replication slot waits for these transactions to end")
+	}, "the open transaction named")
+	logs := r.logs.String()
+	if !strings.Contains(logs, "application legacy-app, idle in transaction since") || !strings.Contains(logs, "database "+name) {
+		t.Errorf("the warning does not name the application's session:\n%s", logs)
+	}
+	if r.Ready() {
+		t.Fatal("ready while the slot cannot be created")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, r)
+}
