@@ -119,19 +119,32 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		srv := admin.New(admin.Options{
 			Token: cfg.Admin.Token, Ready: a.ready, Gatherer: opts.Registry, Logger: opts.Logger,
 			Queue: q, Entities: a.entities,
-			// An API webhook's events must name entities of the current
-			// config, as a config webhook's must.
-			Validate: func(w deliver.Webhook) error {
-				a.mu.Lock()
-				entities := a.cfg.MatcherEntities()
-				a.mu.Unlock()
-				_, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
-				return err
-			},
+			Validate: a.validateAPIWebhook,
 		})
 		a.admin = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	}
 	return a, nil
+}
+
+// validateAPIWebhook checks an API webhook's events as a config webhook's
+// are checked (entities of the current config), and that the publication
+// can take its tables: a webhook whose table walhook must not publish is
+// refused with the reason, rather than created to receive nothing.
+func (a *App) validateAPIWebhook(w deliver.Webhook) error {
+	a.mu.Lock()
+	entities := a.cfg.MatcherEntities()
+	a.mu.Unlock()
+	m, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tables, all := m.Tables()
+	if err := a.reader.CheckTables(ctx, tables, all); err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	return nil
 }
 
 // route is the queue's Route: the current matcher decides. The changes of

@@ -71,14 +71,14 @@ func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, 
 			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
 			t.schema, t.table).Scan(&persistence, &kind, &unidentified)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("table %s does not exist", t)
+			return nil, unpublishable{fmt.Errorf("table %s does not exist", t)}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("look up table %s: %w", t, err)
 		}
 		if persistence == "u" {
-			return nil, fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
-				t, t.quoted())
+			return nil, unpublishable{fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
+				t, t.quoted())}
 		}
 		switch {
 		case unidentified && slices.Contains(published, t):
@@ -96,8 +96,8 @@ func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, 
 
 // noIdentityError says why walhook does not publish table t.
 func noIdentityError(t tableName) error {
-	return fmt.Errorf("table %s has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: %s",
-		t, identityFix([]tableName{t}))
+	return unpublishable{fmt.Errorf("table %s has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: %s",
+		t, identityFix([]tableName{t}))}
 }
 
 // identityFix is the SQL that lets tables be published, for the first ten.
@@ -146,39 +146,93 @@ func tablesWithoutIdentity(ctx context.Context, conn *pgx.Conn) ([]tableName, er
 	return out, nil
 }
 
+// pubState is a publication as the catalog shows it.
+type pubState struct {
+	exists, all, viaRoot bool
+	tables               []tableName // when it exists and is not FOR ALL TABLES
+}
+
+func readPublication(ctx context.Context, conn *pgx.Conn, name string) (pubState, error) {
+	var st pubState
+	err := conn.QueryRow(ctx, `SELECT true, puballtables, pubviaroot FROM pg_publication WHERE pubname = $1`, name).Scan(&st.exists, &st.all, &st.viaRoot)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return st, fmt.Errorf("look up publication %s: %w", name, err)
+	}
+	if st.exists && !st.all {
+		if st.tables, err = publicationTables(ctx, conn, name); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// checkWanted makes sure publication st can be made to cover tables (or
+// all tables) without breaking the application, and returns the
+// partitioned tables among them.
+func checkWanted(ctx context.Context, conn *pgx.Conn, log *slog.Logger, st pubState, tables []tableName, all bool) ([]tableName, error) {
+	if !all {
+		return checkTables(ctx, conn, log, tables, st.tables)
+	}
+	bad, err := tablesWithoutIdentity(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	if len(bad) > 0 && st.exists && st.all {
+		log.Warn("tables without a primary key or replica identity are in the publication FOR ALL TABLES: the application's UPDATE and DELETE on them fail; give them a primary key or REPLICA IDENTITY FULL",
+			"tables", len(bad), "fix", identityFix(bad))
+	} else if len(bad) > 0 {
+		return nil, unpublishable{fmt.Errorf("a webhook wants every table (\"*\"), but FOR ALL TABLES would make the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity, so walhook does not create it; name the tables in the webhook's events instead, or give them a primary key, or: %s",
+			len(bad), identityFix(bad))}
+	}
+	return nil, nil
+}
+
+// CheckTables reports, without changing anything, why the managed
+// publication could not cover tables ("schema.table"), or every table: a
+// table missing, UNLOGGED, or one whose UPDATE and DELETE PostgreSQL would
+// then refuse. nil when it can, or when the database cannot be asked.
+func (r *Reader) CheckTables(ctx context.Context, tables []string, all bool) error {
+	parsed, err := parseTables(tables)
+	if err != nil {
+		return err
+	}
+	if !r.cfg.ManagePublication {
+		return nil
+	}
+	conn, err := r.connect(ctx)
+	if err != nil {
+		return nil // the reader retries; this is no verdict on the tables
+	}
+	defer conn.Close(context.Background())
+	st, err := readPublication(ctx, conn, r.cfg.Publication)
+	if err != nil {
+		return nil
+	}
+	_, err = checkWanted(ctx, conn, slog.New(slog.DiscardHandler), st, parsed, all)
+	var u unpublishable
+	if errors.As(err, &u) {
+		return err
+	}
+	return nil
+}
+
+// unpublishable is a table the publication cannot take as it is: the DBA
+// must change it (or the config), not a failure to ask.
+type unpublishable struct{ error }
+
 // ensurePublication creates the publication or changes it to cover exactly
 // tables (or all tables). Changes that replace the publication happen in one
 // transaction, so no decoded change ever sees it missing.
 func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, name string, tables []tableName, all bool) error {
 	pub := pgx.Identifier{name}.Sanitize()
-	var exists, pubAll, viaRoot bool
-	err := conn.QueryRow(ctx, `SELECT true, puballtables, pubviaroot FROM pg_publication WHERE pubname = $1`, name).Scan(&exists, &pubAll, &viaRoot)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("look up publication %s: %w", name, err)
+	st, err := readPublication(ctx, conn, name)
+	if err != nil {
+		return err
 	}
-	var current, partitioned []tableName
-	if exists && !pubAll {
-		if current, err = publicationTables(ctx, conn, name); err != nil {
-			return err
-		}
-	}
-	switch {
-	case !all:
-		if partitioned, err = checkTables(ctx, conn, log, tables, current); err != nil {
-			return err
-		}
-	default:
-		bad, err := tablesWithoutIdentity(ctx, conn)
-		if err != nil {
-			return err
-		}
-		if len(bad) > 0 && exists && pubAll {
-			log.Warn("tables without a primary key or replica identity are in the publication FOR ALL TABLES: the application's UPDATE and DELETE on them fail; give them a primary key or REPLICA IDENTITY FULL",
-				"tables", len(bad), "fix", identityFix(bad))
-		} else if len(bad) > 0 {
-			return fmt.Errorf("a webhook wants every table (\"*\"), but FOR ALL TABLES would make the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity, so walhook does not create it; name the tables in the webhook's events instead, or give them a primary key, or: %s",
-				len(bad), identityFix(bad))
-		}
+	exists, pubAll, viaRoot, current := st.exists, st.all, st.viaRoot, st.tables
+	partitioned, err := checkWanted(ctx, conn, log, st, tables, all)
+	if err != nil {
+		return err
 	}
 	create := "CREATE PUBLICATION " + pub + " FOR ALL TABLES"
 	if !all {
