@@ -56,12 +56,14 @@ func parseTables(in []string) ([]tableName, error) {
 const noIdentity = `(c.relreplident = 'n' OR (c.relreplident <> 'f' AND NOT EXISTS (
 	SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))))`
 
-// checkTables makes sure every table exists and can be published without
-// breaking the application, and returns the partitioned ones. A table
-// whose UPDATE and DELETE PostgreSQL would refuse once published is not
-// added (an error naming the fix); one the publication covers already only
-// gets a warning, as leaving it would not mend anything.
-func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, published []tableName) (partitioned []tableName, err error) {
+// checkTables sorts the wanted tables into those the publication can cover
+// and those it must not: missing, UNLOGGED, or without a primary key or
+// replica identity, whose UPDATE and DELETE PostgreSQL would then refuse.
+// refused says why, with the fix, for each of the latter; err is a failure
+// to look. A table without an identity that the publication covers
+// already stays, with a warning: leaving it out would mend nothing.
+func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, published []tableName) (ok, partitioned []tableName, refused, err error) {
+	var why []error
 	for _, t := range tables {
 		var persistence, kind string
 		var unidentified bool
@@ -70,34 +72,38 @@ func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, 
 			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
 			t.schema, t.table).Scan(&persistence, &kind, &unidentified)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, unpublishable{fmt.Errorf("table %s does not exist", t)}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("look up table %s: %w", t, err)
-		}
-		if persistence == "u" {
-			return nil, unpublishable{fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
-				t, t.quoted())}
-		}
 		switch {
-		case unidentified && slices.Contains(published, t):
+		case errors.Is(err, pgx.ErrNoRows):
+			why = append(why, fmt.Errorf("table %s does not exist", t))
+			continue
+		case err != nil:
+			return nil, nil, nil, fmt.Errorf("look up table %s: %w", t, err)
+		case persistence == "u":
+			why = append(why, fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
+				t, t.quoted()))
+			continue
+		case unidentified && !slices.Contains(published, t):
+			why = append(why, noIdentityError(t))
+			continue
+		case unidentified:
 			log.Warn("table has no primary key or replica identity: the application's UPDATE and DELETE on it fail while it is in the publication; add a primary key or set REPLICA IDENTITY FULL",
 				"table", t.String())
-		case unidentified:
-			return nil, noIdentityError(t)
 		}
+		ok = append(ok, t)
 		if kind == "p" {
 			partitioned = append(partitioned, t)
 		}
 	}
-	return partitioned, nil
+	if len(why) > 0 {
+		refused = unpublishable{errors.Join(why...)}
+	}
+	return ok, partitioned, refused, nil
 }
 
 // noIdentityError says why walhook does not publish table t.
 func noIdentityError(t tableName) error {
-	return unpublishable{fmt.Errorf("table %s has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: %s",
-		t, identityFix([]tableName{t}))}
+	return fmt.Errorf("table %s has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: %s",
+		t, identityFix([]tableName{t}))
 }
 
 // identityFix is the SQL that lets tables be published, for the first ten.
@@ -166,25 +172,25 @@ func readPublication(ctx context.Context, conn *pgx.Conn, name string) (pubState
 	return st, nil
 }
 
-// checkWanted makes sure publication st can be made to cover tables (or
-// all tables) without breaking the application, and returns the
-// partitioned tables among them.
-func checkWanted(ctx context.Context, conn *pgx.Conn, log *slog.Logger, st pubState, tables []tableName, all bool) ([]tableName, error) {
+// checkWanted sorts what the publication st should cover (tables, or all
+// tables) as checkTables does. For all tables there is no part to publish:
+// refused then means leaving the publication as it is.
+func checkWanted(ctx context.Context, conn *pgx.Conn, log *slog.Logger, st pubState, tables []tableName, all bool) (ok, partitioned []tableName, refused, err error) {
 	if !all {
 		return checkTables(ctx, conn, log, tables, st.tables)
 	}
 	bad, err := tablesWithoutIdentity(ctx, conn)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	if len(bad) > 0 && st.exists && st.all {
 		log.Warn("tables without a primary key or replica identity are in the publication FOR ALL TABLES: the application's UPDATE and DELETE on them fail; give them a primary key or REPLICA IDENTITY FULL",
 			"tables", len(bad), "fix", identityFix(bad))
 	} else if len(bad) > 0 {
-		return nil, unpublishable{fmt.Errorf("a webhook wants every table (\"*\"), but FOR ALL TABLES would make the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity, so walhook does not create it; name the tables in the webhook's events instead, or give them a primary key, or: %s",
+		refused = unpublishable{fmt.Errorf("a webhook wants every table (\"*\"), but FOR ALL TABLES would make the application's UPDATE and DELETE fail on the %d tables without a primary key or replica identity, so walhook does not create it; name the tables in the webhook's events instead, or give them a primary key, or: %s",
 			len(bad), identityFix(bad))}
 	}
-	return nil, nil
+	return nil, nil, refused, nil
 }
 
 // CheckTables reports, without changing anything, why the managed
@@ -208,12 +214,8 @@ func (r *Reader) CheckTables(ctx context.Context, tables []string, all bool) err
 	if err != nil {
 		return nil
 	}
-	_, err = checkWanted(ctx, conn, slog.New(slog.DiscardHandler), st, parsed, all)
-	var u unpublishable
-	if errors.As(err, &u) {
-		return err
-	}
-	return nil
+	_, _, refused, _ := checkWanted(ctx, conn, slog.New(slog.DiscardHandler), st, parsed, all)
+	return refused
 }
 
 // unpublishable is a table the publication cannot take as it is: the DBA
@@ -222,18 +224,31 @@ type unpublishable struct{ error }
 
 // ensurePublication creates the publication or changes it to cover exactly
 // tables (or all tables). Changes that replace the publication happen in one
-// transaction, so no decoded change ever sees it missing.
+// transaction, so no decoded change ever sees it missing. Tables it must
+// not publish are left out, and the error says why (unpublishable): the
+// others are published all the same.
 func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, name string, tables []tableName, all bool) error {
-	pub := pgx.Identifier{name}.Sanitize()
 	st, err := readPublication(ctx, conn, name)
 	if err != nil {
 		return err
 	}
-	exists, pubAll, viaRoot, current := st.exists, st.all, st.viaRoot, st.tables
-	partitioned, err := checkWanted(ctx, conn, log, st, tables, all)
+	tables, partitioned, refused, err := checkWanted(ctx, conn, log, st, tables, all)
+	if err == nil && refused != nil && all {
+		return refused // FOR ALL TABLES or nothing: the publication stays
+	}
+	if err == nil {
+		err = applyPublication(ctx, conn, log, name, st, tables, partitioned, all)
+	}
 	if err != nil {
 		return err
 	}
+	return refused // the others are published
+}
+
+// applyPublication makes publication st cover tables (or all tables).
+func applyPublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, name string, st pubState, tables, partitioned []tableName, all bool) error {
+	pub := pgx.Identifier{name}.Sanitize()
+	exists, pubAll, viaRoot, current := st.exists, st.all, st.viaRoot, st.tables
 	create := "CREATE PUBLICATION " + pub + " FOR ALL TABLES"
 	if !all {
 		create = "CREATE PUBLICATION " + pub

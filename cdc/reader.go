@@ -215,6 +215,7 @@ func (r *Reader) syncPublication(ctx context.Context) error {
 func (r *Reader) mendPublication(ctx context.Context) {
 	t := time.NewTicker(maxBackoff)
 	defer t.Stop()
+	var logged time.Time // the failure was logged when it happened
 	for {
 		select {
 		case <-ctx.Done():
@@ -222,15 +223,29 @@ func (r *Reader) mendPublication(ctx context.Context) {
 		case <-t.C:
 		}
 		if !r.pubStale.Load() {
+			logged = time.Time{}
 			continue
 		}
-		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		if err := r.syncPublication(sctx); err == nil {
-			r.log.Info("publication changed as wanted after an earlier failure", "publication", r.cfg.Publication)
+		if logged.IsZero() {
+			logged = time.Now()
 		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := r.syncPublication(sctx)
 		cancel()
+		switch {
+		case err == nil:
+			r.log.Info("publication now as wanted", "publication", r.cfg.Publication)
+		case time.Since(logged) >= remindEvery:
+			// Not every 10 s, but not forgotten either.
+			r.log.Error("publication still not as wanted", "publication", r.cfg.Publication, "err", err, "retry_in", maxBackoff)
+			logged = time.Now()
+		}
 	}
 }
+
+// remindEvery is how often a publication that stays short of what the
+// webhooks want is logged again.
+const remindEvery = 5 * time.Minute
 
 // connect opens a normal (non-replication) connection.
 func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
@@ -273,11 +288,12 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 		return st, err
 	}
 	if syncErr != nil {
-		// A publication walhook could not change is streamed as it is.
-		// Waiting would not bring a refused table's changes later (pgoutput
-		// publishes what the publication covered when the change was made)
-		// and would hold back every other webhook.
-		r.log.Error("publication not changed: streaming it as it is", "publication", r.cfg.Publication, "err", syncErr, "retry_in", maxBackoff)
+		// The publication is streamed with what it could take (tables left
+		// out, or unchanged when the change failed). Waiting would not
+		// bring a left-out table's changes later (pgoutput publishes what
+		// the publication covered when the change was made) and would hold
+		// back every other webhook.
+		r.log.Error("publication not as wanted: streaming it as it is", "publication", r.cfg.Publication, "err", syncErr, "retry_in", maxBackoff)
 	}
 	var slotType, plugin, confirmed, walStatus string
 	var sameDB bool
