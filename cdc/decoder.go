@@ -38,6 +38,9 @@ type decoder struct {
 	primaryKeys map[string][]string
 	// catalog is the session's view of domains and array types.
 	catalog typeCatalog
+	// refresh reads primaryKeys and catalog again, when a type made after
+	// they were read turns up (nil: never).
+	refresh func() (map[string][]string, typeCatalog, error)
 	log     *slog.Logger
 
 	// chunkSize is the most events a Tx handed out holds; a bigger
@@ -77,6 +80,8 @@ func (d *decoder) apply(walData []byte) error {
 		return fmt.Errorf("parse pgoutput message: %w", err)
 	}
 	switch m := msg.(type) {
+	case *pglogrepl.TypeMessage:
+		d.newType(m)
 	case *pglogrepl.RelationMessage:
 		d.relation(m)
 	case *pglogrepl.BeginMessage:
@@ -111,9 +116,35 @@ func (d *decoder) apply(walData []byte) error {
 	case *pglogrepl.TruncateMessage:
 		return d.truncate(m)
 	default:
-		// Type and Origin messages carry nothing walhook needs.
+		// Origin messages carry nothing walhook needs.
 	}
 	return nil
+}
+
+// newType reads the catalog again when pgoutput announces a type (it does
+// before a relation with a column of a non-built-in type) that was made
+// after the catalog was read: a domain or an array of an enum added by a
+// migration while walhook streams is then converted as it should be, not
+// as text until the next connection.
+func (d *decoder) newType(m *pglogrepl.TypeMessage) {
+	if d.catalog.known[m.DataType] || d.refresh == nil {
+		return
+	}
+	pks, cat, err := d.refresh()
+	if err != nil {
+		d.log.Warn("a new type: reading the catalog failed; its values keep their text form until the next connection",
+			"type", m.Namespace+"."+m.Name, "err", err)
+		if d.catalog.known == nil {
+			d.catalog.known = map[uint32]bool{}
+		}
+		d.catalog.known[m.DataType] = true // not asked again for each relation
+		return
+	}
+	if cat.known == nil {
+		cat.known = map[uint32]bool{}
+	}
+	cat.known[m.DataType] = true // dropped since, perhaps: not asked again either
+	d.primaryKeys, d.catalog = pks, cat
 }
 
 func (d *decoder) relation(m *pglogrepl.RelationMessage) {

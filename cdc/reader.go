@@ -387,6 +387,18 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	}
 	dec := newDecoder(r.log)
 	dec.primaryKeys, dec.catalog = st.primaryKeys, st.types
+	dec.refresh = func() (map[string][]string, typeCatalog, error) {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		conn, err := r.connect(rctx)
+		if err != nil {
+			return nil, typeCatalog{}, err
+		}
+		defer conn.Close(context.Background())
+		var fresh slotState
+		err = fresh.readCatalog(rctx, conn)
+		return fresh.primaryKeys, fresh.types, err
+	}
 	s := &stream{r: r, conn: conn, dec: dec, floor: st.confirmedFlush}
 	return true, s.run(ctx)
 }
@@ -627,8 +639,28 @@ func (st *slotState) readCatalog(ctx context.Context, conn *pgx.Conn) error {
 	if st.types.bases, err = domainBases(ctx, conn); err != nil {
 		return err
 	}
-	st.types.arrays, err = arrayTypes(ctx, conn)
+	if st.types.arrays, err = arrayTypes(ctx, conn); err != nil {
+		return err
+	}
+	st.types.known, err = userTypes(ctx, conn)
 	return err
+}
+
+// userTypes lists the types past the built-in ones.
+func userTypes(ctx context.Context, conn *pgx.Conn) (map[uint32]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT oid::int8 FROM pg_type WHERE oid >= 10000`)
+	if err != nil {
+		return nil, fmt.Errorf("list types: %w", err)
+	}
+	out := make(map[uint32]bool)
+	var oid int64
+	if _, err := pgx.ForEachRow(rows, []any{&oid}, func() error {
+		out[uint32(oid)] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list types: %w", err)
+	}
+	return out, nil
 }
 
 // domainBases maps every domain type to the type it is ultimately based on:

@@ -838,6 +838,25 @@ func TestDomains(t *testing.T) {
 	}
 }
 
+// TestTypesMadeWhileStreaming: a migration adds a domain and an enum, and
+// columns of them, while walhook streams: their values are converted as
+// the catalog says from the first row on, not as text until a reconnect.
+func TestTypesMadeWhileStreaming(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE typed (id int PRIMARY KEY)`)
+	_, sink := streamTables(t, dsn, name, "public.typed")
+	execSQL(t, dsn,
+		`CREATE DOMAIN posint AS int CHECK (VALUE > 0)`,
+		`CREATE TYPE mood AS ENUM ('sad', 'happy')`,
+		`ALTER TABLE typed ADD COLUMN p posint, ADD COLUMN ms mood[], ADD COLUMN pa posint[]`,
+		`INSERT INTO typed VALUES (1, 5, '{happy,sad}', '{1,2}')`)
+	ev := sink.waitEvents(t, 1)[0]
+	want := map[string]any{"id": int64(1), "p": int64(5), "ms": []any{"happy", "sad"}, "pa": []any{int64(1), int64(2)}}
+	if !reflect.DeepEqual(ev.Data, want) {
+		t.Errorf("data\n got %#v\nwant %#v", ev.Data, want)
+	}
+}
+
 // A table without an identity that the publication covers already (an
 // older walhook put it there) stays, with a warning: leaving it out would
 // not mend the application's failing UPDATE, and its inserts still come.

@@ -41,6 +41,11 @@ type typeCatalog struct {
 	// including arrays of enums, domains and extension types pgx does not
 	// know.
 	arrays map[uint32]arrayType
+	// known holds every type past the built-in ones (OID 10000 and up)
+	// that the catalog had: pgoutput announces such a type with a Type
+	// message, and one not known here was made after the catalog was
+	// read.
+	known map[uint32]bool
 }
 
 type arrayType struct {
