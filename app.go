@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -120,6 +121,7 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 			Token: cfg.Admin.Token, Ready: a.ready, Gatherer: opts.Registry, Logger: opts.Logger,
 			Queue: q, Entities: a.entities,
 			Validate: a.validateAPIWebhook,
+			Problems: a.problems,
 		})
 		a.admin = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	}
@@ -145,6 +147,17 @@ func (a *App) validateAPIWebhook(w deliver.Webhook) error {
 		return fmt.Errorf("events: %w", err)
 	}
 	return nil
+}
+
+// problems is what the admin page shows above the webhooks.
+func (a *App) problems() []string {
+	var out []string
+	if msg := a.reader.Refused(); msg != "" {
+		for _, line := range strings.Split(msg, "\n") {
+			out = append(out, "No events: "+line)
+		}
+	}
+	return out
 }
 
 // route is the queue's Route: the current matcher decides. The changes of

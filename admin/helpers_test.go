@@ -39,6 +39,10 @@ type env struct {
 	srv   *httptest.Server
 	logs  *syncBuffer
 	reg   *prometheus.Registry
+	// tables the server lists after the configured employee entity, and
+	// the problems it shows; set before the requests that show them.
+	tables   []admin.Entity
+	problems []string
 }
 
 // entities are the [[entity]]s the test server's validator knows.
@@ -85,8 +89,9 @@ func (e *env) open() {
 	srv := admin.New(admin.Options{
 		Token: e.token, Gatherer: e.reg, Logger: logger, Queue: q,
 		Entities: func(ctx context.Context) ([]admin.Entity, error) {
-			return []admin.Entity{{Name: "employee", Table: "public.employees", Source: "config", ReplicaIdentity: "full", PrimaryKey: true}}, nil
+			return append([]admin.Entity{{Name: "employee", Table: "public.employees", Source: "config", ReplicaIdentity: "full", PrimaryKey: true}}, e.tables...), nil
 		},
+		Problems: func() []string { return e.problems },
 		Validate: func(w deliver.Webhook) error {
 			_, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
 			return err

@@ -110,7 +110,11 @@ func (s *Server) indexPage(w http.ResponseWriter, r *http.Request) {
 	for _, h := range s.opts.Queue.Webhooks() {
 		rows = append(rows, newRowView(h, s.opts.Queue.Stats(h.Name)))
 	}
-	render(w, "index", "layout", map[string]any{"Title": "Webhooks", "Rows": rows})
+	var problems []string
+	if s.opts.Problems != nil {
+		problems = s.opts.Problems()
+	}
+	render(w, "index", "layout", map[string]any{"Title": "Webhooks", "Rows": rows, "Problems": problems})
 }
 
 // rowFragment is one table row, for the page's refresh button.
@@ -175,10 +179,13 @@ func (s *Server) form(r *http.Request, title string, hook deliver.Webhook, isNew
 	for _, e := range entities {
 		listed[e.Name] = true
 		label := e.Table
-		if e.ReplicaIdentity != "" {
-			label += ", replica identity " + e.ReplicaIdentity
-		} else {
+		switch {
+		case e.ReplicaIdentity == "":
 			label += ", table not found"
+		case e.ReplicaIdentity == "nothing" || e.ReplicaIdentity == "default" && !e.PrimaryKey:
+			label += ", no primary key or replica identity: not published (its UPDATE would fail)"
+		default:
+			label += ", replica identity " + e.ReplicaIdentity
 		}
 		v.Events = append(v.Events, option{Value: e.Name, Label: label, Checked: slices.Contains(hook.Events, e.Name)})
 	}

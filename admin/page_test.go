@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"walhook/admin"
 )
 
 // TestSecretsStayHidden gives a webhook every kind of secret, makes it
@@ -184,5 +186,33 @@ func TestPages(t *testing.T) {
 	}
 	if r := e.mustDo(200, "GET", "/webhooks/new", ""); !strings.Contains(r.body, "<h1>New webhook</h1>") {
 		t.Error("/webhooks/new is not the form")
+	}
+}
+
+// TestPageShowsUnpublishable: the form says which tables walhook will not
+// publish, and the index shows what keeps webhooks from getting events.
+func TestPageShowsUnpublishable(t *testing.T) {
+	e := newEnv(t)
+	e.tables = []admin.Entity{
+		{Name: "public.audit", Table: "public.audit", Source: "database", ReplicaIdentity: "default"},
+		{Name: "public.locked", Table: "public.locked", Source: "database", ReplicaIdentity: "nothing", PrimaryKey: true},
+		{Name: "public.orders", Table: "public.orders", Source: "database", ReplicaIdentity: "default", PrimaryKey: true},
+	}
+	form := e.mustDo(200, "GET", "/webhooks/new", "").body
+	for _, want := range []string{
+		"public.audit, no primary key or replica identity: not published (its UPDATE would fail)",
+		"public.locked, no primary key or replica identity: not published (its UPDATE would fail)",
+		"public.orders, replica identity default",
+	} {
+		if !strings.Contains(form, want) {
+			t.Errorf("the form lacks %q", want)
+		}
+	}
+	if index := e.mustDo(200, "GET", "/", "").body; strings.Contains(index, `class="notice"`) {
+		t.Errorf("the index shows a notice without a problem")
+	}
+	e.problems = []string{"No events: table public.audit has <no> primary key"}
+	if index := e.mustDo(200, "GET", "/", "").body; !strings.Contains(index, `<p class="notice">No events: table public.audit has &lt;no&gt; primary key</p>`) {
+		t.Errorf("the index does not show the problem:\n%s", index)
 	}
 }

@@ -61,6 +61,9 @@ type Options struct {
 	// Validate checks a webhook beyond deliver.Webhook.Validate, e.g. that
 	// its events name known entities; its error is shown to the user.
 	Validate func(w deliver.Webhook) error
+	// Problems lists what the page shows above the webhooks: what keeps
+	// them from getting events (tables left out of the publication).
+	Problems func() []string
 }
 
 // Server is the admin HTTP handler.

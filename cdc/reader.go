@@ -59,6 +59,9 @@ type Reader struct {
 
 	pubMu    sync.Mutex  // one publication change at a time
 	pubStale atomic.Bool // the managed publication's last change failed: retried while streaming
+	refused  atomic.Pointer[string]
+
+	refusedGauge prometheus.Gauge
 
 	ready     atomic.Bool
 	confirmed atomic.Uint64
@@ -109,9 +112,13 @@ func NewReader(cfg Config, sink Sink) (*Reader, error) {
 			Name: "walhook_confirmed_flush_lsn",
 			Help: "The last flush LSN confirmed to PostgreSQL.",
 		}),
+		refusedGauge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walhook_publication_refused",
+			Help: "1 while tables the webhooks want are left out of the managed publication (missing, UNLOGGED, no primary key or replica identity), else 0.",
+		}),
 	}
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{r.lagBytes, r.confirmedLSN} {
+		for _, c := range []prometheus.Collector{r.lagBytes, r.confirmedLSN, r.refusedGauge} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("register metrics: %w", err)
 			}
@@ -206,7 +213,26 @@ func (r *Reader) syncPublication(ctx context.Context) error {
 	r.mu.Unlock()
 	err = ensurePublication(ctx, conn, r.log, r.cfg.Publication, tables, all)
 	r.pubStale.Store(err != nil)
+	var u unpublishable
+	switch {
+	case err == nil:
+		r.refused.Store(nil)
+		r.refusedGauge.Set(0)
+	case errors.As(err, &u):
+		msg := err.Error()
+		r.refused.Store(&msg)
+		r.refusedGauge.Set(1)
+	}
 	return err
+}
+
+// Refused says why tables the webhooks want are left out of the managed
+// publication, one line per table ("" when none are).
+func (r *Reader) Refused() string {
+	if p := r.refused.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // mendPublication retries a failed change of the managed publication while

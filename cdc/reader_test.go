@@ -494,6 +494,9 @@ func TestRefusedTables(t *testing.T) {
 			if !strings.Contains(r.logs.String(), tc.msg) {
 				t.Errorf("the refused table is not logged with %q:\n%s", tc.msg, r.logs.String())
 			}
+			if got := r.Refused(); !strings.Contains(got, strings.ReplaceAll(tc.msg, `\"`, `"`)) {
+				t.Errorf("Refused() = %q, want it to say %q", got, tc.msg)
+			}
 			if got := publicationTables(t, dsn, name); !slices.Equal(got, []string{"public.a"}) {
 				t.Errorf("publication covers %v, want [public.a]", got)
 			}
@@ -512,6 +515,7 @@ func TestRefusedTables(t *testing.T) {
 			if ev := sink.waitEvents(t, 2)[1]; ev.Table != "t" || ev.Data["id"] != int64(3) {
 				t.Errorf("event of %s %v, want t id=3", ev.Table, ev.Data)
 			}
+			waitFor(t, 10*time.Second, func() bool { return r.Refused() == "" }, "Refused() to be empty after the fix")
 		})
 	}
 }
