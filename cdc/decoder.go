@@ -130,21 +130,29 @@ func (d *decoder) newType(m *pglogrepl.TypeMessage) {
 	if d.catalog.known[m.DataType] || d.refresh == nil {
 		return
 	}
-	pks, cat, err := d.refresh()
-	if err != nil {
-		d.log.Warn("a new type: reading the catalog failed; its values keep their text form until the next connection",
-			"type", m.Namespace+"."+m.Name, "err", err)
+	if !d.reread("a new type", m.Namespace+"."+m.Name) {
 		if d.catalog.known == nil {
 			d.catalog.known = map[uint32]bool{}
 		}
 		d.catalog.known[m.DataType] = true // not asked again for each relation
 		return
 	}
+	d.catalog.known[m.DataType] = true // dropped since, perhaps: not asked again either
+}
+
+// reread reads primaryKeys and catalog again for what (a type, a table),
+// reporting whether it could; a failure is logged and the old ones stay.
+func (d *decoder) reread(why, what string) bool {
+	pks, cat, err := d.refresh()
+	if err != nil {
+		d.log.Warn(why+": reading the catalog failed; the one read at the connection stays until the next", "name", what, "err", err)
+		return false
+	}
 	if cat.known == nil {
 		cat.known = map[uint32]bool{}
 	}
-	cat.known[m.DataType] = true // dropped since, perhaps: not asked again either
 	d.primaryKeys, d.catalog = pks, cat
+	return true
 }
 
 func (d *decoder) relation(m *pglogrepl.RelationMessage) {
@@ -156,8 +164,17 @@ func (d *decoder) relation(m *pglogrepl.RelationMessage) {
 			r.Key = append(r.Key, c.Name)
 		}
 	}
-	if pk, ok := d.primaryKeys[r.Schema+"."+r.Table]; ok && m.ReplicaIdentity == 'f' {
-		r.Key = pk
+	if m.ReplicaIdentity == 'f' {
+		// Every column is the key pgoutput flags; the primary key makes
+		// the entity id. One added since the connection (pgoutput sends
+		// the relation again after such a change) is looked up.
+		name := r.Schema + "." + r.Table
+		if _, ok := d.primaryKeys[name]; !ok && d.refresh != nil {
+			d.reread("a table under REPLICA IDENTITY FULL without a primary key", name)
+		}
+		if pk, ok := d.primaryKeys[name]; ok {
+			r.Key = pk
+		}
 	}
 	d.relations[m.RelationID] = r
 }

@@ -908,3 +908,20 @@ func TestSlotCreationNamesOpenTransactions(t *testing.T) {
 	}
 	waitReady(t, r)
 }
+
+// TestPrimaryKeyAddedWhileStreaming: a table under REPLICA IDENTITY FULL
+// without a primary key has every column as its key; once a primary key is
+// added, the next change's key is that, without a reconnect.
+func TestPrimaryKeyAddedWhileStreaming(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE t (id int NOT NULL, v text)`, `ALTER TABLE t REPLICA IDENTITY FULL`)
+	_, sink := streamTables(t, dsn, name, "public.t")
+	execSQL(t, dsn, `INSERT INTO t VALUES (1, 'a')`)
+	if ev := sink.waitEvents(t, 1)[0]; !slices.Equal(ev.Key, []string{"id", "v"}) {
+		t.Errorf("key before the primary key: %v, want every column", ev.Key)
+	}
+	execSQL(t, dsn, `ALTER TABLE t ADD PRIMARY KEY (id)`, `UPDATE t SET v = 'b'`)
+	if ev := sink.waitEvents(t, 2)[1]; !slices.Equal(ev.Key, []string{"id"}) {
+		t.Errorf("key after the primary key: %v, want [id]", ev.Key)
+	}
+}
