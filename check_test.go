@@ -412,17 +412,7 @@ basic_auth = { username = "u", password = "s3cret" }`,
 				execSQL(t, dsn, fill(tc.setup))
 			}
 			if tc.open != "" {
-				ctx := context.Background()
-				conn := testkit.Connect(t, dsn+"&application_name=legacy-app")
-				defer conn.Close(ctx)
-				tx, err := conn.Begin(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer tx.Rollback(ctx)
-				if _, err := tx.Exec(ctx, tc.open); err != nil {
-					t.Fatal(err)
-				}
+				testkit.OpenWrite(t, dsn, "legacy-app", tc.open)
 			}
 			if tc.asRole {
 				dsn = asRole(dsn, "r_"+db)

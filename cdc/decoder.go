@@ -39,7 +39,8 @@ type decoder struct {
 	// catalog is the session's view of domains and array types.
 	catalog typeCatalog
 	// refresh reads primaryKeys and catalog again, when a type made after
-	// they were read turns up (nil: never).
+	// they were read turns up, or a table under REPLICA IDENTITY FULL
+	// without a known primary key (nil: never).
 	refresh func() (map[string][]string, typeCatalog, error)
 	log     *slog.Logger
 
@@ -130,29 +131,24 @@ func (d *decoder) newType(m *pglogrepl.TypeMessage) {
 	if d.catalog.known[m.DataType] || d.refresh == nil {
 		return
 	}
-	if !d.reread("a new type", m.Namespace+"."+m.Name) {
-		if d.catalog.known == nil {
-			d.catalog.known = map[uint32]bool{}
-		}
-		d.catalog.known[m.DataType] = true // not asked again for each relation
-		return
+	d.reread("a new type", m.Namespace+"."+m.Name)
+	if d.catalog.known == nil {
+		d.catalog.known = map[uint32]bool{}
 	}
-	d.catalog.known[m.DataType] = true // dropped since, perhaps: not asked again either
+	// Asked once, also when the catalog could not be read or the type
+	// was dropped since.
+	d.catalog.known[m.DataType] = true
 }
 
-// reread reads primaryKeys and catalog again for what (a type, a table),
-// reporting whether it could; a failure is logged and the old ones stay.
-func (d *decoder) reread(why, what string) bool {
+// reread reads primaryKeys and catalog again for what (a type, a table);
+// a failure is logged and the old ones stay.
+func (d *decoder) reread(why, what string) {
 	pks, cat, err := d.refresh()
 	if err != nil {
 		d.log.Warn(why+": reading the catalog failed; the one read at the connection stays until the next", "name", what, "err", err)
-		return false
-	}
-	if cat.known == nil {
-		cat.known = map[uint32]bool{}
+		return
 	}
 	d.primaryKeys, d.catalog = pks, cat
-	return true
 }
 
 func (d *decoder) relation(m *pglogrepl.RelationMessage) {

@@ -133,13 +133,18 @@ func TablesWithoutIdentity(ctx context.Context, conn *pgx.Conn) (tables []string
 func tablesWithoutIdentity(ctx context.Context, conn *pgx.Conn) ([]tableName, error) {
 	// What FOR ALL TABLES publishes: the permanent tables made after
 	// initdb (FirstNormalObjectId), partitions included.
-	rows, err := conn.Query(ctx, `
+	return queryTables(ctx, conn, "list tables without replica identity", `
 		SELECT n.nspname::text, c.relname::text
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 AND `+noIdentity+`
-		ORDER BY 1, 2`)
+		WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND c.oid >= 16384 AND `+noIdentity)
+}
+
+// queryTables runs a query of (schema, table) rows and returns them
+// sorted; what names it in an error.
+func queryTables(ctx context.Context, conn *pgx.Conn, what, sql string, args ...any) ([]tableName, error) {
+	rows, err := conn.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list tables without replica identity: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	var out []tableName
 	var t tableName
@@ -147,8 +152,9 @@ func tablesWithoutIdentity(ctx context.Context, conn *pgx.Conn) ([]tableName, er
 		out = append(out, t)
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list tables without replica identity: %w", err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
+	slices.SortFunc(out, func(a, b tableName) int { return strings.Compare(a.String(), b.String()) })
 	return out, nil
 }
 
@@ -315,20 +321,8 @@ const viaRootOption = "publish_via_partition_root = true"
 
 // publicationTables lists the tables a publication names, sorted.
 func publicationTables(ctx context.Context, conn *pgx.Conn, name string) ([]tableName, error) {
-	rows, err := conn.Query(ctx, `SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1`, name)
-	if err != nil {
-		return nil, fmt.Errorf("list publication %s: %w", name, err)
-	}
-	var out []tableName
-	var t tableName
-	if _, err := pgx.ForEachRow(rows, []any{&t.schema, &t.table}, func() error {
-		out = append(out, t)
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list publication %s: %w", name, err)
-	}
-	slices.SortFunc(out, func(a, b tableName) int { return strings.Compare(a.String(), b.String()) })
-	return out, nil
+	return queryTables(ctx, conn, "list publication "+name,
+		`SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1`, name)
 }
 
 func quotedList(tables []tableName) string {

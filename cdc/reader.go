@@ -429,9 +429,12 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	return true, s.run(ctx)
 }
 
-// slotWaitWarn is how long creating the slot may take before walhook names
-// the transactions it waits for, and then how often it names them again.
-var slotWaitWarn = [2]time.Duration{5 * time.Second, 30 * time.Second}
+// How long creating the slot may take before walhook names the
+// transactions it waits for, and then how often it names them again.
+const (
+	slotWaitFirst = 5 * time.Second
+	slotWaitAgain = 30 * time.Second
+)
 
 // watchSlotCreation names, in a warning, the transactions that keep the
 // slot from being created: PostgreSQL waits for every transaction that
@@ -443,7 +446,7 @@ func (r *Reader) watchSlotCreation(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		wait := slotWaitWarn[0]
+		wait := slotWaitFirst
 		for {
 			t := time.NewTimer(wait)
 			select {
@@ -452,7 +455,7 @@ func (r *Reader) watchSlotCreation(ctx context.Context) (stop func()) {
 				return
 			case <-t.C:
 			}
-			wait = slotWaitWarn[1]
+			wait = slotWaitAgain
 			blockers, err := r.openWriters(ctx)
 			if ctx.Err() != nil {
 				return

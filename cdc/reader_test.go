@@ -882,16 +882,7 @@ func TestUnidentifiedTableAlreadyPublished(t *testing.T) {
 func TestSlotCreationNamesOpenTransactions(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn, `CREATE TABLE a (id int PRIMARY KEY)`)
-	ctx := context.Background()
-	app := testkit.Connect(t, dsn+"&application_name=legacy-app")
-	defer app.Close(ctx)
-	tx, err := app.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tx.Exec(ctx, `INSERT INTO a VALUES (1)`); err != nil {
-		t.Fatal(err)
-	}
+	tx := testkit.OpenWrite(t, dsn, "legacy-app", `INSERT INTO a VALUES (1)`)
 	r := startReader(t, baseConfig(dsn, name, "public.a"), &recSink{})
 	waitFor(t, 20*time.Second, func() bool {
 		return strings.Contains(r.logs.String(), "creating the replication slot waits for these transactions to end")
@@ -903,7 +894,7 @@ func TestSlotCreationNamesOpenTransactions(t *testing.T) {
 	if r.Ready() {
 		t.Fatal("ready while the slot cannot be created")
 	}
-	if err := tx.Rollback(ctx); err != nil {
+	if err := tx.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	waitReady(t, r)

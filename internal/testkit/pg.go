@@ -16,3 +16,23 @@ func Connect(t testing.TB, dsn string) *pgx.Conn {
 	}
 	return conn
 }
+
+// OpenWrite plays an application that left a transaction open after a
+// write: it runs sql in a transaction of its own connection, named
+// application, and leaves it open. The caller may end it; the test's end
+// rolls it back.
+func OpenWrite(t testing.TB, dsn, application, sql string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	conn := Connect(t, dsn+"&application_name="+application)
+	t.Cleanup(func() { conn.Close(ctx) })
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Rollback(ctx) })
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
