@@ -46,6 +46,10 @@ type Event struct {
 	Entity    string `json:"entity,omitempty"`
 	EntityID  string `json:"entity_id,omitempty"`
 	EntityURL string `json:"entity_url,omitempty"`
+	// PrevEntityID is the entity id the row had before an UPDATE that
+	// changed it, as the old row tells ("" otherwise): the delivery waits
+	// for that id's earlier ones too. Filled in by the matcher.
+	PrevEntityID string `json:"-"`
 }
 
 // QualifiedTable returns schema.table.

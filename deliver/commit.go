@@ -482,7 +482,7 @@ func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, 
 		if err != nil {
 			return err
 		}
-		rec := &record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, CreatedAt: time.Now().UTC()}
+		rec := &record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, PrevEntityID: ev.PrevEntityID, CreatedAt: time.Now().UTC()}
 		if err := b.Put(seqKey(seq), encodeRecord(rec)); err != nil {
 			return err
 		}

@@ -27,7 +27,18 @@ type pending struct {
 // entityKey names the entity whose deliveries go out in commit order.
 type entityKey struct{ entity, id string }
 
-func (p *pending) orderKey() entityKey { return entityKey{p.rec.Entity, p.rec.EntityID} }
+// orderKeys are the entities p is ordered in: its own, and for an UPDATE
+// that changed the row's key the previous one too, so it goes out after
+// both ids' earlier deliveries and before both ids' later ones.
+// keys[:n] are they; an array, as this runs for every delivery.
+func (p *pending) orderKeys() (keys [2]entityKey, n int) {
+	keys[0] = entityKey{p.rec.Entity, p.rec.EntityID}
+	if prev := p.rec.PrevEntityID; prev != "" && prev != p.rec.EntityID {
+		keys[1] = entityKey{p.rec.Entity, prev}
+		return keys, 2
+	}
+	return keys, 1
+}
 
 // readyHeap orders the deliverable heads of each entity by due time, then
 // commit order.
@@ -251,14 +262,27 @@ func (h *hook) enqueue(ps []*pending) {
 }
 
 func (h *hook) addLocked(p *pending) {
-	key := p.orderKey()
-	list := h.entities[key]
-	h.entities[key] = append(list, p)
+	keys, n := p.orderKeys()
+	for _, key := range keys[:n] {
+		h.entities[key] = append(h.entities[key], p)
+	}
 	p.index = -1
-	if len(list) == 0 {
+	if h.headLocked(p) {
 		heap.Push(&h.ready, p)
 	}
 	h.inWindow++
+}
+
+// headLocked reports whether p is first in each of its entities' lists:
+// nothing before it in commit order is still to go out.
+func (h *hook) headLocked(p *pending) bool {
+	keys, n := p.orderKeys()
+	for _, key := range keys[:n] {
+		if list := h.entities[key]; len(list) == 0 || list[0] != p {
+			return false
+		}
+	}
+	return true
 }
 
 // refillDueLocked reports whether the window has drained to half while
@@ -554,19 +578,25 @@ func (h *hook) countLocked(att Attempt, ok bool) {
 	h.stats.LastAttemptAt = att.At
 }
 
-// completeLocked removes a finished delivery and frees its entity's next.
+// completeLocked removes a finished delivery and frees its entities' next
+// ones that nothing else holds back.
 func (h *hook) completeLocked(p *pending) {
-	key := p.orderKey()
-	list := h.entities[key]
-	if len(list) > 0 && list[0] == p {
+	keys, n := p.orderKeys()
+	for _, key := range keys[:n] {
+		list := h.entities[key]
+		if len(list) == 0 || list[0] != p {
+			continue // not held there: nothing freed
+		}
 		list[0] = nil
 		list = list[1:]
-	}
-	if len(list) == 0 {
-		delete(h.entities, key)
-	} else {
+		if len(list) == 0 {
+			delete(h.entities, key)
+			continue
+		}
 		h.entities[key] = list
-		heap.Push(&h.ready, list[0])
+		if next := list[0]; next.index < 0 && h.headLocked(next) {
+			heap.Push(&h.ready, next)
+		}
 	}
 	h.inWindow--
 	if h.refillDueLocked() {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,6 +295,51 @@ func TestPerEntityOrder(t *testing.T) {
 	defer mu.Unlock()
 	for _, s := range errs {
 		t.Error(s)
+	}
+}
+
+// TestKeyChangeOrder: an UPDATE that changes the row's key (id 1 becomes
+// 2) goes out after the old id's earlier delivery, still being retried,
+// and before a later delivery of the old id (a new row 1).
+func TestKeyChangeOrder(t *testing.T) {
+	t.Parallel()
+	var (
+		mu    sync.Mutex
+		order []string // event id and answer, as they came
+		first = true
+	)
+	rc := newReceiver(t, func(r received, _ int) (int, http.Header, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		status := 200
+		if r.Header.Get("X-Walhook-Entity-Id") == "1" && first {
+			first, status = false, 500
+		}
+		order = append(order, fmt.Sprintf("%s %d", r.Header.Get("Webhook-Id"), status))
+		return status, nil, ""
+	})
+	e := newEnv(t, []string{"h"})
+	e.setHooks(t, hook("h", rc.URL))
+	create := event(100, 0, 1, "a")
+	create.Action, create.Old, create.Changed = cdc.ActionCreate, nil, nil
+	rekey := event(200, 0, 2, "a")
+	rekey.Old = map[string]any{"id": int64(1)}
+	rekey.PrevEntityID = "1"
+	again := event(300, 0, 1, "b")
+	again.Action, again.Old, again.Changed = cdc.ActionCreate, nil, nil
+	for _, ev := range []cdc.Event{create, rekey, again} {
+		e.write(t, txOf(ev.CommitLSN, ev))
+	}
+	want := []string{create.ID + " 500", create.ID + " 200", rekey.ID + " 200", again.ID + " 200"}
+	waitFor(t, 30*time.Second, "the three deliveries", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) >= len(want)
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, want) {
+		t.Errorf("requests came as\n%v\nwant\n%v", order, want)
 	}
 }
 

@@ -18,11 +18,19 @@ import (
 // pending one in the first binary form ends after its fields.
 const binaryRecord = 0x01
 
+// binaryRecordPrev is binaryRecord with the previous entity id after the
+// entity id: a delivery of an UPDATE that changed the row's key.
+const binaryRecordPrev = 0x02
+
 func encodeRecord(r *record) []byte {
 	b := make([]byte, 2, recordSize(r))
 	b[0], b[1] = statusByte(r.Status), binaryRecord
 	for _, s := range []string{r.EventID, r.Event, r.Entity, r.EntityID} {
 		b = appendString(b, s)
+	}
+	if r.PrevEntityID != "" {
+		b[1] = binaryRecordPrev
+		b = appendString(b, r.PrevEntityID)
 	}
 	b = appendTime(b, r.CreatedAt)
 	b = appendTime(b, r.Due)
@@ -71,7 +79,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 
 // recordSize guesses an encoded record's length, to allocate it once.
 func recordSize(r *record) int {
-	n := 32 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID)
+	n := 32 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID) + len(r.PrevEntityID)
 	for i := range r.Attempts {
 		a := &r.Attempts[i]
 		n += 48 + len(a.RequestBody) + len(a.ResponseBody) + len(a.Error) + headerSize(a.RequestHeaders) + headerSize(a.ResponseHeaders)
@@ -94,7 +102,7 @@ func decodeRecord(v []byte) (*record, error) {
 	if len(v) < 2 {
 		return nil, fmt.Errorf("decode delivery: %d bytes", len(v))
 	}
-	if v[1] != binaryRecord {
+	if v[1] != binaryRecord && v[1] != binaryRecordPrev {
 		r := &record{}
 		if err := json.Unmarshal(v[1:], r); err != nil {
 			return nil, fmt.Errorf("decode delivery: %w", err)
@@ -104,6 +112,9 @@ func decodeRecord(v []byte) (*record, error) {
 	}
 	r := eventReader{b: v[2:]}
 	rec := &record{Status: statusName(v[0]), EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
+	if v[1] == binaryRecordPrev {
+		rec.PrevEntityID = r.string()
+	}
 	rec.CreatedAt = r.time()
 	rec.Due = r.time()
 	if len(r.b) > 0 {

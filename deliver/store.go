@@ -68,14 +68,17 @@ func statusName(b byte) string {
 
 // record is a stored delivery.
 type record struct {
-	Status    string    `json:"-"`
-	EventID   string    `json:"event_id"`
-	Event     string    `json:"event"`
-	Entity    string    `json:"entity,omitempty"`
-	EntityID  string    `json:"entity_id,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	Due       time.Time `json:"due,omitzero"` // of the next attempt, after a failed one
-	Attempts  []Attempt `json:"attempts,omitempty"`
+	Status   string `json:"-"`
+	EventID  string `json:"event_id"`
+	Event    string `json:"event"`
+	Entity   string `json:"entity,omitempty"`
+	EntityID string `json:"entity_id,omitempty"`
+	// PrevEntityID: the entity id before the UPDATE that changed it; the
+	// delivery is ordered after that id's earlier ones too.
+	PrevEntityID string    `json:"prev_entity_id,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	Due          time.Time `json:"due,omitzero"` // of the next attempt, after a failed one
+	Attempts     []Attempt `json:"attempts,omitempty"`
 }
 
 // decodeJSONEvent reads the JSON form of a stored event (see eventcodec.go).

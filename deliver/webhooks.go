@@ -585,7 +585,7 @@ func redeliverIn(tx *bolt.Tx, name string, seq uint64) (redelivered, error) {
 	if err != nil {
 		return redelivered{}, err
 	}
-	rec := &record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, CreatedAt: time.Now().UTC()}
+	rec := &record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, PrevEntityID: old.PrevEntityID, CreatedAt: time.Now().UTC()}
 	if err := b.Put(seqKey(nseq), encodeRecord(rec)); err != nil {
 		return redelivered{}, err
 	}

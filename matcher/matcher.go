@@ -181,6 +181,9 @@ func (m *Matcher) Match(ev *cdc.Event) (targets []string, named bool) {
 			cols = ev.Key
 		}
 		ev.EntityID = entityID(ev, cols)
+		if prev, ok := oldEntityID(ev, cols); ok && prev != ev.EntityID {
+			ev.PrevEntityID = prev
+		}
 		if r.url != "" {
 			ev.EntityURL = expandURL(r.url, ev)
 		}
@@ -203,6 +206,24 @@ func entityID(ev *cdc.Event, cols []string) string {
 		parts = append(parts, Text(v))
 	}
 	return strings.Join(parts, ",")
+}
+
+// oldEntityID is the entity id of a modify's old row, when the old row
+// carries every id column: under REPLICA IDENTITY DEFAULT it does exactly
+// when the key changed, under FULL always.
+func oldEntityID(ev *cdc.Event, cols []string) (string, bool) {
+	if ev.Action != cdc.ActionModify || ev.Old == nil {
+		return "", false
+	}
+	parts := make([]string, 0, len(cols))
+	for _, c := range cols {
+		v, ok := ev.Old[c]
+		if !ok {
+			return "", false
+		}
+		parts = append(parts, Text(v))
+	}
+	return strings.Join(parts, ","), true
 }
 
 var placeholder = regexp.MustCompile(`\{([^{}]+)\}`)

@@ -103,3 +103,34 @@ func TestMatchNamesTables(t *testing.T) {
 		t.Error(`a webhook for "*" names every table`)
 	}
 }
+
+// TestPrevEntityID: a modify whose old row carries the id columns with
+// other values changed the row's key; the previous entity id is kept so
+// that the delivery waits for that id's earlier ones.
+func TestPrevEntityID(t *testing.T) {
+	m, err := matcher.New(
+		[]matcher.Entity{{Name: "item", Schema: "public", Table: "items", ID: []string{"sku", "shop"}}},
+		[]matcher.Rule{{Webhook: "all", Events: []string{"*"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, table, action string
+		data, old           map[string]any
+		id, prev            string
+	}{
+		{"key changed (DEFAULT: old is the key)", "orders", "modify", map[string]any{"id": int64(2)}, map[string]any{"id": int64(1)}, "2", "1"},
+		{"key unchanged (FULL: old is the row)", "orders", "modify", map[string]any{"id": int64(2), "v": "b"}, map[string]any{"id": int64(2), "v": "a"}, "2", ""},
+		{"no old row", "orders", "modify", map[string]any{"id": int64(2)}, nil, "2", ""},
+		{"a delete's old row is its own", "orders", "delete", nil, map[string]any{"id": int64(2)}, "2", ""},
+		{"entity id of two columns, one changed", "items", "modify", map[string]any{"sku": "A", "shop": "x"}, map[string]any{"sku": "A", "shop": "y"}, "A,x", "A,y"},
+		{"old row without every id column", "items", "modify", map[string]any{"sku": "A", "shop": "x"}, map[string]any{"sku": "B"}, "A,x", ""},
+	}
+	for _, tc := range tests {
+		ev := &cdc.Event{Schema: "public", Table: tc.table, Action: tc.action, Data: tc.data, Old: tc.old, Key: []string{"id"}}
+		m.Route(ev)
+		if ev.EntityID != tc.id || ev.PrevEntityID != tc.prev {
+			t.Errorf("%s: entity id %q, previous %q; want %q, %q", tc.name, ev.EntityID, ev.PrevEntityID, tc.id, tc.prev)
+		}
+	}
+}
