@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -418,5 +419,33 @@ events = ["order-item"]
 	waitFor(t, "the second order item", 30*time.Second, func() bool { return len(rc.requests()) >= 2 })
 	if n := len(rc.requests()); n != 2 {
 		t.Errorf("%d requests, want 2: the lower-case table is another one", n)
+	}
+}
+
+// TestKeyChangeOrdered: the application changes a row's primary key while
+// the row's insert is still being retried; the update, which belongs to
+// the new id, goes out only after the insert, and a new row with the old
+// id only after the update.
+func TestKeyChangeOrdered(t *testing.T) {
+	rc := newReceiver(t, func(n int, r request) int {
+		if n == 1 {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	})
+	h := newHarness(t, employeesSchema)
+	h.start(fmt.Sprintf("[[webhook]]\nname = \"hr\"\nurl = %q\nevents = [\"public.employees\"]\nretry_mode = \"test\"\n", rc.URL))
+	h.exec(`INSERT INTO employees VALUES (1, 'a', 'a@x', 1)`)
+	waitFor(t, "the insert's first attempt", 30*time.Second, func() bool { return len(rc.requests()) >= 1 })
+	h.exec(`UPDATE employees SET id = 2 WHERE id = 1`)
+	h.exec(`INSERT INTO employees VALUES (1, 'b', 'b@x', 1)`)
+	waitFor(t, "four requests", 60*time.Second, func() bool { return len(rc.requests()) >= 4 })
+	var got []string
+	for _, r := range rc.requests() {
+		got = append(got, r.Header.Get("X-Walhook-Event")+" "+r.Header.Get("X-Walhook-Entity-Id"))
+	}
+	want := []string{"employees.create 1", "employees.create 1", "employees.modify 2", "employees.create 1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("requests came as %v, want %v", got, want)
 	}
 }
