@@ -814,24 +814,16 @@ func (b *bench) waitReceived(ctx context.Context, p *walhookProc, n int, timeout
 // the same headers and signature to the same receiver, which does for
 // each what it does for walhook's.
 func (b *bench) httpCeiling(ctx context.Context, workers int, d time.Duration) float64 {
-	body := b.sample
-	if body == nil {
-		body = b.bodyLike()
-	}
 	b.rc.reset(false)
-	n, took := ceilingLoad(ctx, b.rc.url+"/ceiling", body, workers, d)
+	n, took := ceilingLoad(ctx, b.rc.url+"/ceiling", b.ceilingBody(), workers, d)
 	return float64(n) / took.Seconds()
 }
 
 // httpCeilingProc is httpCeiling with the client in a process of its own,
 // as walhook is: this bench's binary with -ceiling-client.
 func (b *bench) httpCeilingProc(ctx context.Context, workers int, d time.Duration) (float64, error) {
-	body := b.sample
-	if body == nil {
-		body = b.bodyLike()
-	}
 	path := filepath.Join(b.tmp, "ceiling-body")
-	if err := os.WriteFile(path, body, 0o600); err != nil {
+	if err := os.WriteFile(path, b.ceilingBody(), 0o600); err != nil {
 		return 0, err
 	}
 	b.rc.reset(false)
@@ -845,6 +837,15 @@ func (b *bench) httpCeilingProc(ctx context.Context, workers int, d time.Duratio
 		return 0, fmt.Errorf("ceiling client printed %q: %v", out, err)
 	}
 	return r.Requests / r.Seconds, nil
+}
+
+// ceilingBody is walhook's body or, before walhook ran, one of its shape
+// and size.
+func (b *bench) ceilingBody() []byte {
+	if b.sample != nil {
+		return b.sample
+	}
+	return b.bodyLike()
 }
 
 // ceilingClient is -ceiling-client: the ceiling's load from this process,

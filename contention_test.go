@@ -16,8 +16,7 @@ import (
 // store) reports that the slot is in use and waits, without taking a
 // change; when the first exits it takes over, and nothing is lost.
 func TestSecondInstanceWaits(t *testing.T) {
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	rc, url := newKeyReceiver(t, nil)
 	adminA, adminB := freeAddr(t), freeAddr(t)
 	first := startProcess(t, filepath.Join(t.TempDir(), "first.log"), "run", "-config", crashConfig(t, dsn, url, adminA))

@@ -309,6 +309,14 @@ func (c *churn) run(ctx context.Context, db *pgx.Conn, n int) error {
 const itemsSchema = `CREATE TABLE items (id bigint PRIMARY KEY, seq bigint NOT NULL, note text NOT NULL);
 ALTER TABLE items REPLICA IDENTITY FULL;`
 
+// itemsDatabase is a fresh database with itemsSchema.
+func itemsDatabase(t *testing.T) string {
+	t.Helper()
+	dsn := newDatabase(t)
+	execSQL(t, dsn, itemsSchema)
+	return dsn
+}
+
 // freeAddr returns a free loopback address.
 func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
 
@@ -340,8 +348,7 @@ func TestCrashSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 20,000 changes")
 	}
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	rc, url := newKeyReceiver(t, nil)
 	admin := freeAddr(t)
 	cfg := crashConfig(t, dsn, url, admin)

@@ -358,8 +358,7 @@ func TestFaultSlowBody(t *testing.T) {
 // says so loudly in its log and on /readyz, confirms no WAL it has not
 // stored, and once space is freed it recovers and nothing is lost.
 func TestStoreFull(t *testing.T) {
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	rc, url := newKeyReceiver(t, nil)
 	admin := freeAddr(t)
 	cfg := crashConfig(t, dsn, url, admin)

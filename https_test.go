@@ -15,8 +15,7 @@ import (
 // log says why; with SSL_CERT_FILE naming it, as the README says, the
 // deliveries go out, signed.
 func TestHTTPSReceiver(t *testing.T) {
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	rc := newTLSReceiver(t, nil)
 	caFile := filepath.Join(t.TempDir(), "internal-ca.pem")
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rc.Certificate().Raw})

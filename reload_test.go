@@ -19,8 +19,7 @@ import (
 // an invalid file is refused, logged with the key at fault, and the old
 // config keeps working.
 func TestReloadSIGHUP(t *testing.T) {
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	var keepUp atomic.Bool
 	keep := newReceiver(t, func(int, request) int {
 		if keepUp.Load() {
@@ -141,8 +140,7 @@ func listWebhooks(t *testing.T, admin string) map[string]apiWebhook {
 // e-mail goes to the new SMTP server, the old one gets nothing more, and
 // the log says the settings changed without showing the password.
 func TestReloadSMTP(t *testing.T) {
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	down := newReceiver(t, func(int, request) int { return http.StatusInternalServerError })
 	oldSMTP, newSMTP := newSMTPSink(t), newSMTPSink(t)
 	const oldPassword, newPassword = "reload-pw-OLD", "reload-pw-NEW"

@@ -14,8 +14,7 @@ import (
 // which the config does not name: walhook says so in its log, once per
 // table, instead of dropping its changes silently.
 func TestRenamedTableWarned(t *testing.T) {
-	dsn := newDatabase(t)
-	execSQL(t, dsn, itemsSchema)
+	dsn := itemsDatabase(t)
 	rc := newReceiver(t, nil)
 	_, _, dir := runItemsWalhook(t, dsn, fmt.Sprintf("[[webhook]]\nname = \"items\"\nurl = %q\nevents = [\"item\"]\n", rc.URL), nil)
 	logPath := filepath.Join(dir, "walhook.log")

@@ -239,13 +239,13 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, log *slog.Logger, na
 		return err
 	}
 	tables, partitioned, refused, err := checkWanted(ctx, conn, log, st, tables, all)
-	if err == nil && refused != nil && all {
+	switch {
+	case err != nil:
+		return err
+	case refused != nil && all:
 		return refused // FOR ALL TABLES or nothing: the publication stays
 	}
-	if err == nil {
-		err = applyPublication(ctx, conn, log, name, st, tables, partitioned, all)
-	}
-	if err != nil {
+	if err := applyPublication(ctx, conn, log, name, st, tables, partitioned, all); err != nil {
 		return err
 	}
 	return refused // the others are published

@@ -668,28 +668,8 @@ func (st *slotState) readCatalog(ctx context.Context, conn *pgx.Conn) error {
 	if st.types.bases, err = domainBases(ctx, conn); err != nil {
 		return err
 	}
-	if st.types.arrays, err = arrayTypes(ctx, conn); err != nil {
-		return err
-	}
-	st.types.known, err = userTypes(ctx, conn)
+	st.types.arrays, st.types.known, err = arrayAndUserTypes(ctx, conn)
 	return err
-}
-
-// userTypes lists the types past the built-in ones.
-func userTypes(ctx context.Context, conn *pgx.Conn) (map[uint32]bool, error) {
-	rows, err := conn.Query(ctx, `SELECT oid::int8 FROM pg_type WHERE oid >= 10000`)
-	if err != nil {
-		return nil, fmt.Errorf("list types: %w", err)
-	}
-	out := make(map[uint32]bool)
-	var oid int64
-	if _, err := pgx.ForEachRow(rows, []any{&oid}, func() error {
-		out[uint32(oid)] = true
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("list types: %w", err)
-	}
-	return out, nil
 }
 
 // domainBases maps every domain type to the type it is ultimately based on:
@@ -716,27 +696,33 @@ func domainBases(ctx context.Context, conn *pgx.Conn) (map[uint32]uint32, error)
 	return out, nil
 }
 
-// arrayTypes maps every array type to its element type and delimiter: the
-// arrays of enums, domains and extension types have OIDs of their own
-// database, which pgx cannot know.
-func arrayTypes(ctx context.Context, conn *pgx.Conn) (map[uint32]arrayType, error) {
+// arrayAndUserTypes maps every array type to its element type and
+// delimiter (the arrays of enums, domains and extension types have OIDs of
+// their own database, which pgx cannot know), and lists the types past the
+// built-in ones: one pass over pg_type.
+func arrayAndUserTypes(ctx context.Context, conn *pgx.Conn) (map[uint32]arrayType, map[uint32]bool, error) {
 	rows, err := conn.Query(ctx, `
-		SELECT a.oid::int8, a.typelem::int8, ascii(e.typdelim)
-		FROM pg_type a JOIN pg_type e ON e.oid = a.typelem
-		WHERE a.typcategory = 'A'`)
+		SELECT t.oid::int8, coalesce(e.oid, 0)::int8, coalesce(ascii(e.typdelim), 0)
+		FROM pg_type t LEFT JOIN pg_type e ON t.typcategory = 'A' AND e.oid = t.typelem
+		WHERE t.oid >= 10000 OR t.typcategory = 'A'`)
 	if err != nil {
-		return nil, fmt.Errorf("list array types: %w", err)
+		return nil, nil, fmt.Errorf("list types: %w", err)
 	}
-	out := make(map[uint32]arrayType)
+	arrays, known := make(map[uint32]arrayType), make(map[uint32]bool)
 	var oid, elem int64
 	var delim int32
 	if _, err := pgx.ForEachRow(rows, []any{&oid, &elem, &delim}, func() error {
-		out[uint32(oid)] = arrayType{elem: uint32(elem), delim: byte(delim)}
+		if elem != 0 {
+			arrays[uint32(oid)] = arrayType{elem: uint32(elem), delim: byte(delim)}
+		}
+		if oid >= 10000 {
+			known[uint32(oid)] = true
+		}
 		return nil
 	}); err != nil {
-		return nil, fmt.Errorf("list array types: %w", err)
+		return nil, nil, fmt.Errorf("list types: %w", err)
 	}
-	return out, nil
+	return arrays, known, nil
 }
 
 // primaryKeys lists the primary key columns of every table in the database.

@@ -181,7 +181,7 @@ func (m *Matcher) Match(ev *cdc.Event) (targets []string, named bool) {
 			cols = ev.Key
 		}
 		ev.EntityID = entityID(ev, cols)
-		if prev, ok := oldEntityID(ev, cols); ok && prev != ev.EntityID {
+		if prev, ok := oldEntityID(ev, cols); ok {
 			ev.PrevEntityID = prev
 		}
 		if r.url != "" {
@@ -208,22 +208,47 @@ func entityID(ev *cdc.Event, cols []string) string {
 	return strings.Join(parts, ",")
 }
 
-// oldEntityID is the entity id of a modify's old row, when the old row
-// carries every id column: under REPLICA IDENTITY DEFAULT it does exactly
-// when the key changed, under FULL always.
+// oldEntityID is the entity id of a modify's old row when it differs from
+// the new row's: the old row carries every id column, with another value
+// in one. Under REPLICA IDENTITY DEFAULT the old row is there exactly when
+// the key changed; under FULL it always is, and the ids are compared
+// without being built, as most updates keep the key.
 func oldEntityID(ev *cdc.Event, cols []string) (string, bool) {
 	if ev.Action != cdc.ActionModify || ev.Old == nil {
 		return "", false
 	}
-	parts := make([]string, 0, len(cols))
+	changed := false
 	for _, c := range cols {
-		v, ok := ev.Old[c]
+		old, ok := ev.Old[c]
 		if !ok {
 			return "", false
 		}
-		parts = append(parts, Text(v))
+		if cur, _ := value(ev, c); !sameValue(old, cur) {
+			changed = true
+		}
+	}
+	if !changed {
+		return "", false
+	}
+	parts := make([]string, 0, len(cols))
+	for _, c := range cols {
+		parts = append(parts, Text(ev.Old[c]))
 	}
 	return strings.Join(parts, ","), true
+}
+
+// sameValue reports whether two column values give the same text in an
+// entity id, comparing the usual key types without formatting them.
+func sameValue(a, b any) bool {
+	switch x := a.(type) {
+	case int64:
+		y, ok := b.(int64)
+		return ok && x == y
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	}
+	return Text(a) == Text(b)
 }
 
 var placeholder = regexp.MustCompile(`\{([^{}]+)\}`)
