@@ -71,21 +71,29 @@ type benchResult struct {
 	// phase; for information: the targets' ratios use the ones above.
 	HTTPCeilingOwnRPS float64 `json:"http_ceiling_own_process_rps"`
 	RatioOwn          float64 `json:"ratio_own_process"` // e2e_eps / min(decode, http_ceiling_own_process_rps)
-	E2EEPS            float64 `json:"e2e_eps"`           // from walhook's first 2xx to its last
-	E2E4RPS           float64 `json:"e2e_4_webhooks_rps"`
-	E2EFirstMS        float64 `json:"e2e_first_delivery_ms"`         // walhook's start → its first 2xx, in the 1-webhook phase
-	E2ECPU            float64 `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
-	E2E4CPU           float64 `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
-	P50MS             float64 `json:"p50_ms"`
-	P99MS             float64 `json:"p99_ms"`
-	P999MS            float64 `json:"p999_ms"`
-	OfferedEPS        float64 `json:"latency_offered_eps"` // the load actually offered in the latency phase
-	PeakRSSMB         float64 `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
-	PeakAnonMB        float64 `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
-	Ratio             float64 `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
-	Ratio4            float64 `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
-	WriteEPS          float64 `json:"write_eps"`           // rows/s the bench wrote the workload at
-	BodyBytes         int     `json:"body_bytes"`          // of one request body
+	// PipelineEPS is walhook's work without walhook: a bare reader of the
+	// same changes and the ceiling's client in a process of their own,
+	// one request per insert, no store; measured like e2e_eps, after the
+	// 1-webhook phase. For information: no walhook can beat it here.
+	PipelineEPS    float64 `json:"pipeline_floor_eps"`
+	RatioPipeline  float64 `json:"ratio_pipeline_floor"`            // pipeline_floor_eps / min(decode, http_ceiling_rps)
+	Pipeline4RPS   float64 `json:"pipeline_floor_4_webhooks_rps"`   // the same, each insert posted once per webhook
+	RatioPipeline4 float64 `json:"ratio_pipeline_floor_4_webhooks"` // pipeline_floor_4_webhooks_rps / http_ceiling_4_rps
+	E2EEPS         float64 `json:"e2e_eps"`                         // from walhook's first 2xx to its last
+	E2E4RPS        float64 `json:"e2e_4_webhooks_rps"`
+	E2EFirstMS     float64 `json:"e2e_first_delivery_ms"`         // walhook's start → its first 2xx, in the 1-webhook phase
+	E2ECPU         float64 `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
+	E2E4CPU        float64 `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
+	P50MS          float64 `json:"p50_ms"`
+	P99MS          float64 `json:"p99_ms"`
+	P999MS         float64 `json:"p999_ms"`
+	OfferedEPS     float64 `json:"latency_offered_eps"` // the load actually offered in the latency phase
+	PeakRSSMB      float64 `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
+	PeakAnonMB     float64 `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
+	Ratio          float64 `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
+	Ratio4         float64 `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
+	WriteEPS       float64 `json:"write_eps"`           // rows/s the bench wrote the workload at
+	BodyBytes      int     `json:"body_bytes"`          // of one request body
 
 	BacklogN               int     `json:"backlog,omitempty"`
 	BacklogQueueEPS        float64 `json:"backlog_queue_eps,omitempty"` // deliveries/s queued with the receiver down
@@ -126,11 +134,16 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	serve := fs.String("serve", "", "internal: run walhook with this config, as bench's subprocess")
 	ceilingURL := fs.String("ceiling-client", "", "internal: send the HTTP ceiling's load to this URL for -duration with -concurrency workers, as bench's subprocess")
 	ceilingBody := fs.String("ceiling-body", "", "internal: the file with the body -ceiling-client sends")
+	pipelineDSN := fs.String("pipeline-dsn", "", "internal: with -pipeline-slot, the database -ceiling-client streams")
+	pipelineSlot := fs.String("pipeline-slot", "", "internal: make -ceiling-client send one request per insert read from this slot, for -changes inserts")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *serve != "" {
 		return benchServe(ctx, *serve, o.concurrency, o.cpuprofile, o.memprofile, stderr)
+	}
+	if *ceilingURL != "" && *pipelineSlot != "" {
+		return pipelineClient(ctx, *ceilingURL, *ceilingBody, *pipelineDSN, *pipelineSlot, o.concurrency, o.webhooks, o.changes)
 	}
 	if *ceilingURL != "" {
 		return ceilingClient(ctx, *ceilingURL, *ceilingBody, o.concurrency, o.duration, stdout)
@@ -286,8 +299,8 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	defer b.rc.close()
 
 	// The throughput workload is written once; each reader has its own slot.
-	decodeSlot, e1Slot, e4Slot := b.slotName(), b.slotName(), b.slotName()
-	for _, s := range []string{decodeSlot, e1Slot, e4Slot} {
+	decodeSlot, e1Slot, e4Slot, pipe1Slot, pipe4Slot := b.slotName(), b.slotName(), b.slotName(), b.slotName(), b.slotName()
+	for _, s := range []string{decodeSlot, e1Slot, e4Slot, pipe1Slot, pipe4Slot} {
 		if err := b.createSlot(ctx, s); err != nil {
 			return nil, err
 		}
@@ -323,11 +336,21 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 		return nil, err
 	}
 	res.RatioOwn = res.E2EEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingOwnRPS)
+	b.logf("pipeline floor: a bare reader and the ceiling's client in a process of their own")
+	if res.PipelineEPS, err = b.pipelineFloor(ctx, pipe1Slot, o.changes, 1); err != nil {
+		return nil, err
+	}
+	b.dropSlot(ctx, pipe1Slot)
 	c3 := b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
 	b.logf("walhook end to end, %d webhooks", o.webhooks)
 	if res.E2E4RPS, _, res.E2E4CPU, err = b.endToEnd(ctx, "e2e4", e4Slot, o.webhooks, o.changes); err != nil {
 		return nil, fmt.Errorf("end to end, %d webhooks: %w", o.webhooks, err)
 	}
+	b.logf("pipeline floor, %d webhooks", o.webhooks)
+	if res.Pipeline4RPS, err = b.pipelineFloor(ctx, pipe4Slot, o.changes, o.webhooks); err != nil {
+		return nil, err
+	}
+	b.dropSlot(ctx, pipe4Slot)
 	b.logf("HTTP ceiling: %d workers", o.concurrency*o.webhooks)
 	c4 := b.httpCeiling(ctx, o.concurrency*o.webhooks, o.ceiling)
 	res.HTTPCeilingRuns = []float64{c1, c2, c3, c4}
@@ -340,6 +363,8 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 	}
 	res.PeakRSSMB, res.PeakAnonMB = b.peakRSS, b.peakAnon
 	res.Ratio = res.E2EEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingRPS)
+	res.RatioPipeline = res.PipelineEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingRPS)
+	res.RatioPipeline4 = res.Pipeline4RPS / res.HTTPCeiling4RPS
 	res.Ratio4 = res.E2E4RPS / res.HTTPCeiling4RPS
 
 	if o.backlog > 0 {
@@ -385,7 +410,11 @@ func (b *bench) exec(ctx context.Context, sql string) error {
 }
 
 func (b *bench) replicationConn(ctx context.Context) (*pgconn.PgConn, error) {
-	pc, err := pgconn.ParseConfig(b.dsn)
+	return replicationConn(ctx, b.dsn)
+}
+
+func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
+	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
@@ -474,9 +503,19 @@ func (b *bench) insert(ctx context.Context, n, txSize, conns int, pace time.Dura
 // message, count the inserts, nothing else.
 func (b *bench) decodeCeiling(ctx context.Context, slot string, want int) (float64, error) {
 	start := time.Now()
-	conn, err := b.replicationConn(ctx)
-	if err != nil {
+	if err := streamInserts(ctx, b.dsn, slot, want, func(int) {}); err != nil {
 		return 0, err
+	}
+	return float64(want) / time.Since(start).Seconds(), nil
+}
+
+// streamInserts is a bare pglogrepl reader: it streams slot, parses every
+// message and calls each with the number of every insert, from 0, until
+// want came.
+func streamInserts(ctx context.Context, dsn, slot string, want int, each func(int)) error {
+	conn, err := replicationConn(ctx, dsn)
+	if err != nil {
+		return err
 	}
 	defer conn.Close(context.Background())
 	err = pglogrepl.StartReplication(ctx, conn, slot, 0, pglogrepl.StartReplicationOptions{
@@ -484,7 +523,7 @@ func (b *bench) decodeCeiling(ctx context.Context, slot string, want int) (float
 		PluginArgs: []string{"proto_version '1'", "publication_names 'bench'"},
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
 	// One deadline for the whole read, none per message.
 	conn.Conn().SetReadDeadline(time.Now().Add(5 * time.Minute))
@@ -492,12 +531,12 @@ func (b *bench) decodeCeiling(ctx context.Context, slot string, want int) (float
 	for n < want {
 		msg, err := conn.ReceiveMessage(context.Background())
 		if err != nil {
-			return 0, err
+			return err
 		}
 		cd, ok := msg.(*pgproto3.CopyData)
 		if !ok {
 			if er, ok := msg.(*pgproto3.ErrorResponse); ok {
-				return 0, pgconn.ErrorResponseToPgError(er)
+				return pgconn.ErrorResponseToPgError(er)
 			}
 			continue
 		}
@@ -510,18 +549,19 @@ func (b *bench) decodeCeiling(ctx context.Context, slot string, want int) (float
 		case pglogrepl.XLogDataByteID:
 			xld, err := pglogrepl.ParseXLogData(cd.Data[1:])
 			if err != nil {
-				return 0, err
+				return err
 			}
 			m, err := pglogrepl.Parse(xld.WALData)
 			if err != nil {
-				return 0, err
+				return err
 			}
 			if _, ok := m.(*pglogrepl.InsertMessage); ok {
+				each(n)
 				n++
 			}
 		}
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return nil
 }
 
 // benchHook is one webhook of a walhook under test.
@@ -862,11 +902,8 @@ func ceilingClient(ctx context.Context, url, bodyPath string, workers int, d tim
 // ceilingLoad sends body to url from workers goroutines for d, with
 // walhook's headers and signature, and counts the 2xx answers.
 func ceilingLoad(ctx context.Context, url string, body []byte, workers int, d time.Duration) (int64, time.Duration) {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = workers
-	client := &http.Client{Transport: t}
-	defer t.CloseIdleConnections()
-	key := []byte("bench-secret-bench-secret")
+	c := newCeilingSender(url, body, workers)
+	defer c.close()
 	var n atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -876,30 +913,7 @@ func ceilingLoad(ctx context.Context, url string, body []byte, workers int, d ti
 		go func() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(end) && ctx.Err() == nil; i++ {
-				id := fmt.Sprintf("%016X-%08X", w, i)
-				req, _ := http.NewRequestWithContext(ctx, "POST", url, bytes.NewReader(body))
-				ts := strconv.FormatInt(time.Now().Unix(), 10)
-				m := hmac.New(sha256.New, key)
-				m.Write([]byte(id + "." + ts + "."))
-				m.Write(body)
-				hd := req.Header
-				hd.Set("Content-Type", "application/json")
-				hd.Set("User-Agent", "walhook/bench")
-				hd.Set("Webhook-Id", id)
-				hd.Set("Webhook-Timestamp", ts)
-				hd.Set("Webhook-Signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
-				hd.Set("X-Walhook-Event", "bench.create")
-				hd.Set("X-Walhook-Event-Id", id)
-				hd.Set("X-Walhook-Webhook", "ceiling")
-				hd.Set("X-Walhook-Entity-Id", strconv.Itoa(i))
-				hd.Set("X-Walhook-Attempt", "1")
-				resp, err := client.Do(req)
-				if err != nil {
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode/100 == 2 {
+				if c.send(ctx, fmt.Sprintf("%016X-%08X", w, i), i) {
 					n.Add(1)
 				}
 			}
@@ -907,6 +921,122 @@ func ceilingLoad(ctx context.Context, url string, body []byte, workers int, d ti
 	}
 	wg.Wait()
 	return n.Load(), time.Since(start)
+}
+
+// ceilingSender is the ceilings' client: a keep-alive transport with as
+// many idle connections as workers, as walhook's.
+type ceilingSender struct {
+	url       string
+	body, key []byte
+	t         *http.Transport
+	client    *http.Client
+}
+
+func newCeilingSender(url string, body []byte, workers int) *ceilingSender {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = workers
+	return &ceilingSender{url: url, body: body, key: []byte("bench-secret-bench-secret"), t: t, client: &http.Client{Transport: t}}
+}
+
+func (c *ceilingSender) close() { c.t.CloseIdleConnections() }
+
+// send posts the body as delivery id of entity i, with walhook's headers
+// and signature, and reports a 2xx answer.
+func (c *ceilingSender) send(ctx context.Context, id string, i int) bool {
+	req, _ := http.NewRequestWithContext(ctx, "POST", c.url, bytes.NewReader(c.body))
+	ts := strconv.FormatInt(time.Now().Unix(), 10)
+	m := hmac.New(sha256.New, c.key)
+	m.Write([]byte(id + "." + ts + "."))
+	m.Write(c.body)
+	hd := req.Header
+	hd.Set("Content-Type", "application/json")
+	hd.Set("User-Agent", "walhook/bench")
+	hd.Set("Webhook-Id", id)
+	hd.Set("Webhook-Timestamp", ts)
+	hd.Set("Webhook-Signature", "v1,"+base64.StdEncoding.EncodeToString(m.Sum(nil)))
+	hd.Set("X-Walhook-Event", "bench.create")
+	hd.Set("X-Walhook-Event-Id", id)
+	hd.Set("X-Walhook-Webhook", "ceiling")
+	hd.Set("X-Walhook-Entity-Id", strconv.Itoa(i))
+	hd.Set("X-Walhook-Attempt", "1")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode/100 == 2
+}
+
+// pipelineFloor is walhook's work without walhook: a bare pglogrepl
+// reader on slot and the ceiling's client, in a process of their own
+// (-pipeline-slot), posting each insert once per webhook from
+// -concurrency workers per webhook, with no store, no matching and no
+// body built. It returns requests/s from the first 2xx to the last, as
+// the end to end is measured: the most any walhook could reach on this
+// machine.
+func (b *bench) pipelineFloor(ctx context.Context, slot string, want, webhooks int) (float64, error) {
+	path := filepath.Join(b.tmp, "ceiling-body")
+	if err := os.WriteFile(path, b.ceilingBody(), 0o600); err != nil {
+		return 0, err
+	}
+	b.rc.reset(false)
+	out, err := exec.CommandContext(ctx, b.o.selfExe, "bench", "-ceiling-client", b.rc.url+"/pipeline", "-ceiling-body", path,
+		"-pipeline-dsn", b.dsn, "-pipeline-slot", slot, "-changes", strconv.Itoa(want),
+		"-webhooks", strconv.Itoa(webhooks), "-concurrency", strconv.Itoa(b.o.concurrency)).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("pipeline client: %w: %s", err, out)
+	}
+	total := want * webhooks
+	if n := b.rc.count(); n < total {
+		return 0, fmt.Errorf("pipeline client: %d of %d requests answered 2xx", n, total)
+	}
+	first, last := b.rc.firstAt(), b.rc.lastAt()
+	if !last.After(first) {
+		return 0, errors.New("pipeline client: no time between the first and the last request")
+	}
+	return float64(total-1) / last.Sub(first).Seconds(), nil
+}
+
+// pipelineClient is -pipeline-slot: every insert on slot, read by a bare
+// pglogrepl reader, is posted once per webhook by workers goroutines per
+// webhook.
+func pipelineClient(ctx context.Context, url, bodyPath, dsn, slot string, workers, webhooks, want int) error {
+	body, err := os.ReadFile(bodyPath)
+	if err != nil {
+		return err
+	}
+	c := newCeilingSender(url, body, workers*webhooks)
+	defer c.close()
+	jobs := make(chan int, 4*workers*webhooks)
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range workers * webhooks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				i := j / webhooks
+				if !c.send(ctx, fmt.Sprintf("%d-%d", j%webhooks, i), i) {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	err = streamInserts(ctx, dsn, slot, want, func(i int) {
+		for h := range webhooks {
+			jobs <- i*webhooks + h
+		}
+	})
+	close(jobs)
+	wg.Wait()
+	if err != nil {
+		return err
+	}
+	if n := failed.Load(); n > 0 {
+		return fmt.Errorf("%d requests failed", n)
+	}
+	return nil
 }
 
 // latencyPhase offers a fixed load to a running walhook and measures
@@ -1263,10 +1393,14 @@ func printBench(w io.Writer, o benchOptions, r *benchResult) {
 		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, check(r.Ratio >= 0.7)))
 	row("HTTP ceiling, client's own process", num(r.HTTPCeilingOwnRPS, "req/s"),
 		fmt.Sprintf("as walhook runs: end to end is %.2f × min(decode, this); for information, not the target's ratio", r.RatioOwn))
+	row("bare reader + client, own process", num(r.PipelineEPS, "req/s"),
+		fmt.Sprintf("no store, no walhook: %.2f × min(ceilings), the most any walhook could reach here; for information", r.RatioPipeline))
 	row("walhook start → first delivery", fmt.Sprintf("%.0f ms", r.E2EFirstMS), "not in the rate above: from the first 2xx to the last")
 	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.concurrency*o.webhooks), num(r.HTTPCeiling4RPS, "req/s"), runs(2))
 	row(fmt.Sprintf("walhook end to end, %d webhooks", o.webhooks), num(r.E2E4RPS, "req/s"),
 		fmt.Sprintf("%.2f × HTTP ceiling, target ≥ 0.7: %s", r.Ratio4, check(r.Ratio4 >= 0.7)))
+	row(fmt.Sprintf("bare reader + client, %d webhooks", o.webhooks), num(r.Pipeline4RPS, "req/s"),
+		fmt.Sprintf("no store, no walhook: %.2f × HTTP ceiling; for information", r.RatioPipeline4))
 	row("walhook CPU per delivery", fmt.Sprintf("%.0f µs", r.E2ECPU), fmt.Sprintf("%.0f µs with %d webhooks", r.E2E4CPU, o.webhooks))
 	row(fmt.Sprintf("latency p50 at %.0f changes/s", r.OfferedEPS), fmt.Sprintf("%.1f ms", r.P50MS), "")
 	row("latency p99", fmt.Sprintf("%.1f ms", r.P99MS), "target < 50 ms: "+check(r.P99MS < 50))

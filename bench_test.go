@@ -29,7 +29,7 @@ func TestBenchSmoke(t *testing.T) {
 	for _, key := range []string{
 		"decode_ceiling_eps", "http_ceiling_rps", "e2e_eps", "e2e_4_webhooks_rps",
 		"p50_ms", "p99_ms", "p999_ms", "peak_rss_mb", "ratio", "e2e_cpu_us_per_event",
-		"http_ceiling_own_process_rps", "ratio_own_process",
+		"http_ceiling_own_process_rps", "ratio_own_process", "pipeline_floor_eps", "ratio_pipeline_floor", "pipeline_floor_4_webhooks_rps", "ratio_pipeline_floor_4_webhooks",
 		"backlog_rss_mb", "store_bytes_per_delivery", "backlog_first_delivery_ms", "backlog_drain_eps", "backlog_restart_rss_mb",
 		"big_tx_eps", "big_tx_rss_mb",
 	} {
