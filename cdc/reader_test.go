@@ -916,3 +916,49 @@ func TestPrimaryKeyAddedWhileStreaming(t *testing.T) {
 		t.Errorf("key after the primary key: %v, want [id]", ev.Key)
 	}
 }
+
+// TestPreparedTransactions: what an XA transaction manager leaves. A
+// prepared transaction that wrote holds the slot's creation, and walhook
+// names it; once streaming, a prepared transaction's changes come at its
+// COMMIT PREPARED, in commit order, and never after ROLLBACK PREPARED.
+func TestPreparedTransactions(t *testing.T) {
+	dsn, name := newDB(t)
+	execSQL(t, dsn, `CREATE TABLE a (id int PRIMARY KEY)`,
+		`BEGIN`, `INSERT INTO a VALUES (1)`, `PREPARE TRANSACTION 'xa-held'`)
+	t.Cleanup(func() {
+		// A prepared transaction outlives its session: never leave one
+		// to hold the shared cluster's other slots.
+		conn := testkit.Connect(t, dsn)
+		defer conn.Close(context.Background())
+		conn.Exec(context.Background(), `ROLLBACK PREPARED 'xa-held'`)
+	})
+	sink := &recSink{}
+	r := startReader(t, baseConfig(dsn, name, "public.a"), sink)
+	waitFor(t, 20*time.Second, func() bool {
+		return strings.Contains(r.logs.String(), "prepared transaction 'xa-held', database "+name)
+	}, "the prepared transaction named")
+	if r.Ready() {
+		t.Fatal("ready while a prepared transaction holds the slot's creation")
+	}
+	execSQL(t, dsn, `ROLLBACK PREPARED 'xa-held'`)
+	waitReady(t, r)
+
+	execSQL(t, dsn, `BEGIN`, `INSERT INTO a VALUES (2)`, `PREPARE TRANSACTION 'xa-commit'`,
+		`BEGIN`, `INSERT INTO a VALUES (3)`, `PREPARE TRANSACTION 'xa-rollback'`,
+		`INSERT INTO a VALUES (4)`,
+		`COMMIT PREPARED 'xa-commit'`, `ROLLBACK PREPARED 'xa-rollback'`,
+		`INSERT INTO a VALUES (5)`)
+	// Row 5 was committed last: whatever else was to come came before it.
+	var ids []int64
+	waitFor(t, 15*time.Second, func() bool {
+		ids = ids[:0]
+		for _, ev := range sink.events() {
+			id, _ := ev.Data["id"].(int64)
+			ids = append(ids, id)
+		}
+		return slices.Contains(ids, 5)
+	}, "row 5")
+	if !slices.Equal(ids, []int64{4, 2, 5}) {
+		t.Errorf("ids in order of arrival = %v, want [4 2 5]: commit order, nothing rolled back", ids)
+	}
+}
