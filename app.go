@@ -77,7 +77,7 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		Concurrency: opts.Concurrency,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	a.queue = q
 	if err := q.SetConfigWebhooks(cfg.DeliverWebhooks()); err != nil {

@@ -167,9 +167,22 @@ func Open(opts Options) (*Queue, error) {
 	}
 	// A map that starts large spares the remaps (each waits for every
 	// reader) while a store grows; only pages in use are resident.
-	db, err := bolt.Open(filepath.Join(opts.Dir, "walhook.db"), 0o600, &bolt.Options{Timeout: 5 * time.Second, InitialMmapSize: initialMap})
+	var apiHooks []Webhook
+	var durable uint64
+	db, err := openStore(filepath.Join(opts.Dir, "walhook.db"), &bolt.Options{Timeout: 5 * time.Second, InitialMmapSize: initialMap}, func(tx *bolt.Tx) (err error) {
+		for _, b := range [][]byte{bucketEvents, bucketWebhooks, bucketActive, bucketStats, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		if v := tx.Bucket(bucketMeta).Get(keyDurable); len(v) == 8 {
+			durable = binary.BigEndian.Uint64(v)
+		}
+		apiHooks, err = storedWebhooks(tx)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
+		return nil, err
 	}
 	loaded, err := lru.New[string, *event](loadedEvents)
 	if err != nil {
@@ -189,24 +202,8 @@ func Open(opts Options) (*Queue, error) {
 		committed: make(chan struct{}),
 		hooks:     map[string]*hook{},
 	}
+	q.durable.Store(durable)
 	q.ctx, q.cancel = context.WithCancel(context.Background())
-	var apiHooks []Webhook
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketEvents, bucketWebhooks, bucketActive, bucketStats, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		if v := tx.Bucket(bucketMeta).Get(keyDurable); len(v) == 8 {
-			q.durable.Store(binary.BigEndian.Uint64(v))
-		}
-		apiHooks, err = storedWebhooks(tx)
-		return err
-	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open store: %w", err)
-	}
 	for _, w := range apiHooks {
 		h, err := q.newHook(w)
 		if err != nil {

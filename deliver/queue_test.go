@@ -1,6 +1,7 @@
 package deliver_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -16,6 +18,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/cdc"
 	"walhook/deliver"
@@ -757,4 +761,61 @@ func TestActionsFilter(t *testing.T) {
 		t.Errorf("walhook_events_total{action=truncate} = %v", got)
 	}
 	waitFor(t, 5*time.Second, "end-to-end observed", func() bool { return metric(t, e, "walhook_end_to_end_seconds", "", "") == 3 })
+}
+
+// TestDamagedStore: a store file that is garbage, cut short or garbled is
+// an error that names it and says what to do, from Open and ReadWebhooks
+// alike, not a crash (a page past the end of a memory-mapped file is a
+// SIGBUS).
+func TestDamagedStore(t *testing.T) {
+	e := newEnv(t, []string{"h"})
+	e.setHooks(t, hook("h", "http://127.0.0.1:1/"))
+	if err := e.q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(e.opts.Dir, "walhook.db")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	garble := func(b []byte) []byte { return bytes.Repeat([]byte{0xAB}, len(b)) }
+	for _, c := range []struct {
+		name string
+		file []byte
+	}{
+		{"garbage", garble(good)},
+		{"cut short", good[:2*page]},
+		{"pages after the meta pages garbled", append(slices.Clone(good[:2*page]), garble(good[2*page:])...)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := os.WriteFile(path, c.file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			opts := e.opts
+			opts.Registerer = prometheus.NewRegistry()
+			q, err := deliver.Open(opts)
+			if err == nil {
+				q.Close()
+				t.Fatal("Open accepted a damaged store")
+			}
+			if !strings.Contains(err.Error(), "the store "+path+" is damaged") || !strings.Contains(err.Error(), "restore it from a backup") {
+				t.Errorf("Open: %v, want the store named as damaged and what to do", err)
+			}
+			if _, err := deliver.ReadWebhooks(e.opts.Dir, time.Second); err == nil || !strings.Contains(err.Error(), "is damaged") {
+				t.Errorf("ReadWebhooks: %v, want the store named as damaged", err)
+			}
+		})
+	}
+	// The checks refuse nothing sound.
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts := e.opts
+	opts.Registerer = prometheus.NewRegistry()
+	q, err := deliver.Open(opts)
+	if err != nil {
+		t.Fatalf("Open of the undamaged store: %v", err)
+	}
+	q.Close()
 }

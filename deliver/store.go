@@ -9,6 +9,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -174,20 +176,85 @@ func ReadWebhooks(dir string, wait time.Duration) ([]Webhook, error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: wait})
-	if errors.Is(err, berrors.ErrTimeout) {
-		return nil, ErrStoreBusy
-	}
-	if err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
-	defer db.Close()
 	var out []Webhook
-	err = db.View(func(tx *bolt.Tx) error {
+	db, err := openStore(path, &bolt.Options{ReadOnly: true, Timeout: wait}, func(tx *bolt.Tx) (err error) {
 		out, err = storedWebhooks(tx)
 		return err
 	})
-	return out, err
+	if errors.Is(err, ErrStoreBusy) {
+		return nil, ErrStoreBusy
+	}
+	if err != nil {
+		return nil, err
+	}
+	db.Close()
+	return out, nil
+}
+
+// openStore opens the store file at path and runs first in a transaction
+// of it, read-only if o is. A damaged file is an error that says so and
+// what to do, not a crash: bbolt reads pages through a memory map, where a
+// page past the end of a file cut short is a SIGBUS and a garbled one a
+// panic, so the open runs with faults turned into panics, recovered here.
+// Later reads are not guarded.
+func openStore(path string, o *bolt.Options, first func(*bolt.Tx) error) (db *bolt.DB, err error) {
+	// Should bolt.Open panic, its file's lock is released here (the
+	// memory map it leaves keeps the file open).
+	var file *os.File
+	opened := *o
+	opened.OpenFile = func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, mode)
+		file = f
+		return f, err
+	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			} else if file != nil {
+				syscall.Flock(int(file.Fd()), syscall.LOCK_UN)
+				file.Close()
+			}
+			why := fmt.Sprint(r)
+			if _, ok := r.(interface{ Addr() uintptr }); ok {
+				why = "a page could not be read: the file is shorter than its pages say, or unreadable"
+			}
+			db, err = nil, damagedStore(path, why)
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &opened)
+	switch {
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return nil, damagedStore(path, err.Error())
+	case errors.Is(err, berrors.ErrTimeout):
+		return nil, fmt.Errorf("open store %s: %w", path, ErrStoreBusy)
+	case err != nil:
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// A file shorter than its header says was cut short (a copy, a
+	// restore): its last pages would be read past the end.
+	var want int64
+	db.View(func(tx *bolt.Tx) error { want = tx.Size(); return nil })
+	if fi, err := os.Stat(path); err == nil && fi.Size() < want {
+		db.Close()
+		return nil, damagedStore(path, fmt.Sprintf("it is %d bytes long and its header says %d: it was cut short", fi.Size(), want))
+	}
+	if o.ReadOnly {
+		err = db.View(first)
+	} else {
+		err = db.Update(first)
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func damagedStore(path, why string) error {
+	return fmt.Errorf("the store %s is damaged (%s): restore it from a backup, or move it away to start with an empty one,"+
+		" which loses the deliveries queued in it and the webhooks made through the admin API", path, why)
 }
 
 // storedWebhooks decodes the webhooks created through the admin API.
