@@ -203,6 +203,9 @@ func Open(opts Options) (*Queue, error) {
 		hooks:     map[string]*hook{},
 	}
 	q.durable.Store(durable)
+	if opts.Registerer != nil {
+		registerStoreMetrics(opts.Registerer, db)
+	}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	for _, w := range apiHooks {
 		h, err := q.newHook(w)

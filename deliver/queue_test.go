@@ -819,3 +819,90 @@ func TestDamagedStore(t *testing.T) {
 	}
 	q.Close()
 }
+
+// TestCompactStore: compaction gives a drained backlog's pages back and
+// keeps everything else: webhooks made through the API, statistics, a
+// pending delivery with its attempts. It refuses a store in use.
+func TestCompactStore(t *testing.T) {
+	var failing atomic.Bool
+	rc := newReceiver(t, func(received, int) (int, http.Header, string) {
+		if failing.Load() {
+			return 503, nil, "down"
+		}
+		return 200, nil, "ok"
+	})
+	e := newEnv(t, []string{"h"})
+	e.setHooks(t, hook("h", rc.URL))
+	if _, err := e.q.CreateWebhook(hook("made-by-api", rc.URL)); err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("x", 1000)
+	const total = 20000
+	for i := range total / 100 {
+		lsn := uint64(1000 + i)
+		var evs []cdc.Event
+		for j := range 100 {
+			evs = append(evs, event(lsn, uint32(j), int64(i*100+j), pad))
+		}
+		e.write(t, txOf(lsn, evs...))
+	}
+	waitFor(t, 60*time.Second, "the backlog delivered", func() bool { return e.q.Stats("h").SuccessfulCalls == total })
+	failing.Store(true)
+	e.write(t, txOf(99999, event(99999, 0, 1, "last@x")))
+	last := cdc.EventID(99999, 0)
+	var pending deliver.Delivery
+	waitFor(t, 10*time.Second, "the failed attempt stored", func() bool {
+		ds, _ := e.q.Deliveries("h", 1, "")
+		if len(ds) == 1 {
+			pending = ds[0]
+		}
+		return pending.EventID == last && pending.Status == deliver.StatusPending && len(pending.Attempts) == 1
+	})
+
+	size := metric(t, e, "walhook_store_file_bytes", "", "")
+	fi, err := os.Stat(filepath.Join(e.opts.Dir, "walhook.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(size) != fi.Size() {
+		t.Errorf("walhook_store_file_bytes = %.0f, the file has %d bytes", size, fi.Size())
+	}
+	// Most of the drained backlog's pages are free now.
+	if free := metric(t, e, "walhook_store_free_bytes", "", ""); free < size/2 {
+		t.Errorf("walhook_store_free_bytes = %.0f of %.0f", free, size)
+	}
+	if _, _, err := deliver.CompactStore(e.opts.Dir); !errors.Is(err, deliver.ErrStoreBusy) {
+		t.Fatalf("CompactStore of a store in use: %v, want ErrStoreBusy", err)
+	}
+	if err := e.q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before, after, err := deliver.CompactStore(e.opts.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("store: %d → %d bytes", before, after)
+	if after > before/4 {
+		t.Errorf("store %d bytes after compaction, %d before: want a quarter at most", after, before)
+	}
+	if _, err := os.Stat(filepath.Join(e.opts.Dir, "walhook.db.compact")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the temporary file is left: %v", err)
+	}
+
+	e.reopen(t)
+	if _, ok := e.q.Webhook("made-by-api"); !ok {
+		t.Error("the webhook made through the API is gone")
+	}
+	e.setHooks(t, hook("h", rc.URL))
+	if st := e.q.Stats("h"); st.SuccessfulCalls != total || st.Queued != 1 {
+		t.Errorf("stats after compaction = %+v, want %d successful and 1 queued", st, total)
+	}
+	ds, err := e.q.Deliveries("h", 1, deliver.StatusPending)
+	if err != nil || len(ds) != 1 || ds[0].ID != pending.ID || len(ds[0].Attempts) == 0 {
+		t.Fatalf("pending after compaction: %d, %v; want %s with its attempts", len(ds), err, pending.ID)
+	}
+	failing.Store(false)
+	waitFor(t, 15*time.Second, "the pending delivery sent after compaction", func() bool {
+		return e.q.Stats("h").SuccessfulCalls == total+1
+	})
+}

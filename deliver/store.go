@@ -252,6 +252,65 @@ func openStore(path string, o *bolt.Options, first func(*bolt.Tx) error) (db *bo
 	return db, nil
 }
 
+// CompactStore rewrites the store under dir into a new file without its
+// free pages and puts that in place of the old one: bbolt reuses the pages
+// a drained backlog freed but never hands them back to the file system.
+// It returns the file's size before and after. It needs the store to
+// itself: ErrStoreBusy while a walhook holds it.
+func CompactStore(dir string) (before, after int64, err error) {
+	path := filepath.Join(dir, "walhook.db")
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	src, err := openStore(path, &bolt.Options{Timeout: time.Second}, func(*bolt.Tx) error { return nil })
+	if err != nil {
+		return 0, 0, err
+	}
+	// The old file stays locked until the new one is in its place.
+	defer src.Close()
+	tmp := path + ".compact"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return 0, 0, err
+	}
+	dst, err := bolt.Open(tmp, 0o600, &bolt.Options{NoSync: true})
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact: %w", err)
+	}
+	err = bolt.Compact(dst, src, 64<<20)
+	if err == nil {
+		err = dst.Sync() // one fsync at the end instead of one per commit
+	}
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return 0, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return 0, 0, fmt.Errorf("compact %s: %w", path, err)
+	}
+	nfi, err := os.Stat(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	return fi.Size(), nfi.Size(), nil
+}
+
+// syncDir makes a rename in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 func damagedStore(path, why string) error {
 	return fmt.Errorf("the store %s is damaged (%s): restore it from a backup, or move it away to start with an empty one,"+
 		" which loses the deliveries queued in it and the webhooks made through the admin API", path, why)
