@@ -48,6 +48,12 @@ type App struct {
 	cfg     *Config
 	matcher atomic.Pointer[matcher.Matcher]
 	unnamed sync.Map // schema.table → true: tables warned of (route)
+
+	backfills sync.Map      // webhook → *backfillRun, the latest
+	lastPoint atomic.Uint64 // of the latest backfill's snapshot
+	bgCtx     context.Context
+	bgStop    context.CancelFunc
+	bg        sync.WaitGroup // backfills under way
 }
 
 // NewApp opens the store and prepares the reader and the admin server;
@@ -60,6 +66,7 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	a := &App{logger: opts.Logger, cfg: cfg}
+	a.bgCtx, a.bgStop = context.WithCancel(context.Background())
 	nopts := cfg.SMTPOptions()
 	nopts.AdminURL, nopts.Logger = adminURL(*cfg.Admin.Listen), opts.Logger
 	a.notifier = deliver.NewNotifier(nopts)
@@ -120,8 +127,9 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		srv := admin.New(admin.Options{
 			Token: cfg.Admin.Token, Ready: a.ready, Gatherer: opts.Registry, Logger: opts.Logger,
 			Queue: q, Entities: a.entities,
-			Validate: a.validateAPIWebhook,
-			Problems: a.problems,
+			Validate:  a.validateAPIWebhook,
+			Problems:  a.problems,
+			Backfills: a,
 		})
 		a.admin = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	}
@@ -255,6 +263,8 @@ func (a *App) Run(ctx context.Context) error {
 	err := a.reader.Run(ctx)
 	stopLag()
 	<-lagDone
+	a.bgStop()
+	a.bg.Wait()
 	if a.admin != nil {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		a.admin.Shutdown(sctx)

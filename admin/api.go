@@ -30,6 +30,8 @@ func (s *Server) routeAPI() {
 	s.handleFunc("GET /api/webhooks/{name}/deliveries", s.listDeliveries)
 	s.handleFunc("POST /api/webhooks/{name}/recover", s.recoverDeliveries)
 	s.handleFunc("GET /api/webhooks/{name}/log", s.webhookLog)
+	s.handleFunc("POST /api/webhooks/{name}/backfill", s.startBackfill)
+	s.handleFunc("GET /api/webhooks/{name}/backfill", s.getBackfill)
 	s.handleFunc("POST /api/deliveries/{id}/redeliver", s.redeliver)
 	s.handleFunc("GET /api/entities", s.listEntities)
 	s.handleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {

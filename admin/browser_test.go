@@ -136,6 +136,26 @@ func TestBrowser(t *testing.T) {
 	run("refresh the row", chromedp.Click(chromedp.CSS(row+` button[data-action=refresh]`)),
 		chromedp.Poll[chromedp.Void](`document.querySelector('`+row+` td.successful').textContent.trim() === "2"`,
 			chromedp.WithPollingTimeout(10*time.Second)))
+
+	// The row that was there before is sent again by a backfill.
+	run("backfill from the history page", chromedp.Navigate(w.url+"/webhooks/browser-hook/deliveries"),
+		chromedp.WaitVisible(chromedp.CSS(`#backfill-form button`)), chromedp.Click(chromedp.CSS(`#backfill-form button`)),
+		chromedp.Poll[chromedp.Void](`document.getElementById("flash").textContent.startsWith("Backfill done")`,
+			chromedp.WithPollingTimeout(20*time.Second)))
+	if got := text(`#flash`); got != "Backfill done: 1 rows queued, 0 left out for a newer change." {
+		t.Errorf("flash after the backfill: %q", got)
+	}
+	w.receiver.waitRequest(t, func(r *http.Request, body string) bool {
+		id := r.Header.Get("Webhook-Id")
+		return r.Header.Get("X-Walhook-Webhook") == "browser-hook" && strings.Contains(body, `"name":"widget"`) && len(id) == 25 && id[17] == '8'
+	})
+	waitFor(t, "the backfill's delivery to be counted", func() bool {
+		var hook webhook
+		w.api(t, "GET", "/api/webhooks/browser-hook", &hook)
+		return hook.Stats.SuccessfulCalls == 3
+	})
+	run("back to the table", chromedp.Navigate(w.url+"/"), chromedp.WaitVisible(chromedp.CSS(row)))
+
 	run("switch it off", chromedp.Click(chromedp.CSS(row+` input[data-action=toggle]`)), chromedp.WaitVisible(chromedp.CSS(row+`.inactive`)))
 	var hook webhook
 	w.api(t, "GET", "/api/webhooks/browser-hook", &hook)

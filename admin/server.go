@@ -64,6 +64,8 @@ type Options struct {
 	// Problems lists what the page shows above the webhooks: what keeps
 	// them from getting events (tables left out of the publication).
 	Problems func() []string
+	// Backfills runs backfills; nil: none.
+	Backfills Backfiller
 }
 
 // Server is the admin HTTP handler.

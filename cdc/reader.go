@@ -69,6 +69,9 @@ type Reader struct {
 	// lastWritten is the EndLSN of the last transaction handed to the
 	// sink, over all sessions; only Run's loop touches it.
 	lastWritten uint64
+	// passed is a position every transaction committed before which has
+	// been handed to the sink (see Passed).
+	passed atomic.Uint64
 
 	lagBytes     prometheus.Gauge
 	confirmedLSN prometheus.Gauge
@@ -575,6 +578,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		if !s.dec.inTx {
 			// Every commit before a keepalive has been sent before it.
 			s.idle = max(s.idle, end)
+			s.r.pass(s.idle)
 		}
 		if pkm.ReplyRequested {
 			return s.sendStatus()
@@ -594,6 +598,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		}
 		if tx.EndLSN != 0 && len(tx.Events) == 0 {
 			s.idle = max(s.idle, tx.EndLSN)
+			s.r.pass(s.idle)
 			return nil
 		}
 		if err := s.r.sink.Write(ctx, tx); err != nil {
@@ -606,9 +611,26 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		// stays in the transaction, so no keepalive counts as idle until
 		// its Commit.
 		s.r.lastWritten = max(s.r.lastWritten, tx.EndLSN)
+		s.r.pass(tx.EndLSN)
 	}
 	return nil
 }
+
+// pass records that every transaction committed before lsn has been
+// handed to the sink.
+func (r *Reader) pass(lsn uint64) {
+	for {
+		old := r.passed.Load()
+		if lsn <= old || r.passed.CompareAndSwap(old, lsn) {
+			return
+		}
+	}
+}
+
+// Passed is a WAL position every transaction committed before which has
+// been handed to the sink: a snapshot taken at that position is older
+// than everything the sink is handed from now on.
+func (r *Reader) Passed() uint64 { return r.passed.Load() }
 
 // finish runs on a graceful stop: it gives the sink a moment to make what
 // it was handed durable, then confirms that, so whoever reads the slot next

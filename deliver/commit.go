@@ -23,6 +23,9 @@ type commitItem struct {
 	tx     *cdc.Tx
 	routes [][]string // per event: names of the webhooks that want it
 	upd    *update
+
+	backfill    *Backfill // tx holds its rows (see Backfill)
+	endBackfill bool      // the end of backfill: no rows
 }
 
 // update persists a delivery's new state and the webhook's counters.
@@ -196,7 +199,9 @@ func (q *Queue) releaseMapped() {
 const maxWaitingEvents = maxBatchEvents
 
 // eventGate counts the events handed to the committer and not yet
-// committed. Write is its only waiter (the Reader writes from one loop).
+// committed. Write (the Reader writes from one loop) and a backfill's
+// WriteBackfill wait on it; each release wakes one of them, and whoever
+// passes is released by a later commit, which wakes the next.
 type eventGate struct {
 	mu   sync.Mutex
 	n    int
@@ -268,8 +273,9 @@ func (q *Queue) finalCommit(waiting []commitItem) {
 
 // target is a webhook and the actions it wants, as a commit began.
 type target struct {
-	h       *hook
-	actions []string
+	h        *hook
+	actions  []string
+	backfill *Backfill // under way for the webhook: notes its changes
 }
 
 // enqueued is a delivery created by a commit, handed to its webhook after.
@@ -288,9 +294,10 @@ func (q *Queue) commit(batch []commitItem) error {
 	}
 	q.mu.Unlock()
 	hooks := make(map[string]target, len(all))
+	backfills := q.activeBackfills()
 	for _, h := range all {
 		h.mu.Lock()
-		hooks[h.name] = target{h, slices.Clone(h.w.Actions)}
+		hooks[h.name] = target{h, slices.Clone(h.w.Actions), backfills[h.name]}
 		h.mu.Unlock()
 	}
 
@@ -312,6 +319,7 @@ func (q *Queue) commit(batch []commitItem) error {
 		pruned    map[*hook]int
 		endLSN    uint64
 		hasWrites bool
+		filled    map[*Backfill][2]int64 // rows queued and left out
 	)
 	for _, it := range batch {
 		if it.upd != nil {
@@ -330,7 +338,7 @@ func (q *Queue) commit(batch []commitItem) error {
 	skip := q.prunedAtOnce(batch)
 	if hasWrites {
 		err := q.db.Update(func(btx *bolt.Tx) error {
-			news, doneAdded, pruned = nil, map[*hook]int{}, map[*hook]int{}
+			news, doneAdded, pruned, filled = nil, map[*hook]int{}, map[*hook]int{}, nil
 			if e := q.failCommit.Load(); e != nil {
 				return *e
 			}
@@ -358,6 +366,29 @@ func (q *Queue) commit(batch []commitItem) error {
 					continue
 				}
 				tx := it.tx
+				if it.backfill != nil {
+					if filled == nil {
+						filled = map[*Backfill][2]int64{}
+					}
+					n := filled[it.backfill]
+					for i := range tx.Events {
+						ev := &tx.Events[i]
+						if len(it.routes[i]) == 0 {
+							continue
+						}
+						if it.backfill.newer(ev) {
+							n[1]++
+							continue
+						}
+						before := len(news)
+						if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, true, &news); err != nil {
+							return err
+						}
+						n[0] += int64(len(news) - before)
+					}
+					filled[it.backfill] = n
+					continue
+				}
 				if repeated(tx, stored) {
 					continue
 				}
@@ -397,6 +428,15 @@ func (q *Queue) commit(batch []commitItem) error {
 	for h, added := range doneAdded {
 		h.doneCount += added - pruned[h]
 	}
+	for b, n := range filled {
+		b.sent.Add(n[0])
+		b.skipped.Add(n[1])
+	}
+	for _, it := range batch {
+		if it.endBackfill {
+			q.endBackfill(it.backfill)
+		}
+	}
 	q.countEvents(batch, q.durable.Load())
 	if endLSN > q.durable.Load() {
 		q.durable.Store(endLSN)
@@ -431,7 +471,7 @@ func repeated(tx *cdc.Tx, stored uint64) bool {
 func (q *Queue) countEvents(batch []commitItem, durable uint64) {
 	for _, it := range batch {
 		tx := it.tx
-		if tx == nil || repeated(tx, durable) {
+		if tx == nil || it.backfill != nil || repeated(tx, durable) {
 			continue
 		}
 		durable = max(durable, tx.EndLSN) // a repeat later in the same batch is left out too
@@ -460,6 +500,9 @@ func (q *Queue) enqueueEvent(bk *txBuckets, events *bolt.Bucket, ev *cdc.Event, 
 			continue
 		}
 		targets = append(targets, t.h)
+		if t.backfill != nil {
+			t.backfill.saw(ev)
+		}
 	}
 	if len(targets) == 0 {
 		return nil

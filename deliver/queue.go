@@ -133,11 +133,12 @@ type Queue struct {
 	afterDropChunk  func() error          // when set, called after each of dropQueue's transactions; an error stops the drop (tests)
 	beforeSwitchOff func()                // when set, called after a 410 has switched a webhook off and before that is persisted (tests)
 
-	admin    sync.Mutex // serializes changes to the webhook set
-	switchMu sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
-	mu       sync.Mutex
-	hooks    map[string]*hook
-	onChange []func()
+	admin     sync.Mutex // serializes changes to the webhook set
+	switchMu  sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
+	mu        sync.Mutex
+	hooks     map[string]*hook
+	backfills map[string]*Backfill // under way, by webhook
+	onChange  []func()
 }
 
 var _ cdc.Sink = (*Queue)(nil)
@@ -278,9 +279,6 @@ func (q *Queue) Durable() uint64 { return q.durable.Load() }
 // Write routes tx's events to webhooks and hands them to the committer. It
 // blocks only while the committer's backlog is full.
 func (q *Queue) Write(ctx context.Context, tx *cdc.Tx) error {
-	if q.closed.Load() {
-		return errClosed
-	}
 	item := commitItem{tx: tx, routes: make([][]string, len(tx.Events))}
 	for i := range tx.Events {
 		ev := &tx.Events[i]
@@ -291,17 +289,27 @@ func (q *Queue) Write(ctx context.Context, tx *cdc.Tx) error {
 			item.routes[i] = q.opts.Route(ev)
 		}
 	}
-	if err := q.gate.acquire(ctx, q.ctx.Done(), len(tx.Events)); err != nil {
+	return q.hand(ctx, item)
+}
+
+// hand passes an item of events to the committer, once the events waiting
+// for it leave room.
+func (q *Queue) hand(ctx context.Context, item commitItem) error {
+	if q.closed.Load() {
+		return errClosed
+	}
+	n := len(item.tx.Events)
+	if err := q.gate.acquire(ctx, q.ctx.Done(), n); err != nil {
 		return err
 	}
 	select {
 	case q.in <- item:
 		return nil
 	case <-ctx.Done():
-		q.gate.release(len(tx.Events))
+		q.gate.release(n)
 		return ctx.Err()
 	case <-q.ctx.Done():
-		q.gate.release(len(tx.Events))
+		q.gate.release(n)
 		return errClosed
 	}
 }

@@ -172,9 +172,32 @@ async function onRecover(ev) {
   }
 }
 
+// onBackfill starts a backfill and follows it until it ends.
+async function onBackfill(ev) {
+  ev.preventDefault();
+  const form = ev.target;
+  const button = form.querySelector("button");
+  button.disabled = true;
+  try {
+    const path = hookPath(form.dataset.name) + "/backfill";
+    let r = await api("POST", path);
+    while (r.state === "running") {
+      flash("Backfill: " + r.rows_read + " rows read.");
+      await new Promise((done) => setTimeout(done, 500));
+      r = await api("GET", path);
+    }
+    if (r.state !== "done") throw new Error("Backfill failed: " + r.error);
+    flash("Backfill done: " + r.rows_queued + " rows queued, " + r.rows_skipped + " left out for a newer change.");
+  } catch (e) {
+    flash(e.message, true);
+  }
+  button.disabled = false;
+}
+
 document.addEventListener("click", (ev) => { onRowAction(ev); onRedeliver(ev); });
 document.addEventListener("change", onRowAction);
 document.addEventListener("submit", (ev) => {
   if (ev.target.id === "webhook-form") onWebhookSubmit(ev);
   if (ev.target.id === "recover-form") onRecover(ev);
+  if (ev.target.id === "backfill-form") onBackfill(ev);
 });

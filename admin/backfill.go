@@ -1,0 +1,83 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"walhook/deliver"
+)
+
+// Backfiller starts and reports backfills: a webhook sent the rows its
+// tables hold now, as create events, in order with the changes.
+type Backfiller interface {
+	// StartBackfill starts a backfill of webhook name over events (entity
+	// names or schema.table; none: the webhook's own) and returns at once.
+	StartBackfill(ctx context.Context, name string, events []string) (BackfillStatus, error)
+	// Backfill is the webhook's latest backfill since walhook started.
+	Backfill(name string) (BackfillStatus, bool)
+}
+
+// BackfillStatus is a backfill's progress.
+type BackfillStatus struct {
+	Webhook   string     `json:"webhook"`
+	Tables    []string   `json:"tables"`
+	State     string     `json:"state"`                  // running, done or failed
+	Point     string     `json:"snapshot_lsn,omitempty"` // the WAL position the rows are as of
+	Read      int64      `json:"rows_read"`
+	Queued    int64      `json:"rows_queued"`
+	Skipped   int64      `json:"rows_skipped"` // a newer change of the row was queued first
+	Error     string     `json:"error,omitempty"`
+	StartedAt time.Time  `json:"started_at"`
+	EndedAt   *time.Time `json:"ended_at,omitempty"`
+}
+
+// ErrBackfillInvalid marks a backfill request the user must change (422).
+var ErrBackfillInvalid = errors.New("backfill")
+
+func (s *Server) startBackfill(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Backfills == nil {
+		writeError(w, http.StatusNotFound, "backfills are not available")
+		return
+	}
+	var req struct {
+		Events []string `json:"events"`
+	}
+	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
+		return
+	}
+	name := r.PathValue("name")
+	st, err := s.opts.Backfills.StartBackfill(context.WithoutCancel(r.Context()), name, req.Events)
+	switch {
+	case errors.Is(err, deliver.ErrBackfillRunning):
+		writeError(w, http.StatusConflict, "%v: one at a time (GET /api/webhooks/{name}/backfill shows its progress)", err)
+		return
+	case errors.Is(err, ErrBackfillInvalid):
+		writeError(w, http.StatusUnprocessableEntity, "%v", err)
+		return
+	case err != nil:
+		writeErr(w, err)
+		return
+	}
+	s.opts.Logger.Info("backfill started through the API", "webhook", name, "tables", st.Tables)
+	writeJSON(w, http.StatusAccepted, st)
+}
+
+func (s *Server) getBackfill(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if _, ok := s.opts.Queue.Webhook(name); !ok {
+		writeErr(w, deliver.ErrNotFound)
+		return
+	}
+	var st BackfillStatus
+	ok := false
+	if s.opts.Backfills != nil {
+		st, ok = s.opts.Backfills.Backfill(name)
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, "webhook %q has had no backfill since walhook started", name)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,226 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
+)
+
+// SnapshotIndex is the index of a snapshot's first row: snapshot events
+// take their ids from the snapshot's WAL position and indexes from here
+// up, which no transaction's changes reach, so they never share an id with
+// a change.
+const SnapshotIndex = 0x80000000
+
+// snapshotChunk is the most rows handed to each at once.
+const snapshotChunk = 1000
+
+var snapshotSeq atomic.Int64
+
+// ReadSnapshot reads every row of tables ("schema.table") as of one point
+// of the WAL and hands them to each as create events, in chunks of
+// transactions that are never durable on their own (EndLSN 0). The point
+// is a temporary replication slot's consistent point: every transaction
+// committed before it is in the rows, none committed at or after it. Its
+// creation waits, as any slot's, for the transactions open at the time.
+// ready is called with the point before the first row is read; each row's
+// event id is the point and SnapshotIndex plus its number.
+func ReadSnapshot(ctx context.Context, dsn string, tables []string, ready func(ctx context.Context, at uint64) error, each func(*Tx) error) (rows int, err error) {
+	names, err := parseTables(tables)
+	if err != nil {
+		return 0, err
+	}
+	pc, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return 0, err
+	}
+	pc.RuntimeParams["replication"] = "database"
+	pc.RuntimeParams["application_name"] = "walhook"
+	repl, err := pgconn.ConnectConfig(ctx, pc)
+	if err != nil {
+		return 0, fmt.Errorf("replication connect: %w", err)
+	}
+	defer repl.Close(context.Background()) // drops the temporary slot
+	slot := fmt.Sprintf("walhook_snapshot_%d_%d", os.Getpid(), snapshotSeq.Add(1))
+	created, err := pglogrepl.CreateReplicationSlot(ctx, repl, slot, "pgoutput", pglogrepl.CreateReplicationSlotOptions{
+		Temporary: true, SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("create a temporary slot for the snapshot: %w", err)
+	}
+	lsn, err := pglogrepl.ParseLSN(created.ConsistentPoint)
+	if err != nil {
+		return 0, err
+	}
+	at := uint64(lsn)
+	takenAt := time.Now().UTC()
+
+	cc, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return 0, err
+	}
+	delete(cc.RuntimeParams, "replication")
+	for k, v := range sessionParams { // values in the stream's text forms
+		cc.RuntimeParams[k] = v
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return 0, fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.Background())
+	// The exported snapshot lives while the replication connection stays
+	// idle: the transaction adopts it at once.
+	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
+		return 0, err
+	}
+	if _, err := conn.Exec(ctx, "SET TRANSACTION SNAPSHOT '"+strings.ReplaceAll(created.SnapshotName, "'", "''")+"'"); err != nil {
+		return 0, fmt.Errorf("adopt the snapshot: %w", err)
+	}
+	// Creating the slot wrote WAL at its point, which makes the other
+	// slots' walsenders report their position past it soon, also on a
+	// quiet database (TestSnapshotPointPassedWhenQuiet).
+	var st slotState
+	if err := st.readCatalog(ctx, conn); err != nil {
+		return 0, err
+	}
+	types := pgtype.NewMap()
+	cols := make([][]snapshotColumn, len(names))
+	keys := make([][]string, len(names))
+	for i, t := range names {
+		if cols[i], keys[i], err = snapshotColumns(ctx, conn, t, types, st.types); err != nil {
+			return 0, err
+		}
+	}
+	if err := ready(ctx, at); err != nil {
+		return 0, err
+	}
+	index := uint32(SnapshotIndex)
+	for i, t := range names {
+		n, err := readTable(ctx, conn, t, cols[i], keys[i], at, takenAt, &index, each)
+		rows += n
+		if err != nil {
+			return rows, fmt.Errorf("read %s: %w", t, err)
+		}
+	}
+	_, err = conn.Exec(ctx, "COMMIT")
+	return rows, err
+}
+
+// snapshotColumn is a column as pgoutput sends it.
+type snapshotColumn struct {
+	name string
+	oid  uint32
+	conv converter
+}
+
+// snapshotColumns lists the columns of t that pgoutput sends (generated
+// ones it leaves out) and the key its changes carry: the primary key, else
+// the replica identity index, else under REPLICA IDENTITY FULL every
+// column; all in column order.
+func snapshotColumns(ctx context.Context, conn *pgx.Conn, t tableName, types *pgtype.Map, cat typeCatalog) ([]snapshotColumn, []string, error) {
+	rows, err := conn.Query(ctx, `
+		SELECT a.attname::text, a.atttypid::int8, c.relreplident::text,
+		       coalesce(a.attnum = ANY ((SELECT indkey FROM pg_index WHERE indrelid = c.oid AND indisprimary)::int2[]), false),
+		       coalesce(a.attnum = ANY ((SELECT indkey FROM pg_index WHERE indrelid = c.oid AND indisreplident)::int2[]), false)
+		FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+		ORDER BY a.attnum`, t.quoted())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", t, err)
+	}
+	var (
+		cols             []snapshotColumn
+		pk, ri, all      []string
+		name, identity   string
+		oid              int64
+		inPK, inIdentity bool
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&name, &oid, &identity, &inPK, &inIdentity}, func() error {
+		cols = append(cols, snapshotColumn{name: name, oid: uint32(oid), conv: converterFor(types, cat, uint32(oid))})
+		all = append(all, name)
+		if inPK {
+			pk = append(pk, name)
+		}
+		if inIdentity {
+			ri = append(ri, name)
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", t, err)
+	}
+	switch {
+	case len(cols) == 0:
+		return nil, nil, fmt.Errorf("%s: no columns", t)
+	case len(pk) > 0:
+		return cols, pk, nil
+	case identity == "i" && len(ri) > 0:
+		return cols, ri, nil
+	case identity == "f":
+		return cols, all, nil
+	}
+	return nil, nil, fmt.Errorf("%s has no primary key or replica identity: its rows have no key", t)
+}
+
+// readTable hands every row of t to each as create events, in chunks.
+func readTable(ctx context.Context, conn *pgx.Conn, t tableName, cols []snapshotColumn, key []string, at uint64, takenAt time.Time, index *uint32, each func(*Tx) error) (int, error) {
+	names := make([]string, len(cols))
+	for i, c := range cols {
+		names[i] = pgx.Identifier{c.name}.Sanitize()
+	}
+	// Values in text form, as pgoutput sends them, for the same converters.
+	rr := conn.PgConn().ExecParams(ctx, "SELECT "+strings.Join(names, ", ")+" FROM "+t.quoted(), nil, nil, nil, nil)
+	n := 0
+	tx := &Tx{CommitLSN: at, CommitTime: takenAt}
+	flush := func() error {
+		if len(tx.Events) == 0 {
+			return nil
+		}
+		err := each(tx)
+		tx = &Tx{CommitLSN: at, CommitTime: takenAt}
+		return err
+	}
+	for rr.NextRow() {
+		if *index == 0 {
+			rr.Close()
+			return n, errors.New("more rows than a snapshot's ids can number")
+		}
+		vals := rr.Values()
+		data := make(map[string]any, len(cols))
+		for i, c := range cols {
+			if i >= len(vals) || vals[i] == nil {
+				data[c.name] = nil
+				continue
+			}
+			v, err := c.conv(vals[i])
+			if err != nil {
+				v = safeText(vals[i])
+			}
+			data[c.name] = v
+		}
+		tx.Events = append(tx.Events, Event{
+			ID: EventID(at, *index), CommitLSN: at, Index: *index, CommitTime: takenAt,
+			Schema: t.schema, Table: t.table, Action: ActionCreate, Data: data, Key: key,
+		})
+		*index++
+		n++
+		if len(tx.Events) == snapshotChunk {
+			if err := flush(); err != nil {
+				rr.Close()
+				return n, err
+			}
+		}
+	}
+	if _, err := rr.Close(); err != nil {
+		return n, err
+	}
+	return n, flush()
+}

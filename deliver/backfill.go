@@ -1,0 +1,140 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+
+	"walhook/cdc"
+)
+
+// ErrBackfillRunning is returned by StartBackfill while a backfill is
+// under way.
+var ErrBackfillRunning = errors.New("a backfill is under way")
+
+// Backfill brings a snapshot of existing rows into one webhook's queue,
+// in order with the changes: a row goes in unless a change of it that
+// commits at or after the snapshot's point was queued for the webhook
+// first. Such a change is newer than the snapshot and went out first; the
+// row would undo it. The changes queued after the row go out after it.
+// The committer makes that call, so nothing slips between the check and
+// the row.
+type Backfill struct {
+	Webhook string
+	at      atomic.Uint64 // the snapshot's point; 0 until known
+	// seen holds, per entity key, the latest commit LSN of a change queued
+	// for the webhook since the backfill started. Committer only.
+	seen          map[string]uint64
+	sent, skipped atomic.Int64
+	ended         chan struct{} // closed once the committer came to its end
+}
+
+// StartBackfill registers a backfill of webhook name: from now on the
+// committer notes the entities of its changes. Call it before the
+// snapshot is taken, then WriteBackfill with the snapshot's rows and
+// EndBackfill. One backfill runs at a time: two snapshots taken one after
+// the other have different points, so their rows never share an event id.
+func (q *Queue) StartBackfill(name string) (*Backfill, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if _, ok := q.hooks[name]; !ok {
+		return nil, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	}
+	if len(q.backfills) > 0 {
+		return nil, ErrBackfillRunning
+	}
+	b := &Backfill{Webhook: name, seen: map[string]uint64{}, ended: make(chan struct{})}
+	if q.backfills == nil {
+		q.backfills = map[string]*Backfill{}
+	}
+	q.backfills[name] = b
+	return b, nil
+}
+
+// SetPoint records the snapshot's WAL position: every change committed
+// before it is in the rows, none committed at or after it.
+func (b *Backfill) SetPoint(at uint64) { b.at.Store(at) }
+
+// Sent and Skipped count the rows queued and those left out for a newer
+// change, as the committer stored them.
+func (b *Backfill) Sent() int64    { return b.sent.Load() }
+func (b *Backfill) Skipped() int64 { return b.skipped.Load() }
+
+// WriteBackfill hands a chunk of the snapshot's rows (create events) to
+// the committer for b's webhook alone; the webhook's entities and ids
+// come from the matcher, as for a change. It blocks only while the
+// committer's backlog is full.
+func (q *Queue) WriteBackfill(ctx context.Context, b *Backfill, tx *cdc.Tx) error {
+	item := commitItem{tx: tx, routes: make([][]string, len(tx.Events)), backfill: b}
+	for i := range tx.Events {
+		if q.opts.Route != nil && slices.Contains(q.opts.Route(&tx.Events[i]), b.Webhook) {
+			item.routes[i] = []string{b.Webhook}
+		}
+	}
+	return q.hand(ctx, item)
+}
+
+// EndBackfill ends b once the committer has come to it: changes after
+// that are queued after every row of it.
+func (q *Queue) EndBackfill(ctx context.Context, b *Backfill) error {
+	return q.hand(ctx, commitItem{tx: &cdc.Tx{}, backfill: b, endBackfill: true})
+}
+
+// endBackfill unregisters b; committer only.
+func (q *Queue) endBackfill(b *Backfill) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.backfills[b.Webhook] == b {
+		delete(q.backfills, b.Webhook)
+		close(b.ended)
+	}
+}
+
+// Wait waits until the committer came to b's end: its rows are stored and
+// Sent and Skipped are final.
+func (b *Backfill) Wait(ctx context.Context) error {
+	select {
+	case <-b.ended:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// activeBackfills is a copy of the backfills under way, nil when none.
+func (q *Queue) activeBackfills() map[string]*Backfill {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.backfills) == 0 {
+		return nil
+	}
+	out := make(map[string]*Backfill, len(q.backfills))
+	for k, v := range q.backfills {
+		out[k] = v
+	}
+	return out
+}
+
+func backfillKey(ev *cdc.Event, id string) string {
+	return ev.Entity + "\x00" + id
+}
+
+// saw notes a change queued for the webhook; committer only.
+func (b *Backfill) saw(ev *cdc.Event) {
+	for _, id := range []string{ev.EntityID, ev.PrevEntityID} {
+		if id == "" {
+			continue
+		}
+		k := backfillKey(ev, id)
+		b.seen[k] = max(b.seen[k], ev.CommitLSN)
+	}
+}
+
+// newer reports whether a change of the row's entity that commits at or
+// after the snapshot's point was queued already; committer only.
+func (b *Backfill) newer(ev *cdc.Event) bool {
+	lsn, ok := b.seen[backfillKey(ev, ev.EntityID)]
+	return ok && lsn >= b.at.Load()
+}
