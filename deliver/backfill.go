@@ -15,9 +15,9 @@ import (
 var ErrBackfillRunning = errors.New("a backfill is under way")
 
 // Backfill brings a snapshot of existing rows into one webhook's queue,
-// in order with the changes: a row goes in unless a change of it that
-// commits at or after the snapshot's point was queued for the webhook
-// first. Such a change is newer than the snapshot and went out first; the
+// in order with the changes: a row goes in unless a change of it (or a
+// TRUNCATE of its table) that commits at or after the snapshot's point
+// was queued for the webhook first. Such a change is newer than the snapshot and went out first; the
 // row would undo it. The changes queued after the row go out after it.
 // The committer makes that call, so nothing slips between the check and
 // the row.
@@ -121,8 +121,17 @@ func backfillKey(ev *cdc.Event, id string) string {
 	return ev.Entity + "\x00" + id
 }
 
+// truncated is the key under which a TRUNCATE of an entity's table is
+// noted: it is newer than every row of the table.
+const truncated = "\x01truncate"
+
 // saw notes a change queued for the webhook; committer only.
 func (b *Backfill) saw(ev *cdc.Event) {
+	if ev.Action == cdc.ActionTruncate {
+		k := backfillKey(ev, truncated)
+		b.seen[k] = max(b.seen[k], ev.CommitLSN)
+		return
+	}
 	for _, id := range []string{ev.EntityID, ev.PrevEntityID} {
 		if id == "" {
 			continue
@@ -132,9 +141,15 @@ func (b *Backfill) saw(ev *cdc.Event) {
 	}
 }
 
-// newer reports whether a change of the row's entity that commits at or
-// after the snapshot's point was queued already; committer only.
+// newer reports whether a change of the row's entity, or a TRUNCATE of
+// its table, that commits at or after the snapshot's point was queued
+// already; committer only.
 func (b *Backfill) newer(ev *cdc.Event) bool {
-	lsn, ok := b.seen[backfillKey(ev, ev.EntityID)]
-	return ok && lsn >= b.at.Load()
+	at := b.at.Load()
+	for _, id := range []string{ev.EntityID, truncated} {
+		if lsn, ok := b.seen[backfillKey(ev, id)]; ok && lsn >= at {
+			return true
+		}
+	}
+	return false
 }

@@ -96,3 +96,40 @@ func TestBackfillOrder(t *testing.T) {
 		t.Errorf("a backfill after the end: %v", err)
 	}
 }
+
+// TestBackfillAfterTruncate: a TRUNCATE of the table that commits at or
+// after the snapshot's point, queued first, leaves out every row; one
+// committed before the point leaves them in.
+func TestBackfillAfterTruncate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		commit uint64
+		sent   int64
+	}{{600, 0}, {400, 3}} {
+		rc := newReceiver(t, nil)
+		e := newEnv(t, []string{"h"})
+		e.setHooks(t, hook("h", rc.URL, func(w *deliver.Webhook) { w.Actions = append(w.Actions, cdc.ActionTruncate) }))
+		b, err := e.q.StartBackfill("h")
+		if err != nil {
+			t.Fatal(err)
+		}
+		const at = 500
+		b.SetPoint(at)
+		e.write(t, txOf(tc.commit, cdc.Event{
+			ID: cdc.EventID(tc.commit, 0), CommitLSN: tc.commit, CommitTime: commitTime,
+			Schema: "public", Table: "employees", Action: cdc.ActionTruncate, Entity: "employee",
+		}))
+		if err := e.q.WriteBackfill(t.Context(), b, snapshotRows(at, 1, 2, 3)); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.q.EndBackfill(t.Context(), b); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if b.Sent() != tc.sent || b.Skipped() != 3-tc.sent {
+			t.Errorf("truncate committed at %d, the point at %d: sent %d, skipped %d", tc.commit, at, b.Sent(), b.Skipped())
+		}
+	}
+}
