@@ -13,9 +13,9 @@ import (
 
 // TestReadSnapshot reads tables as of a temporary slot's point while the
 // application writes: the rows are those committed before the point, in
-// chunks, with the values and keys the stream gives the same rows; every
-// change the stream reads committed after the point, and the reader passes
-// the point.
+// chunks, with the values and keys the stream gives the same rows; the
+// stream's changes commit before the point exactly when they were made
+// before the snapshot, and the reader passes the point.
 func TestReadSnapshot(t *testing.T) {
 	dsn, name := newDB(t)
 	execSQL(t, dsn,
@@ -92,11 +92,11 @@ func TestReadSnapshot(t *testing.T) {
 	}
 	// The same values as the stream gives, generated columns left out as
 	// pgoutput leaves them out.
-	want := maps(live.Data, "id", "name")
+	want := without(live.Data, "id", "name")
 	if _, ok := byID[3].Data["g"]; ok || len(want) != 3 {
 		t.Errorf("columns: snapshot %v, stream %v; want at, tags and total besides, no generated g", byID[3].Data, live.Data)
 	}
-	if got := maps(byID[3].Data, "id", "name"); !reflect.DeepEqual(got, want) {
+	if got := without(byID[3].Data, "id", "name"); !reflect.DeepEqual(got, want) {
 		t.Errorf("snapshot values %v, stream values %v", got, want)
 	}
 	waitFor(t, 15*time.Second, func() bool { return r.Passed() >= point }, "the reader past the point")
@@ -107,11 +107,11 @@ func TestReadSnapshot(t *testing.T) {
 	}
 }
 
-// maps is m without the keys named.
-func maps(m map[string]any, without ...string) map[string]any {
+// without is m without the keys named.
+func without(m map[string]any, keys ...string) map[string]any {
 	out := map[string]any{}
 	for k, v := range m {
-		if !slices.Contains(without, k) {
+		if !slices.Contains(keys, k) {
 			out[k] = v
 		}
 	}
