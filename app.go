@@ -257,6 +257,7 @@ func (a *App) Run(ctx context.Context) error {
 		}()
 		a.logger.Info("admin page", "url", "http://"+a.AdminAddr()+"/")
 	}
+	a.resumeBackfill()
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
 	go func() { a.lag.Run(lagCtx); close(lagDone) }()

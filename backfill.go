@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -15,6 +16,21 @@ import (
 	"walhook/deliver"
 	"walhook/matcher"
 )
+
+// backfillState is what the store keeps of a backfill under way, with its
+// rows: where a restart resumes it.
+type backfillState struct {
+	Webhook   string               `json:"webhook"`
+	Tables    []string             `json:"tables"`
+	Position  cdc.SnapshotPosition `json:"position"`
+	StartedAt time.Time            `json:"started_at"`
+}
+
+func (s backfillState) at(pos cdc.SnapshotPosition) []byte {
+	s.Position = pos
+	raw, _ := json.Marshal(s)
+	return raw
+}
 
 // backfillRun is a backfill's progress as the admin API shows it.
 type backfillRun struct {
@@ -54,18 +70,48 @@ func (a *App) StartBackfill(_ context.Context, name string, events []string) (ad
 	if err != nil {
 		return admin.BackfillStatus{}, fmt.Errorf("%w: %v", admin.ErrBackfillInvalid, err)
 	}
-	b, err := a.queue.StartBackfill(name)
+	return a.startBackfill(backfillState{Webhook: name, Tables: tables, StartedAt: time.Now().UTC()}, false)
+}
+
+func (a *App) startBackfill(state backfillState, resumed bool) (admin.BackfillStatus, error) {
+	b, err := a.queue.StartBackfill(state.Webhook, state.at(state.Position))
 	if err != nil {
 		return admin.BackfillStatus{}, err
 	}
-	run := &backfillRun{b: b, st: admin.BackfillStatus{Webhook: name, Tables: tables, State: "running", StartedAt: time.Now().UTC()}}
-	a.backfills.Store(name, run)
+	run := &backfillRun{b: b, st: admin.BackfillStatus{Webhook: state.Webhook, Tables: state.Tables, State: "running", StartedAt: state.StartedAt, Resumed: resumed}}
+	a.backfills.Store(state.Webhook, run)
 	a.bg.Add(1)
 	go func() {
 		defer a.bg.Done()
-		a.runBackfill(run, tables)
+		a.runBackfill(run, state)
 	}()
 	return run.status(), nil
+}
+
+// resumeBackfill goes on with a backfill a stop or a crash interrupted,
+// under a new snapshot, from the position stored with its last rows.
+func (a *App) resumeBackfill() {
+	raw := a.queue.PendingBackfill()
+	if raw == nil {
+		return
+	}
+	var state backfillState
+	err := json.Unmarshal(raw, &state)
+	if err == nil {
+		if w, ok := a.queue.Webhook(state.Webhook); !ok {
+			err = fmt.Errorf("webhook %q is gone", state.Webhook)
+		} else if !w.Active || !slices.Contains(w.Actions, cdc.ActionCreate) {
+			err = fmt.Errorf("webhook %q is switched off or takes no create events now", state.Webhook)
+		}
+	}
+	if err == nil {
+		a.logger.Info("backfill: resuming after a restart", "webhook", state.Webhook, "table", state.Position.Table, "after", state.Position.After)
+		_, err = a.startBackfill(state, true)
+	}
+	if err != nil {
+		a.logger.Warn("backfill: the one under way when walhook stopped is not resumed", "err", err)
+		a.queue.DropBackfill()
+	}
 }
 
 // Backfill is webhook name's latest backfill since walhook started.
@@ -110,15 +156,16 @@ func (a *App) backfillTables(w deliver.Webhook, events []string) ([]string, erro
 	return tables, nil
 }
 
-// runBackfill reads the snapshot into the queue and ends the backfill.
-func (a *App) runBackfill(run *backfillRun, tables []string) {
+// runBackfill reads the snapshot into the queue and ends the backfill;
+// walhook's stop leaves it to be resumed at the next start.
+func (a *App) runBackfill(run *backfillRun, state backfillState) {
 	ctx := a.bgCtx
 	a.mu.Lock()
 	dsn := a.cfg.Postgres.DSN
 	a.mu.Unlock()
 	log := a.logger.With("webhook", run.b.Webhook)
-	log.Info("backfill: taking a snapshot of the tables", "tables", tables)
-	rows, err := cdc.ReadSnapshot(ctx, dsn, tables, func(ctx context.Context, at uint64) error {
+	log.Info("backfill: taking a snapshot of the tables", "tables", state.Tables)
+	rows, err := cdc.ReadSnapshot(ctx, dsn, state.Tables, state.Position, func(ctx context.Context, at uint64) error {
 		// Rows take their ids from the point: two backfills must not share
 		// one (each temporary slot writes WAL at its point, so they never
 		// do; this makes sure).
@@ -130,13 +177,18 @@ func (a *App) runBackfill(run *backfillRun, tables []string) {
 		run.b.SetPoint(at)
 		run.update(func(st *admin.BackfillStatus) { st.Point = pglogrepl.LSN(at).String() })
 		return a.waitPassed(ctx, at, log)
-	}, func(tx *cdc.Tx) error {
+	}, func(tx *cdc.Tx, pos cdc.SnapshotPosition) error {
 		run.update(func(st *admin.BackfillStatus) { st.Read += int64(len(tx.Events)) })
-		return a.queue.WriteBackfill(ctx, run.b, tx)
+		return a.queue.WriteBackfill(ctx, run.b, tx, state.at(pos))
 	})
+	if ctx.Err() != nil {
+		// walhook stops: the state stored with the last rows resumes it.
+		log.Info("backfill: interrupted by the stop; the next start resumes it", "rows_read", rows)
+		return
+	}
 	// The end goes through the committer after the last rows, whatever
 	// happened: the changes the backfill noted stop being noted there.
-	if eerr := a.queue.EndBackfill(context.WithoutCancel(ctx), run.b); err == nil {
+	if eerr := a.queue.EndBackfill(ctx, run.b); err == nil {
 		err = eerr
 	}
 	if err == nil {
@@ -151,7 +203,7 @@ func (a *App) runBackfill(run *backfillRun, tables []string) {
 		}
 	})
 	if err != nil {
-		log.Error("backfill failed: the rows queued so far stay queued; start it again to send the rest (rows sent again get new ids)", "rows_read", rows, "err", err)
+		log.Error("backfill failed: the rows queued so far stay queued; start it again to send them all (under new ids)", "rows_read", rows, "err", err)
 		return
 	}
 	st := run.status()

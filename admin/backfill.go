@@ -29,6 +29,7 @@ type BackfillStatus struct {
 	Queued    int64      `json:"rows_queued"`
 	Skipped   int64      `json:"rows_skipped"` // a newer change of the row was queued first
 	Error     string     `json:"error,omitempty"`
+	Resumed   bool       `json:"resumed,omitempty"` // after a restart, from where the stored rows ended
 	StartedAt time.Time  `json:"started_at"`
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
 }

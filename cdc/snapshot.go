@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -34,10 +35,30 @@ var snapshotSeq atomic.Int64
 // creation waits, as any slot's, for the transactions open at the time.
 // ready is called with the point before the first row is read; each row's
 // event id is the point and SnapshotIndex plus its number.
-func ReadSnapshot(ctx context.Context, dsn string, tables []string, ready func(ctx context.Context, at uint64) error, each func(*Tx) error) (rows int, err error) {
+//
+// Tables are read in the order of their names, each in the order of its
+// key where it has a primary key or replica identity index. each gets
+// with every chunk the position after it; reading from that position
+// again, under a new snapshot, goes on where the chunk ended (a table
+// without such a key starts over).
+func ReadSnapshot(ctx context.Context, dsn string, tables []string, from SnapshotPosition, ready func(ctx context.Context, at uint64) error, each func(*Tx, SnapshotPosition) error) (rows int, err error) {
 	names, err := parseTables(tables)
 	if err != nil {
 		return 0, err
+	}
+	if from.Table != "" {
+		start, err := parseTable(from.Table)
+		if err != nil {
+			return 0, err
+		}
+		i := slices.IndexFunc(names, func(t tableName) bool { return t.String() >= start.String() })
+		if i < 0 {
+			return 0, nil
+		}
+		if names[i] != start {
+			from.After = nil // that table is gone from the list: the next one from its start
+		}
+		names = names[i:]
 	}
 	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
@@ -94,7 +115,7 @@ func ReadSnapshot(ctx context.Context, dsn string, tables []string, ready func(c
 	}
 	types := pgtype.NewMap()
 	cols := make([][]snapshotColumn, len(names))
-	keys := make([][]string, len(names))
+	keys := make([]snapshotKey, len(names))
 	for i, t := range names {
 		if cols[i], keys[i], err = snapshotColumns(ctx, conn, t, types, st.types); err != nil {
 			return 0, err
@@ -105,7 +126,11 @@ func ReadSnapshot(ctx context.Context, dsn string, tables []string, ready func(c
 	}
 	index := uint32(SnapshotIndex)
 	for i, t := range names {
-		n, err := readTable(ctx, conn, t, cols[i], keys[i], at, takenAt, &index, each)
+		var after []string
+		if i == 0 {
+			after = from.After
+		}
+		n, err := readTable(ctx, conn, t, cols[i], keys[i], after, at, takenAt, &index, each)
 		rows += n
 		if err != nil {
 			return rows, fmt.Errorf("read %s: %w", t, err)
@@ -115,6 +140,14 @@ func ReadSnapshot(ctx context.Context, dsn string, tables []string, ready func(c
 	return rows, err
 }
 
+// SnapshotPosition is where reading a snapshot stands: in Table
+// ("schema.table"), after the row whose key columns have the text values
+// After; nil: from the table's start.
+type SnapshotPosition struct {
+	Table string   `json:"table"`
+	After []string `json:"after,omitempty"`
+}
+
 // snapshotColumn is a column as pgoutput sends it.
 type snapshotColumn struct {
 	name string
@@ -122,11 +155,20 @@ type snapshotColumn struct {
 	conv converter
 }
 
+// snapshotKey is the key a table's changes carry, as column names and
+// their places among the columns read; ordered when rows can be read in
+// its order (a primary key or replica identity index).
+type snapshotKey struct {
+	names   []string
+	at      []int
+	ordered bool
+}
+
 // snapshotColumns lists the columns of t that pgoutput sends (generated
 // ones it leaves out) and the key its changes carry: the primary key, else
 // the replica identity index, else under REPLICA IDENTITY FULL every
 // column; all in column order.
-func snapshotColumns(ctx context.Context, conn *pgx.Conn, t tableName, types *pgtype.Map, cat typeCatalog) ([]snapshotColumn, []string, error) {
+func snapshotColumns(ctx context.Context, conn *pgx.Conn, t tableName, types *pgtype.Map, cat typeCatalog) ([]snapshotColumn, snapshotKey, error) {
 	rows, err := conn.Query(ctx, `
 		SELECT a.attname::text, a.atttypid::int8, c.relreplident::text,
 		       coalesce(a.attnum = ANY ((SELECT indkey FROM pg_index WHERE indrelid = c.oid AND indisprimary)::int2[]), false),
@@ -135,56 +177,84 @@ func snapshotColumns(ctx context.Context, conn *pgx.Conn, t tableName, types *pg
 		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 		ORDER BY a.attnum`, t.quoted())
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", t, err)
+		return nil, snapshotKey{}, fmt.Errorf("%s: %w", t, err)
 	}
 	var (
 		cols             []snapshotColumn
-		pk, ri, all      []string
+		pk, ri, all      snapshotKey
 		name, identity   string
 		oid              int64
 		inPK, inIdentity bool
 	)
+	add := func(k *snapshotKey) {
+		k.names = append(k.names, name)
+		k.at = append(k.at, len(cols)-1)
+	}
 	if _, err := pgx.ForEachRow(rows, []any{&name, &oid, &identity, &inPK, &inIdentity}, func() error {
 		cols = append(cols, snapshotColumn{name: name, oid: uint32(oid), conv: converterFor(types, cat, uint32(oid))})
-		all = append(all, name)
+		add(&all)
 		if inPK {
-			pk = append(pk, name)
+			add(&pk)
 		}
 		if inIdentity {
-			ri = append(ri, name)
+			add(&ri)
 		}
 		return nil
 	}); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", t, err)
+		return nil, snapshotKey{}, fmt.Errorf("%s: %w", t, err)
 	}
 	switch {
 	case len(cols) == 0:
-		return nil, nil, fmt.Errorf("%s: no columns", t)
-	case len(pk) > 0:
+		return nil, snapshotKey{}, fmt.Errorf("%s: no columns", t)
+	case len(pk.names) > 0:
+		pk.ordered = true
 		return cols, pk, nil
-	case identity == "i" && len(ri) > 0:
+	case identity == "i" && len(ri.names) > 0:
+		ri.ordered = true
 		return cols, ri, nil
 	case identity == "f":
 		return cols, all, nil
 	}
-	return nil, nil, fmt.Errorf("%s has no primary key or replica identity: its rows have no key", t)
+	return nil, snapshotKey{}, fmt.Errorf("%s has no primary key or replica identity: its rows have no key", t)
 }
 
-// readTable hands every row of t to each as create events, in chunks.
-func readTable(ctx context.Context, conn *pgx.Conn, t tableName, cols []snapshotColumn, key []string, at uint64, takenAt time.Time, index *uint32, each func(*Tx) error) (int, error) {
+// readTable hands the rows of t to each as create events, in chunks, with
+// the position after each chunk: in key order after the key values after
+// when the key is ordered, else all of them in no order.
+func readTable(ctx context.Context, conn *pgx.Conn, t tableName, cols []snapshotColumn, key snapshotKey, after []string, at uint64, takenAt time.Time, index *uint32, each func(*Tx, SnapshotPosition) error) (int, error) {
 	names := make([]string, len(cols))
 	for i, c := range cols {
 		names[i] = pgx.Identifier{c.name}.Sanitize()
 	}
+	keyCols := make([]string, len(key.names))
+	for i, k := range key.names {
+		keyCols[i] = pgx.Identifier{k}.Sanitize()
+	}
+	sql := "SELECT " + strings.Join(names, ", ") + " FROM " + t.quoted()
+	var params [][]byte
+	var oids []uint32
+	if key.ordered {
+		if len(after) == len(key.names) {
+			marks := make([]string, len(after))
+			for i, v := range after {
+				marks[i] = fmt.Sprintf("$%d", i+1)
+				params = append(params, []byte(v))
+				oids = append(oids, cols[key.at[i]].oid)
+			}
+			sql += " WHERE (" + strings.Join(keyCols, ", ") + ") > (" + strings.Join(marks, ", ") + ")"
+		}
+		sql += " ORDER BY " + strings.Join(keyCols, ", ")
+	}
 	// Values in text form, as pgoutput sends them, for the same converters.
-	rr := conn.PgConn().ExecParams(ctx, "SELECT "+strings.Join(names, ", ")+" FROM "+t.quoted(), nil, nil, nil, nil)
+	rr := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, nil)
 	n := 0
 	tx := &Tx{CommitLSN: at, CommitTime: takenAt}
+	pos := SnapshotPosition{Table: t.String()}
 	flush := func() error {
 		if len(tx.Events) == 0 {
 			return nil
 		}
-		err := each(tx)
+		err := each(tx, pos)
 		tx = &Tx{CommitLSN: at, CommitTime: takenAt}
 		return err
 	}
@@ -206,9 +276,15 @@ func readTable(ctx context.Context, conn *pgx.Conn, t tableName, cols []snapshot
 			}
 			data[c.name] = v
 		}
+		if key.ordered {
+			pos.After = make([]string, len(key.at))
+			for i, c := range key.at {
+				pos.After[i] = string(vals[c])
+			}
+		}
 		tx.Events = append(tx.Events, Event{
 			ID: EventID(at, *index), CommitLSN: at, Index: *index, CommitTime: takenAt,
-			Schema: t.schema, Table: t.table, Action: ActionCreate, Data: data, Key: key,
+			Schema: t.schema, Table: t.table, Action: ActionCreate, Data: data, Key: key.names,
 		})
 		*index++
 		n++

@@ -29,14 +29,16 @@ func TestReadSnapshot(t *testing.T) {
 
 	var point uint64
 	var chunks []*cdc.Tx
-	rows, err := cdc.ReadSnapshot(t.Context(), dsn, []string{"public.a", "public.f"}, func(_ context.Context, at uint64) error {
+	var positions []cdc.SnapshotPosition
+	rows, err := cdc.ReadSnapshot(t.Context(), dsn, []string{"public.a", "public.f"}, cdc.SnapshotPosition{}, func(_ context.Context, at uint64) error {
 		point = at
 		// Committed after the point: in the stream, not in the rows.
 		execSQL(t, dsn, `INSERT INTO a (id, name, at, tags, total) VALUES (9999, 'n9999', '2026-11-29 10:00:00+00', '{x,y}', 1.50)`,
 			`UPDATE a SET name = 'changed' WHERE id = 1`, `DELETE FROM a WHERE id = 2`)
 		return nil
-	}, func(tx *cdc.Tx) error {
+	}, func(tx *cdc.Tx, pos cdc.SnapshotPosition) error {
 		chunks = append(chunks, tx)
+		positions = append(positions, pos)
 		return nil
 	})
 	if err != nil {
@@ -101,7 +103,30 @@ func TestReadSnapshot(t *testing.T) {
 	}
 	waitFor(t, 15*time.Second, func() bool { return r.Passed() >= point }, "the reader past the point")
 
-	_, err = cdc.ReadSnapshot(t.Context(), dsn, []string{"public.nokey"}, func(context.Context, uint64) error { return nil }, func(*cdc.Tx) error { return nil })
+	// In key order, with the position after each chunk: a, in chunks of
+	// 1000 by id, then f, which has no key to go on from.
+	wantPos := []cdc.SnapshotPosition{{"public.a", []string{"1000"}}, {"public.a", []string{"2000"}}, {"public.a", []string{"5000"}}, {"public.f", nil}}
+	if !reflect.DeepEqual(positions, wantPos) {
+		t.Errorf("positions %v, want %v", positions, wantPos)
+	}
+	// Read again from the first position: what came after it.
+	var ids []int64
+	if _, err := cdc.ReadSnapshot(t.Context(), dsn, []string{"public.a", "public.f"}, positions[0], func(context.Context, uint64) error { return nil }, func(tx *cdc.Tx, _ cdc.SnapshotPosition) error {
+		for _, ev := range tx.Events {
+			if ev.Table == "a" {
+				ids = append(ids, ev.Data["id"].(int64))
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The rows as they are now: 1 changed, 2 deleted, 9999 inserted.
+	if len(ids) != 1502 || ids[0] != 1001 || ids[len(ids)-2] != 5000 || ids[len(ids)-1] != 9999 {
+		t.Errorf("from %v: %d rows, %v ... %v", positions[0], len(ids), ids[:min(3, len(ids))], ids[max(0, len(ids)-3):])
+	}
+
+	_, err = cdc.ReadSnapshot(t.Context(), dsn, []string{"public.nokey"}, cdc.SnapshotPosition{}, func(context.Context, uint64) error { return nil }, func(*cdc.Tx, cdc.SnapshotPosition) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "public.nokey has no primary key or replica identity") {
 		t.Errorf("a table without a key: %v", err)
 	}
@@ -129,10 +154,10 @@ func TestSnapshotPointPassedWhenQuiet(t *testing.T) {
 	r := startReader(t, cfg, &recSink{})
 	waitReady(t, r)
 	var point uint64
-	if _, err := cdc.ReadSnapshot(t.Context(), dsn, []string{"public.a"}, func(_ context.Context, at uint64) error {
+	if _, err := cdc.ReadSnapshot(t.Context(), dsn, []string{"public.a"}, cdc.SnapshotPosition{}, func(_ context.Context, at uint64) error {
 		point = at
 		return nil
-	}, func(*cdc.Tx) error { return nil }); err != nil {
+	}, func(*cdc.Tx, cdc.SnapshotPosition) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 20*time.Second, func() bool { return r.Passed() >= point }, "the reader past the point on a quiet database")

@@ -1,11 +1,14 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
+
+	bolt "go.etcd.io/bbolt"
 
 	"walhook/cdc"
 )
@@ -36,21 +39,53 @@ type Backfill struct {
 // snapshot is taken, then WriteBackfill with the snapshot's rows and
 // EndBackfill. One backfill runs at a time: two snapshots taken one after
 // the other have different points, so their rows never share an event id.
-func (q *Queue) StartBackfill(name string) (*Backfill, error) {
+//
+// state is the caller's record of where the backfill stands; it is
+// stored, and replaced with each WriteBackfill in the same commit as its
+// rows, until EndBackfill: PendingBackfill gives it back after a restart.
+func (q *Queue) StartBackfill(name string, state []byte) (*Backfill, error) {
+	b := &Backfill{Webhook: name, seen: map[string]uint64{}, ended: make(chan struct{})}
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	if _, ok := q.hooks[name]; !ok {
-		return nil, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	_, ok := q.hooks[name]
+	busy := len(q.backfills) > 0
+	if ok && !busy {
+		if q.backfills == nil {
+			q.backfills = map[string]*Backfill{}
+		}
+		q.backfills[name] = b
 	}
-	if len(q.backfills) > 0 {
+	q.mu.Unlock()
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	case busy:
 		return nil, ErrBackfillRunning
 	}
-	b := &Backfill{Webhook: name, seen: map[string]uint64{}, ended: make(chan struct{})}
-	if q.backfills == nil {
-		q.backfills = map[string]*Backfill{}
+	// Not under q.mu: the committer takes it around its transactions.
+	err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyBackfill, state) })
+	if err != nil {
+		q.mu.Lock()
+		delete(q.backfills, name)
+		q.mu.Unlock()
+		return nil, fmt.Errorf("store the backfill: %w", err)
 	}
-	q.backfills[name] = b
 	return b, nil
+}
+
+// PendingBackfill is the state of a backfill that was under way when
+// walhook stopped without ending it (nil: none).
+func (q *Queue) PendingBackfill() []byte {
+	var state []byte
+	q.db.View(func(tx *bolt.Tx) error {
+		state = bytes.Clone(tx.Bucket(bucketMeta).Get(keyBackfill))
+		return nil
+	})
+	return state
+}
+
+// DropBackfill forgets a pending backfill that will not be resumed.
+func (q *Queue) DropBackfill() error {
+	return q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyBackfill) })
 }
 
 // SetPoint records the snapshot's WAL position: every change committed
@@ -66,8 +101,8 @@ func (b *Backfill) Skipped() int64 { return b.skipped.Load() }
 // the committer for b's webhook alone; the webhook's entities and ids
 // come from the matcher, as for a change. It blocks only while the
 // committer's backlog is full.
-func (q *Queue) WriteBackfill(ctx context.Context, b *Backfill, tx *cdc.Tx) error {
-	item := commitItem{tx: tx, routes: make([][]string, len(tx.Events)), backfill: b}
+func (q *Queue) WriteBackfill(ctx context.Context, b *Backfill, tx *cdc.Tx, state []byte) error {
+	item := commitItem{tx: tx, routes: make([][]string, len(tx.Events)), backfill: b, backfillState: state}
 	for i := range tx.Events {
 		if q.opts.Route != nil && slices.Contains(q.opts.Route(&tx.Events[i]), b.Webhook) {
 			item.routes[i] = []string{b.Webhook}
@@ -77,7 +112,7 @@ func (q *Queue) WriteBackfill(ctx context.Context, b *Backfill, tx *cdc.Tx) erro
 }
 
 // EndBackfill ends b once the committer has come to it: changes after
-// that are queued after every row of it.
+// that are queued after every row of it, and its state is dropped.
 func (q *Queue) EndBackfill(ctx context.Context, b *Backfill) error {
 	return q.hand(ctx, commitItem{tx: &cdc.Tx{}, backfill: b, endBackfill: true})
 }

@@ -38,21 +38,25 @@ func TestBackfillOrder(t *testing.T) {
 	e := newEnv(t, []string{"h", "other"})
 	e.setHooks(t, hook("h", rc.URL+"/h"), hook("other", rc.URL+"/other"))
 
-	b, err := e.q.StartBackfill("h")
+	b, err := e.q.StartBackfill("h", []byte("started"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.q.StartBackfill("other"); !errors.Is(err, deliver.ErrBackfillRunning) {
+	if got := string(e.q.PendingBackfill()); got != "started" {
+		t.Errorf("state after the start %q", got)
+	}
+	if _, err := e.q.StartBackfill("other", []byte("x")); !errors.Is(err, deliver.ErrBackfillRunning) {
 		t.Fatalf("a second backfill: %v, want ErrBackfillRunning", err)
 	}
 	const at = 500
 	e.write(t, txOf(400, event(400, 0, 6, "before@x"))) // in the snapshot already
 	e.write(t, txOf(600, event(600, 0, 5, "after@x")))  // newer than the snapshot
 	b.SetPoint(at)
-	if err := e.q.WriteBackfill(t.Context(), b, snapshotRows(at, 1, 2, 3, 4, 5, 6, 7, 8)); err != nil {
+	if err := e.q.WriteBackfill(t.Context(), b, snapshotRows(at, 1, 2, 3, 4, 5, 6, 7, 8), []byte("after row 8")); err != nil {
 		t.Fatal(err)
 	}
 	e.write(t, txOf(700, event(700, 0, 3, "later@x"))) // after the rows
+	waitFor(t, 10*time.Second, "the state stored with the rows", func() bool { return string(e.q.PendingBackfill()) == "after row 8" })
 	if err := e.q.EndBackfill(t.Context(), b); err != nil {
 		t.Fatal(err)
 	}
@@ -61,6 +65,9 @@ func TestBackfillOrder(t *testing.T) {
 	}
 	if b.Sent() != 7 || b.Skipped() != 1 {
 		t.Errorf("sent %d, skipped %d; want 7 and 1 (row 5)", b.Sent(), b.Skipped())
+	}
+	if st := e.q.PendingBackfill(); st != nil {
+		t.Errorf("state after the end %q", st)
 	}
 	waitFor(t, 10*time.Second, "every delivery", func() bool { return rc.count() == 3+3+7 })
 
@@ -92,7 +99,7 @@ func TestBackfillOrder(t *testing.T) {
 			t.Errorf("entity %s got %v, want %v", id, perEntity[id], evs)
 		}
 	}
-	if _, err := e.q.StartBackfill("other"); err != nil {
+	if _, err := e.q.StartBackfill("other", []byte("x")); err != nil {
 		t.Errorf("a backfill after the end: %v", err)
 	}
 }
@@ -109,7 +116,7 @@ func TestBackfillAfterTruncate(t *testing.T) {
 		rc := newReceiver(t, nil)
 		e := newEnv(t, []string{"h"})
 		e.setHooks(t, hook("h", rc.URL, func(w *deliver.Webhook) { w.Actions = append(w.Actions, cdc.ActionTruncate) }))
-		b, err := e.q.StartBackfill("h")
+		b, err := e.q.StartBackfill("h", []byte("x"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -119,7 +126,7 @@ func TestBackfillAfterTruncate(t *testing.T) {
 			ID: cdc.EventID(tc.commit, 0), CommitLSN: tc.commit, CommitTime: commitTime,
 			Schema: "public", Table: "employees", Action: cdc.ActionTruncate, Entity: "employee",
 		}))
-		if err := e.q.WriteBackfill(t.Context(), b, snapshotRows(at, 1, 2, 3)); err != nil {
+		if err := e.q.WriteBackfill(t.Context(), b, snapshotRows(at, 1, 2, 3), nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := e.q.EndBackfill(t.Context(), b); err != nil {

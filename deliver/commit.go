@@ -24,8 +24,9 @@ type commitItem struct {
 	routes [][]string // per event: names of the webhooks that want it
 	upd    *update
 
-	backfill    *Backfill // tx holds its rows (see Backfill)
-	endBackfill bool      // the end of backfill: no rows
+	backfill      *Backfill // tx holds its rows (see Backfill)
+	backfillState []byte    // stored with the rows
+	endBackfill   bool      // the end of backfill: no rows
 }
 
 // update persists a delivery's new state and the webhook's counters.
@@ -329,6 +330,9 @@ func (q *Queue) commit(batch []commitItem) error {
 		if it.tx.EndLSN > endLSN {
 			endLSN = it.tx.EndLSN
 		}
+		if it.backfill != nil {
+			hasWrites = true // its state, or its end
+		}
 		for _, names := range it.routes {
 			if len(names) > 0 {
 				hasWrites = true
@@ -367,6 +371,17 @@ func (q *Queue) commit(batch []commitItem) error {
 				}
 				tx := it.tx
 				if it.backfill != nil {
+					if it.endBackfill {
+						if err := meta.Delete(keyBackfill); err != nil {
+							return err
+						}
+						continue
+					}
+					if it.backfillState != nil {
+						if err := meta.Put(keyBackfill, it.backfillState); err != nil {
+							return err
+						}
+					}
 					if filled == nil {
 						filled = map[*Backfill][2]int64{}
 					}

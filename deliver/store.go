@@ -29,6 +29,7 @@ var (
 	bucketStats    = []byte("stats")    // name → JSON callStats
 	bucketMeta     = []byte("meta")
 	keyDurable     = []byte("durable_lsn")
+	keyBackfill    = []byte("backfill") // the state of the backfill under way (see Queue.StartBackfill)
 )
 
 func queueBucket(name string) []byte { return []byte("q/" + name) }
