@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -58,7 +59,7 @@ func (r *backfillRun) update(f func(*admin.BackfillStatus)) {
 // entity names or schema.table, by default the webhook's own), as create
 // events, in order with the changes (see deliver.Backfill). It returns
 // once the backfill is under way.
-func (a *App) StartBackfill(_ context.Context, name string, events []string) (admin.BackfillStatus, error) {
+func (a *App) StartBackfill(name string, events []string) (admin.BackfillStatus, error) {
 	w, ok := a.queue.Webhook(name)
 	if !ok {
 		return admin.BackfillStatus{}, fmt.Errorf("webhook %q: %w", name, deliver.ErrNotFound)
@@ -212,7 +213,7 @@ func (a *App) runBackfill(run *backfillRun, state backfillState) {
 
 // waitPassed waits until the reader has handed the queue every change
 // committed before at: the snapshot's rows go in after those.
-func (a *App) waitPassed(ctx context.Context, at uint64, log interface{ Info(string, ...any) }) error {
+func (a *App) waitPassed(ctx context.Context, at uint64, log *slog.Logger) error {
 	start := time.Now()
 	warned := false
 	for a.reader.Passed() < at {

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -14,7 +13,7 @@ import (
 type Backfiller interface {
 	// StartBackfill starts a backfill of webhook name over events (entity
 	// names or schema.table; none: the webhook's own) and returns at once.
-	StartBackfill(ctx context.Context, name string, events []string) (BackfillStatus, error)
+	StartBackfill(name string, events []string) (BackfillStatus, error)
 	// Backfill is the webhook's latest backfill since walhook started.
 	Backfill(name string) (BackfillStatus, bool)
 }
@@ -49,7 +48,7 @@ func (s *Server) startBackfill(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
-	st, err := s.opts.Backfills.StartBackfill(context.WithoutCancel(r.Context()), name, req.Events)
+	st, err := s.opts.Backfills.StartBackfill(name, req.Events)
 	switch {
 	case errors.Is(err, deliver.ErrBackfillRunning):
 		writeError(w, http.StatusConflict, "%v: one at a time (GET /api/webhooks/{name}/backfill shows its progress)", err)
