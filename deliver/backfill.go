@@ -20,10 +20,10 @@ var ErrBackfillRunning = errors.New("a backfill is under way")
 // Backfill brings a snapshot of existing rows into one webhook's queue,
 // in order with the changes: a row goes in unless a change of it (or a
 // TRUNCATE of its table) that commits at or after the snapshot's point
-// was queued for the webhook first. Such a change is newer than the snapshot and went out first; the
-// row would undo it. The changes queued after the row go out after it.
-// The committer makes that call, so nothing slips between the check and
-// the row.
+// was queued for the webhook first. Such a change is newer than the
+// snapshot and goes out first; the row would undo it. The changes queued
+// after the row go out after it. The committer makes that call, so
+// nothing slips between the check and the row.
 type Backfill struct {
 	Webhook string
 	at      atomic.Uint64 // the snapshot's point; 0 until known
@@ -61,7 +61,7 @@ func (q *Queue) StartBackfill(name string, state []byte) (*Backfill, error) {
 	case busy:
 		return nil, ErrBackfillRunning
 	}
-	// Not under q.mu: the committer takes it around its transactions.
+	// Not under q.mu: nothing may hold it while waiting for the store.
 	err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyBackfill, state) })
 	if err != nil {
 		q.mu.Lock()
