@@ -552,6 +552,10 @@ func addAPIWebhooks(ctx context.Context, cfg *Config, rep *checkReport) {
 		hooks, err = apiWebhooksFromAdmin(ctx, cfg)
 		from = "the running walhook's admin API"
 	}
+	if errors.Is(err, deliver.ErrStoreDamaged) {
+		rep.fail("%v", err) // walhook would not start
+		return
+	}
 	if err != nil {
 		rep.warn("webhooks created through the admin API are not checked: %v", err)
 		return

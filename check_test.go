@@ -529,3 +529,24 @@ func TestCheckAPIWebhooks(t *testing.T) {
 		t.Errorf("with the table made, check still fails: %v\n%s", err, out)
 	}
 }
+
+// TestCheckDamagedStore: a store walhook would refuse to open fails the
+// check, with the way out.
+func TestCheckDamagedStore(t *testing.T) {
+	dir := t.TempDir()
+	store := filepath.Join(dir, "data")
+	if err := os.MkdirAll(store, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store, "walhook.db"), bytes.Repeat([]byte{0xAB}, 32768), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "walhook.toml")
+	if err := os.WriteFile(path, []byte(postgresSection(newDatabase(t))+"[store]\ndir = \"data\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runCheck(t, path)
+	if !errors.Is(err, errCheckFailed) || !strings.Contains(out, "FAIL  the store "+filepath.Join(store, "walhook.db")+" is damaged (invalid database): restore it from a backup") {
+		t.Errorf("check: %v\n%s", err, out)
+	}
+}

@@ -312,9 +312,12 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// ErrStoreDamaged marks a store file walhook cannot open as it is.
+var ErrStoreDamaged = errors.New("damaged")
+
 func damagedStore(path, why string) error {
-	return fmt.Errorf("the store %s is damaged (%s): restore it from a backup, or move it away to start with an empty one,"+
-		" which loses the deliveries queued in it and the webhooks made through the admin API", path, why)
+	return fmt.Errorf("the store %s is %w (%s): restore it from a backup, or move it away to start with an empty one,"+
+		" which loses the deliveries queued in it and the webhooks made through the admin API", path, ErrStoreDamaged, why)
 }
 
 // storedWebhooks decodes the webhooks created through the admin API.
