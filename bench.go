@@ -51,6 +51,7 @@ type benchOptions struct {
 	duration    time.Duration // of the latency phase
 	backlog     int
 	bigTx       int
+	backfill    int
 	cpuprofile  string // prefix of the walhook processes' CPU profiles
 	memprofile  string // prefix of their heap profiles, taken at the peak
 
@@ -110,6 +111,16 @@ type benchResult struct {
 	BigTxRSSMB  float64 `json:"big_tx_rss_mb,omitempty"`
 	BigTxAnonMB float64 `json:"big_tx_anon_mb,omitempty"`
 
+	// A backfill of the whole table (-backfill rows more than the phases
+	// before left) for one of two webhooks, under the latency load.
+	BackfillRows      int     `json:"backfill_rows,omitempty"`
+	BackfillReadEPS   float64 `json:"backfill_read_eps,omitempty"`   // rows queued per second, from the request to the end of the read
+	BackfillDrainEPS  float64 `json:"backfill_drain_eps,omitempty"`  // the backfilled webhook's deliveries per second, from the request to its last
+	BackfillOwnP99MS  float64 `json:"backfill_own_p99_ms,omitempty"` // the live changes' commit → receipt at the backfilled webhook, which queue behind its rows
+	BackfillOwnMaxMS  float64 `json:"backfill_own_max_ms,omitempty"`
+	BackfillOtherP99  float64 `json:"backfill_other_p99_ms,omitempty"` // the same at the other webhook
+	BackfillOtherMaxM float64 `json:"backfill_other_max_ms,omitempty"`
+
 	Load string `json:"load"` // /proc/loadavg before and after
 }
 
@@ -127,6 +138,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of the latency phase")
 	fs.IntVar(&o.backlog, "backlog", 10000, "deliveries queued with the receiver down, then drained after a restart (0: skip)")
 	fs.IntVar(&o.bigTx, "big-tx", 0, "rows of one big transaction (0: skip)")
+	fs.IntVar(&o.backfill, "backfill", 0, "rows added to the table before a backfill of it runs under the latency load (0: skip)")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write walhook's CPU profile of each phase to FILE.<phase>")
 	fs.StringVar(&o.memprofile, "memprofile", "", "write walhook's heap profile at the peak of each phase to FILE.<phase>")
 	fs.StringVar(&o.exe, "exe", "", "the walhook binary to measure (default: this one), to compare builds under the same harness")
@@ -148,7 +160,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if *ceilingURL != "" {
 		return ceilingClient(ctx, *ceilingURL, *ceilingBody, o.concurrency, o.duration, stdout)
 	}
-	if o.changes < 1 || o.txSize < 1 || o.webhooks < 1 || o.rowWidth < 0 || o.concurrency < 1 || o.rate < 1 || o.backlog < 0 || o.bigTx < 0 {
+	if o.changes < 1 || o.txSize < 1 || o.webhooks < 1 || o.rowWidth < 0 || o.concurrency < 1 || o.rate < 1 || o.backlog < 0 || o.bigTx < 0 || o.backfill < 0 {
 		fmt.Fprintln(stderr, "bench: sizes must be positive")
 		return errUsage
 	}
@@ -371,6 +383,12 @@ func runBench(ctx context.Context, o benchOptions, progress io.Writer) (*benchRe
 		b.logf("backlog of %d deliveries", o.backlog)
 		if err := b.backlogPhase(ctx, res); err != nil {
 			return nil, fmt.Errorf("backlog: %w", err)
+		}
+	}
+	if o.backfill > 0 {
+		b.logf("a backfill of the table, %d rows added, under the latency load", o.backfill)
+		if err := b.backfillPhase(ctx, res); err != nil {
+			return nil, fmt.Errorf("backfill: %w", err)
 		}
 	}
 	if o.bigTx > 0 {
@@ -649,7 +667,11 @@ func (b *bench) startWalhook(ctx context.Context, dir, admin, token, phase strin
 }
 
 func (p *walhookProc) request(path string) (*http.Response, error) {
-	req, err := http.NewRequest("GET", "http://"+p.admin+path, nil)
+	return p.call("GET", path)
+}
+
+func (p *walhookProc) call(method, path string) (*http.Response, error) {
+	req, err := http.NewRequest(method, "http://"+p.admin+path, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -1160,6 +1182,93 @@ func (b *bench) backlogPhase(ctx context.Context, res *benchResult) error {
 	return nil
 }
 
+// backfillPhase adds -backfill rows to the table and starts a backfill of
+// it for one of two webhooks while the latency phase's load runs: how
+// fast the rows are read and delivered, and what the live changes'
+// latency is at each webhook meanwhile.
+func (b *bench) backfillPhase(ctx context.Context, res *benchResult) error {
+	if _, err := b.insert(ctx, b.o.backfill, 1000, 4, 0); err != nil {
+		return err
+	}
+	slot := b.slotName()
+	if err := b.createSlot(ctx, slot); err != nil {
+		return err
+	}
+	hooks := []benchHook{
+		{name: "filled", path: "/filled", timeoutMS: 10000, retryMode: "production"},
+		{name: "other", path: "/other", timeoutMS: 10000, retryMode: "production"},
+	}
+	p, err := b.launch(ctx, "backfill", slot, hooks, true)
+	if err != nil {
+		return err
+	}
+	defer b.dropSlot(ctx, slot)
+	defer p.stop()
+
+	start := time.Now()
+	resp, err := p.call("POST", "/api/webhooks/filled/backfill")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return fmt.Errorf("POST backfill answered %s", resp.Status)
+	}
+	txs := max(1, int(float64(b.o.rate)*b.o.duration.Seconds())/b.o.txSize)
+	live := txs * b.o.txSize
+	pace := time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
+	loadDone := make(chan error, 1)
+	go func() {
+		_, err := b.insert(ctx, live, b.o.txSize, 4, pace)
+		loadDone <- err
+	}()
+	var st struct {
+		State  string
+		Error  string
+		Queued int `json:"rows_queued"`
+	}
+	var readTook time.Duration
+	for st.State != "done" {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		resp, err := p.request("/api/webhooks/filled/backfill")
+		if err != nil {
+			return err
+		}
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err != nil || st.State == "failed" {
+			return fmt.Errorf("backfill: %v %s", err, st.Error)
+		}
+		readTook = time.Since(start)
+	}
+	if err := <-loadDone; err != nil {
+		return err
+	}
+	if err := b.waitReceived(ctx, p, st.Queued+2*live, 5*time.Minute); err != nil {
+		return err
+	}
+	b.peakRSS, b.peakAnon = max(b.peakRSS, p.rssMB()), max(b.peakAnon, p.anonMB())
+	res.BackfillRows = st.Queued
+	res.BackfillReadEPS = float64(st.Queued) / readTook.Seconds()
+	res.BackfillDrainEPS = float64(b.rc.countOf("filled")) / b.rc.lastAt().Sub(start).Seconds()
+	for _, h := range []struct {
+		name     string
+		p99, max *float64
+	}{{"filled", &res.BackfillOwnP99MS, &res.BackfillOwnMaxMS}, {"other", &res.BackfillOtherP99, &res.BackfillOtherMaxM}} {
+		lat := b.rc.latenciesOf(h.name)
+		if len(lat) == 0 {
+			return fmt.Errorf("no latencies recorded at %s", h.name)
+		}
+		slices.Sort(lat)
+		*h.p99, *h.max = percentile(lat, 0.99), percentile(lat, 1)
+	}
+	return nil
+}
+
 // bigTxPhase commits one transaction of -big-tx rows to a running walhook.
 func (b *bench) bigTxPhase(ctx context.Context, res *benchResult) error {
 	n := b.o.bigTx
@@ -1198,6 +1307,7 @@ type benchReceiver struct {
 	first, last time.Time
 	recordLat   bool
 	lat         []time.Duration
+	latBy       map[string][]time.Duration // by webhook
 	sample      []byte
 	hold        chan struct{} // requests to /hold wait until it is closed
 }
@@ -1252,10 +1362,16 @@ func (rc *benchReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if rc.recordLat {
 		var v struct {
+			ID         string    `json:"id"`
 			OccurredAt time.Time `json:"occurred_at"`
 		}
-		if json.Unmarshal(body, &v) == nil {
-			rc.lat = append(rc.lat, now.Sub(v.OccurredAt))
+		// Changes only: a backfill's rows (index from 80000000) occurred
+		// when its snapshot was taken.
+		if json.Unmarshal(body, &v) == nil && !(len(v.ID) == 25 && v.ID[17] >= '8') {
+			d := now.Sub(v.OccurredAt)
+			rc.lat = append(rc.lat, d)
+			hook := r.Header.Get("X-Walhook-Webhook")
+			rc.latBy[hook] = append(rc.latBy[hook], d)
 		}
 	}
 }
@@ -1276,7 +1392,7 @@ func (rc *benchReceiver) reset(recordLat bool) {
 	defer rc.mu.Unlock()
 	rc.seen = map[string]struct{}{}
 	rc.first, rc.last = time.Time{}, time.Time{}
-	rc.recordLat, rc.lat = recordLat, nil
+	rc.recordLat, rc.lat, rc.latBy = recordLat, nil, map[string][]time.Duration{}
 }
 
 // holdRequests makes /hold requests wait until release is called.
@@ -1318,6 +1434,26 @@ func (rc *benchReceiver) latencies() []time.Duration {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return slices.Clone(rc.lat)
+}
+
+// latenciesOf are the latencies of one webhook's deliveries.
+func (rc *benchReceiver) latenciesOf(hook string) []time.Duration {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return slices.Clone(rc.latBy[hook])
+}
+
+// countOf is the distinct deliveries to one webhook.
+func (rc *benchReceiver) countOf(hook string) int {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	n := 0
+	for k := range rc.seen {
+		if strings.HasPrefix(k, hook+"/") {
+			n++
+		}
+	}
+	return n
 }
 
 func (rc *benchReceiver) sampleBody() []byte {
@@ -1412,6 +1548,12 @@ func printBench(w io.Writer, o benchOptions, r *benchResult) {
 		row("store bytes per queued delivery", fmt.Sprintf("%.0f B", r.StoreBytesPerDelivery), "")
 		row("restart: first delivery after", fmt.Sprintf("%.0f ms", r.BacklogFirstDeliveryMS), "target < 2 s: "+check(r.BacklogFirstDeliveryMS < 2000))
 		row("restart: drain", num(r.BacklogDrainEPS, "deliveries/s"), fmt.Sprintf("peak RSS %.1f MB, anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogRestartRSSMB, r.BacklogRestartAnonMB, check(r.BacklogRestartRSSMB < 150)))
+	}
+	if r.BackfillRows > 0 {
+		row(fmt.Sprintf("backfill of %d rows: read", r.BackfillRows), num(r.BackfillReadEPS, "rows/s"), "queued, from the request to the end of the read")
+		row("backfill: delivered", num(r.BackfillDrainEPS, "rows/s"), "with the live load, to the backfilled webhook")
+		row("backfill: live p99 / max, backfilled webhook", fmt.Sprintf("%.0f / %.0f ms", r.BackfillOwnP99MS, r.BackfillOwnMaxMS), "its changes queue behind its rows")
+		row("backfill: live p99 / max, other webhook", fmt.Sprintf("%.0f / %.0f ms", r.BackfillOtherP99, r.BackfillOtherMaxM), "")
 	}
 	if r.BigTxRows > 0 {
 		row(fmt.Sprintf("one transaction of %d rows", r.BigTxRows), num(r.BigTxEPS, "events/s"), "")

@@ -12,7 +12,7 @@ import (
 func TestBenchSmoke(t *testing.T) {
 	res, err := runBench(t.Context(), benchOptions{
 		changes: 200, txSize: 10, webhooks: 2, rowWidth: 64, concurrency: 4,
-		rate: 400, duration: time.Second, backlog: 100, bigTx: 100,
+		rate: 400, duration: time.Second, backlog: 100, bigTx: 100, backfill: 100,
 		ceiling: 300 * time.Millisecond, exe: walhookBinary(t), selfExe: walhookBinary(t), cluster: cluster,
 	}, t.Output())
 	if err != nil {
@@ -32,6 +32,7 @@ func TestBenchSmoke(t *testing.T) {
 		"http_ceiling_own_process_rps", "ratio_own_process", "pipeline_floor_eps", "ratio_pipeline_floor", "pipeline_floor_4_webhooks_rps", "ratio_pipeline_floor_4_webhooks",
 		"backlog_rss_mb", "store_bytes_per_delivery", "backlog_first_delivery_ms", "backlog_drain_eps", "backlog_restart_rss_mb",
 		"big_tx_eps", "big_tx_rss_mb",
+		"backfill_rows", "backfill_read_eps", "backfill_drain_eps", "backfill_own_p99_ms", "backfill_other_p99_ms",
 	} {
 		v, ok := got[key].(float64)
 		if !ok || !(v > 0) {
