@@ -80,7 +80,19 @@ func TestBackfillAPI(t *testing.T) {
 		t.Fatalf("backfill status %v", v)
 	}
 	h.exec(`UPDATE employees SET email = 'changed@x' WHERE id = 1`)
-	waitFor(t, "250 rows and the change", 30*time.Second, func() bool { return len(rc.requests()) >= 251 })
+	// hr's requests with header value want.
+	hr := func(header, want string) int {
+		n := 0
+		for _, r := range rc.requests() {
+			if r.Header.Get("X-Walhook-Webhook") == "hr" && r.Header.Get(header) == want {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "250 rows and the change", 30*time.Second, func() bool {
+		return hr("X-Walhook-Event", "employees.create") == 250 && hr("X-Walhook-Event", "employees.modify") == 1
+	})
 
 	created := map[string]bool{}
 	var first1, change1 int
@@ -130,7 +142,7 @@ func TestBackfillAPI(t *testing.T) {
 	if v["state"] != "done" || v["rows_queued"] != 250.0 || v["snapshot_lsn"] == point {
 		t.Fatalf("second backfill %v (the first was at %v)", v, point)
 	}
-	waitFor(t, "the second backfill's rows", 30*time.Second, func() bool { return len(rc.requests()) >= 502 })
+	waitFor(t, "the second backfill's rows", 30*time.Second, func() bool { return hr("X-Walhook-Event", "employees.create") == 500 })
 	ids := map[string]bool{}
 	for _, r := range rc.requests() {
 		if r.Header.Get("X-Walhook-Event") == "employees.create" {

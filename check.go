@@ -93,6 +93,7 @@ func checkDatabase(ctx context.Context, cfg *Config, rep *checkReport) {
 
 	var slotExists bool
 	conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, cfg.Postgres.Slot).Scan(&slotExists)
+	withWalhook := usedSlots // once walhook's slot exists
 	switch {
 	case slotExists:
 		rep.ok("max_replication_slots = %d (%d in use, one of them walhook's)", maxSlots, usedSlots)
@@ -100,6 +101,10 @@ func checkDatabase(ctx context.Context, cfg *Config, rep *checkReport) {
 		rep.fail("max_replication_slots = %d with %d in use: walhook needs one more; run ALTER SYSTEM SET max_replication_slots = %d; then restart PostgreSQL", maxSlots, usedSlots, usedSlots+1)
 	default:
 		rep.ok("max_replication_slots = %d (%d in use, walhook will take one)", maxSlots, usedSlots)
+		withWalhook++
+	}
+	if withWalhook == maxSlots {
+		rep.warn("max_replication_slots = %d leaves no slot for a backfill's temporary one: a backfill would fail; raise it to %d to allow one", maxSlots, maxSlots+1)
 	}
 	sendersFree := senders < maxSenders
 	if sendersFree {

@@ -550,3 +550,22 @@ func TestCheckDamagedStore(t *testing.T) {
 		t.Errorf("check: %v\n%s", err, out)
 	}
 }
+
+// TestCheckBackfillSlot: with walhook's slot taking the last one, check
+// warns that a backfill's temporary slot would not fit.
+func TestCheckBackfillSlot(t *testing.T) {
+	c, err := pgcluster.Start(context.Background(), "max_replication_slots=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	out, _ := runCheck(t, writeConfig(t, c.DSN("postgres"), ""))
+	for _, want := range []string{
+		"ok    max_replication_slots = 1 (0 in use, walhook will take one)",
+		"warn  max_replication_slots = 1 leaves no slot for a backfill's temporary one: a backfill would fail; raise it to 2 to allow one",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+}
