@@ -189,24 +189,11 @@ func TestBackfillUnderWrites(t *testing.T) {
 			}
 		}
 	}()
-	resp, err := http.Post("http://"+h.app.AdminAddr()+"/api/webhooks/sync/backfill", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST backfill: %d", resp.StatusCode)
-	}
+	startBackfill(t, h.app.AdminAddr(), "sync")
 	var st map[string]any
 	waitFor(t, "the backfill done", 60*time.Second, func() bool {
-		resp, err := http.Get("http://" + h.app.AdminAddr() + "/api/webhooks/sync/backfill")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		st = nil
-		json.NewDecoder(resp.Body).Decode(&st)
-		return st["state"] != "running"
+		st = backfillStatus(h.app.AdminAddr(), "sync")
+		return st != nil && st["state"] != "running"
 	})
 	time.Sleep(200 * time.Millisecond) // a few more changes after the backfill
 	close(stop)
@@ -268,24 +255,8 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 	admin := freeAddr(t)
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", crashConfig(t, dsn, srv.URL, admin))
 	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
-	status := func() map[string]any {
-		resp, err := http.Get("http://" + admin + "/api/webhooks/items/backfill")
-		if err != nil {
-			return nil
-		}
-		defer resp.Body.Close()
-		var v map[string]any
-		json.NewDecoder(resp.Body).Decode(&v)
-		return v
-	}
-	resp, err := http.Post("http://"+admin+"/api/webhooks/items/backfill", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST backfill: %d", resp.StatusCode)
-	}
+	status := func() map[string]any { return backfillStatus(admin, "items") }
+	startBackfill(t, admin, "items")
 	var st map[string]any
 	waitFor(t, "the backfill under way", time.Minute, func() bool {
 		st = status()
@@ -313,4 +284,33 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 		defer mu.Unlock()
 		return len(created) == rows
 	})
+}
+
+// startBackfill starts a backfill of webhook name through the admin API
+// at addr.
+func startBackfill(t *testing.T, addr, name string) {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/api/webhooks/"+name+"/backfill", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST backfill: %d", resp.StatusCode)
+	}
+}
+
+// backfillStatus is webhook name's backfill as the admin API at addr
+// reports it; nil when it does not answer.
+func backfillStatus(addr, name string) map[string]any {
+	resp, err := http.Get("http://" + addr + "/api/webhooks/" + name + "/backfill")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if json.NewDecoder(resp.Body).Decode(&v) != nil {
+		return nil
+	}
+	return v
 }
