@@ -60,12 +60,9 @@ func (r *backfillRun) update(f func(*admin.BackfillStatus)) {
 // events, in order with the changes (see deliver.Backfill). It returns
 // once the backfill is under way.
 func (a *App) StartBackfill(name string, events []string) (admin.BackfillStatus, error) {
-	w, ok := a.queue.Webhook(name)
-	if !ok {
-		return admin.BackfillStatus{}, fmt.Errorf("webhook %q: %w", name, deliver.ErrNotFound)
-	}
-	if !w.Active {
-		return admin.BackfillStatus{}, fmt.Errorf("%w: webhook %q is switched off, so its events are not queued: switch it on first", admin.ErrBackfillInvalid, name)
+	w, err := a.backfillable(name)
+	if err != nil {
+		return admin.BackfillStatus{}, err
 	}
 	tables, err := a.backfillTables(w, events)
 	if err != nil {
@@ -99,11 +96,7 @@ func (a *App) resumeBackfill() {
 	var state backfillState
 	err := json.Unmarshal(raw, &state)
 	if err == nil {
-		if w, ok := a.queue.Webhook(state.Webhook); !ok {
-			err = fmt.Errorf("webhook %q is gone", state.Webhook)
-		} else if !w.Active || !slices.Contains(w.Actions, cdc.ActionCreate) {
-			err = fmt.Errorf("webhook %q is switched off or takes no create events now", state.Webhook)
-		}
+		_, err = a.backfillable(state.Webhook)
 	}
 	if err == nil {
 		a.logger.Info("backfill: resuming after a restart", "webhook", state.Webhook, "table", state.Position.Table, "after", state.Position.After)
@@ -124,12 +117,24 @@ func (a *App) Backfill(name string) (admin.BackfillStatus, bool) {
 	return v.(*backfillRun).status(), true
 }
 
-// backfillTables resolves events to the tables to read, each one the
-// webhook takes create events of.
-func (a *App) backfillTables(w deliver.Webhook, events []string) ([]string, error) {
-	if !slices.Contains(w.Actions, cdc.ActionCreate) {
-		return nil, fmt.Errorf("webhook %q does not take create events (actions), which a backfill sends", w.Name)
+// backfillable is webhook name if a backfill's rows can reach it: it
+// exists, is switched on and takes create events.
+func (a *App) backfillable(name string) (deliver.Webhook, error) {
+	w, ok := a.queue.Webhook(name)
+	switch {
+	case !ok:
+		return w, fmt.Errorf("webhook %q: %w", name, deliver.ErrNotFound)
+	case !w.Active:
+		return w, fmt.Errorf("%w: webhook %q is switched off, so its events are not queued: switch it on first", admin.ErrBackfillInvalid, name)
+	case !slices.Contains(w.Actions, cdc.ActionCreate):
+		return w, fmt.Errorf("%w: webhook %q does not take create events (actions), which a backfill sends", admin.ErrBackfillInvalid, name)
 	}
+	return w, nil
+}
+
+// backfillTables resolves events to the tables to read, each one the
+// webhook takes events of.
+func (a *App) backfillTables(w deliver.Webhook, events []string) ([]string, error) {
 	if len(events) == 0 {
 		events = w.Events
 	}
@@ -167,10 +172,9 @@ func (a *App) runBackfill(run *backfillRun, state backfillState) {
 	log := a.logger.With("webhook", run.b.Webhook)
 	log.Info("backfill: taking a snapshot of the tables", "tables", state.Tables)
 	rows, err := cdc.ReadSnapshot(ctx, dsn, state.Tables, state.Position, func(ctx context.Context, at uint64) error {
-		// Rows take their ids from the point: two backfills must not share
-		// one (each temporary slot writes WAL at its point, so they never
-		// do; this makes sure).
-		// (One backfill runs at a time.)
+		// Rows take their ids from the point: two backfills, which run
+		// one at a time, must not share one (each temporary slot writes
+		// WAL at its point, so they never do; this makes sure).
 		if last := a.lastPoint.Load(); at <= last {
 			return fmt.Errorf("the snapshot's point %s is not past the last backfill's %s", pglogrepl.LSN(at), pglogrepl.LSN(last))
 		}

@@ -36,6 +36,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"walhook/cdc"
 	"walhook/internal/pgcluster"
 )
 
@@ -115,7 +116,7 @@ type benchResult struct {
 	// before left) for one of two webhooks, under the latency load.
 	BackfillRows      int     `json:"backfill_rows,omitempty"`
 	BackfillReadEPS   float64 `json:"backfill_read_eps,omitempty"`   // rows queued per second, from the request to the end of the read
-	BackfillDrainEPS  float64 `json:"backfill_drain_eps,omitempty"`  // the backfilled webhook's deliveries per second, from the request to its last
+	BackfillDrainEPS  float64 `json:"backfill_drain_eps,omitempty"`  // the backfilled webhook's deliveries (its rows and changes) per second, from the request to its last
 	BackfillOwnP99MS  float64 `json:"backfill_own_p99_ms,omitempty"` // the live changes' commit → receipt at the backfilled webhook, which queue behind its rows
 	BackfillOwnMaxMS  float64 `json:"backfill_own_max_ms,omitempty"`
 	BackfillOtherP99  float64 `json:"backfill_other_p99_ms,omitempty"` // the same at the other webhook
@@ -427,10 +428,6 @@ func (b *bench) exec(ctx context.Context, sql string) error {
 	return nil
 }
 
-func (b *bench) replicationConn(ctx context.Context) (*pgconn.PgConn, error) {
-	return replicationConn(ctx, b.dsn)
-}
-
 func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
@@ -443,7 +440,7 @@ func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
 // createSlot creates a pgoutput slot now, so it streams every change
 // written after.
 func (b *bench) createSlot(ctx context.Context, name string) error {
-	conn, err := b.replicationConn(ctx)
+	conn, err := replicationConn(ctx, b.dsn)
 	if err != nil {
 		return err
 	}
@@ -884,8 +881,8 @@ func (b *bench) httpCeiling(ctx context.Context, workers int, d time.Duration) f
 // httpCeilingProc is httpCeiling with the client in a process of its own,
 // as walhook is: this bench's binary with -ceiling-client.
 func (b *bench) httpCeilingProc(ctx context.Context, workers int, d time.Duration) (float64, error) {
-	path := filepath.Join(b.tmp, "ceiling-body")
-	if err := os.WriteFile(path, b.ceilingBody(), 0o600); err != nil {
+	path, err := b.ceilingBodyFile()
+	if err != nil {
 		return 0, err
 	}
 	b.rc.reset(false)
@@ -908,6 +905,12 @@ func (b *bench) ceilingBody() []byte {
 		return b.sample
 	}
 	return b.bodyLike()
+}
+
+// ceilingBodyFile writes ceilingBody to a file for the client processes.
+func (b *bench) ceilingBodyFile() (string, error) {
+	path := filepath.Join(b.tmp, "ceiling-body")
+	return path, os.WriteFile(path, b.ceilingBody(), 0o600)
 }
 
 // ceilingClient is -ceiling-client: the ceiling's load from this process,
@@ -998,8 +1001,8 @@ func (c *ceilingSender) send(ctx context.Context, id string, i int) bool {
 // the end to end is measured: the most any walhook could reach on this
 // machine.
 func (b *bench) pipelineFloor(ctx context.Context, slot string, want, webhooks int) (float64, error) {
-	path := filepath.Join(b.tmp, "ceiling-body")
-	if err := os.WriteFile(path, b.ceilingBody(), 0o600); err != nil {
+	path, err := b.ceilingBodyFile()
+	if err != nil {
 		return 0, err
 	}
 	b.rc.reset(false)
@@ -1075,9 +1078,7 @@ func (b *bench) latencyPhase(ctx context.Context, res *benchResult) error {
 	defer b.dropSlot(ctx, slot)
 	defer p.stop()
 
-	txs := max(1, int(float64(b.o.rate)*b.o.duration.Seconds())/b.o.txSize)
-	n := txs * b.o.txSize
-	pace := time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
+	n, pace := b.offeredLoad()
 	took, err := b.insert(ctx, n, b.o.txSize, 4, pace)
 	if err != nil {
 		return err
@@ -1096,6 +1097,13 @@ func (b *bench) latencyPhase(ctx context.Context, res *benchResult) error {
 	res.P99MS = percentile(lat, 0.99)
 	res.P999MS = percentile(lat, 0.999)
 	return nil
+}
+
+// offeredLoad is the latency load: -rate changes/s for -duration, as n
+// rows in transactions of -tx-size, one every pace.
+func (b *bench) offeredLoad() (n int, pace time.Duration) {
+	txs := max(1, int(float64(b.o.rate)*b.o.duration.Seconds())/b.o.txSize)
+	return txs * b.o.txSize, time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
 }
 
 func percentile(sorted []time.Duration, p float64) float64 {
@@ -1214,9 +1222,7 @@ func (b *bench) backfillPhase(ctx context.Context, res *benchResult) error {
 	if resp.StatusCode != http.StatusAccepted {
 		return fmt.Errorf("POST backfill answered %s", resp.Status)
 	}
-	txs := max(1, int(float64(b.o.rate)*b.o.duration.Seconds())/b.o.txSize)
-	live := txs * b.o.txSize
-	pace := time.Duration(float64(time.Second) * float64(b.o.txSize) / float64(b.o.rate))
+	live, pace := b.offeredLoad()
 	loadDone := make(chan error, 1)
 	go func() {
 		_, err := b.insert(ctx, live, b.o.txSize, 4, pace)
@@ -1365,9 +1371,9 @@ func (rc *benchReceiver) serve(w http.ResponseWriter, r *http.Request) {
 			ID         string    `json:"id"`
 			OccurredAt time.Time `json:"occurred_at"`
 		}
-		// Changes only: a backfill's rows (index from 80000000) occurred
-		// when its snapshot was taken.
-		if json.Unmarshal(body, &v) == nil && !(len(v.ID) == 25 && v.ID[17] >= '8') {
+		// Changes only: a backfill's rows occurred when its snapshot was
+		// taken.
+		if json.Unmarshal(body, &v) == nil && !cdc.FromSnapshot(v.ID) {
 			d := now.Sub(v.OccurredAt)
 			rc.lat = append(rc.lat, d)
 			hook := r.Header.Get("X-Walhook-Webhook")
@@ -1551,7 +1557,7 @@ func printBench(w io.Writer, o benchOptions, r *benchResult) {
 	}
 	if r.BackfillRows > 0 {
 		row(fmt.Sprintf("backfill of %d rows: read", r.BackfillRows), num(r.BackfillReadEPS, "rows/s"), "queued, from the request to the end of the read")
-		row("backfill: delivered", num(r.BackfillDrainEPS, "rows/s"), "with the live load, to the backfilled webhook")
+		row("backfill: delivered", num(r.BackfillDrainEPS, "deliveries/s"), "to the backfilled webhook: its rows and the live changes")
 		row("backfill: live p99 / max, backfilled webhook", fmt.Sprintf("%.0f / %.0f ms", r.BackfillOwnP99MS, r.BackfillOwnMaxMS), "its changes queue behind its rows")
 		row("backfill: live p99 / max, other webhook", fmt.Sprintf("%.0f / %.0f ms", r.BackfillOtherP99, r.BackfillOtherMaxM), "")
 	}

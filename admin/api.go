@@ -398,8 +398,11 @@ func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &se):
 		status = se.status
-	case errors.As(err, &inv):
+	case errors.As(err, &inv), errors.Is(err, ErrBackfillInvalid):
 		status = http.StatusUnprocessableEntity
+	case errors.Is(err, deliver.ErrBackfillRunning):
+		status = http.StatusConflict
+		err = fmt.Errorf("%w: one at a time (GET /api/webhooks/{name}/backfill shows its progress)", err)
 	case errors.Is(err, deliver.ErrNotFound):
 		status = http.StatusNotFound
 	case errors.Is(err, deliver.ErrExists):

@@ -49,14 +49,7 @@ func (s *Server) startBackfill(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	st, err := s.opts.Backfills.StartBackfill(name, req.Events)
-	switch {
-	case errors.Is(err, deliver.ErrBackfillRunning):
-		writeError(w, http.StatusConflict, "%v: one at a time (GET /api/webhooks/{name}/backfill shows its progress)", err)
-		return
-	case errors.Is(err, ErrBackfillInvalid):
-		writeError(w, http.StatusUnprocessableEntity, "%v", err)
-		return
-	case err != nil:
+	if err != nil {
 		writeErr(w, err)
 		return
 	}

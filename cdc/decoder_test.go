@@ -178,8 +178,12 @@ func TestEventIDFormat(t *testing.T) {
 		cases = append(cases, [2]uint64{rng.Uint64() >> rng.UintN(64), uint64(rng.Uint32() >> rng.UintN(32))})
 	}
 	for _, c := range cases {
-		if got, want := EventID(c[0], uint32(c[1])), fmt.Sprintf("%016X-%08X", c[0], c[1]); got != want {
+		got := EventID(c[0], uint32(c[1]))
+		if want := fmt.Sprintf("%016X-%08X", c[0], c[1]); got != want {
 			t.Fatalf("EventID(%#x, %#x) = %q, want %q", c[0], c[1], got, want)
+		}
+		if FromSnapshot(got) != (c[1] >= SnapshotIndex) {
+			t.Fatalf("FromSnapshot(%q) = %v", got, FromSnapshot(got))
 		}
 	}
 }

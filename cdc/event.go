@@ -5,6 +5,8 @@ package cdc
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -54,6 +56,14 @@ type Event struct {
 
 // QualifiedTable returns schema.table.
 func (e *Event) QualifiedTable() string { return e.Schema + "." + e.Table }
+
+// FromSnapshot reports whether id, as EventID makes it, is a snapshot
+// row's: its index is SnapshotIndex or above.
+func FromSnapshot(id string) bool {
+	_, index, ok := strings.Cut(id, "-")
+	n, err := strconv.ParseUint(index, 16, 32)
+	return ok && err == nil && n >= SnapshotIndex
+}
 
 // EventID formats the deterministic id of the index-th change of the
 // transaction that committed at commitLSN.

@@ -278,16 +278,40 @@ const remindEvery = 5 * time.Minute
 
 // connect opens a normal (non-replication) connection.
 func (r *Reader) connect(ctx context.Context) (*pgx.Conn, error) {
-	cc, err := pgx.ParseConfig(r.cfg.DSN)
+	return connect(ctx, r.cfg.DSN, nil)
+}
+
+// connect opens a normal (non-replication) connection to dsn with the
+// session settings params.
+func connect(ctx context.Context, dsn string, params map[string]string) (*pgx.Conn, error) {
+	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
 	delete(cc.RuntimeParams, "replication")
+	for k, v := range params {
+		cc.RuntimeParams[k] = v
+	}
 	conn, err := pgx.ConnectConfig(ctx, cc)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	return conn, nil
+}
+
+// replicationConfig is dsn for a logical replication connection, with
+// the session settings the decoder's converters read values in.
+func replicationConfig(dsn string) (*pgconn.Config, error) {
+	pc, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	pc.RuntimeParams["replication"] = "database"
+	pc.RuntimeParams["application_name"] = "walhook"
+	for k, v := range sessionParams {
+		pc.RuntimeParams[k] = v
+	}
+	return pc, nil
 }
 
 // slotState is the slot as pg_replication_slots shows it.
@@ -366,14 +390,9 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	pc, err := pgconn.ParseConfig(r.cfg.DSN)
+	pc, err := replicationConfig(r.cfg.DSN)
 	if err != nil {
 		return false, &fatalError{fmt.Errorf("dsn: %w", err)}
-	}
-	pc.RuntimeParams["replication"] = "database"
-	pc.RuntimeParams["application_name"] = "walhook"
-	for k, v := range sessionParams {
-		pc.RuntimeParams[k] = v
 	}
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {

@@ -60,12 +60,10 @@ func ReadSnapshot(ctx context.Context, dsn string, tables []string, from Snapsho
 		}
 		names = names[i:]
 	}
-	pc, err := pgconn.ParseConfig(dsn)
+	pc, err := replicationConfig(dsn)
 	if err != nil {
 		return 0, err
 	}
-	pc.RuntimeParams["replication"] = "database"
-	pc.RuntimeParams["application_name"] = "walhook"
 	repl, err := pgconn.ConnectConfig(ctx, pc)
 	if err != nil {
 		return 0, fmt.Errorf("replication connect: %w", err)
@@ -85,17 +83,9 @@ func ReadSnapshot(ctx context.Context, dsn string, tables []string, from Snapsho
 	at := uint64(lsn)
 	takenAt := time.Now().UTC()
 
-	cc, err := pgx.ParseConfig(dsn)
+	conn, err := connect(ctx, dsn, sessionParams) // values in the stream's text forms
 	if err != nil {
 		return 0, err
-	}
-	delete(cc.RuntimeParams, "replication")
-	for k, v := range sessionParams { // values in the stream's text forms
-		cc.RuntimeParams[k] = v
-	}
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return 0, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
 	// The exported snapshot lives while the replication connection stays

@@ -47,12 +47,9 @@ func (q *Queue) StartBackfill(name string, state []byte) (*Backfill, error) {
 	b := &Backfill{Webhook: name, seen: map[string]uint64{}, ended: make(chan struct{})}
 	q.mu.Lock()
 	_, ok := q.hooks[name]
-	busy := len(q.backfills) > 0
+	busy := q.backfill != nil
 	if ok && !busy {
-		if q.backfills == nil {
-			q.backfills = map[string]*Backfill{}
-		}
-		q.backfills[name] = b
+		q.backfill = b
 	}
 	q.mu.Unlock()
 	switch {
@@ -65,7 +62,7 @@ func (q *Queue) StartBackfill(name string, state []byte) (*Backfill, error) {
 	err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyBackfill, state) })
 	if err != nil {
 		q.mu.Lock()
-		delete(q.backfills, name)
+		q.backfill = nil
 		q.mu.Unlock()
 		return nil, fmt.Errorf("store the backfill: %w", err)
 	}
@@ -121,8 +118,8 @@ func (q *Queue) EndBackfill(ctx context.Context, b *Backfill) error {
 func (q *Queue) endBackfill(b *Backfill) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.backfills[b.Webhook] == b {
-		delete(q.backfills, b.Webhook)
+	if q.backfill == b {
+		q.backfill = nil
 		close(b.ended)
 	}
 }
@@ -136,20 +133,6 @@ func (b *Backfill) Wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// activeBackfills is a copy of the backfills under way, nil when none.
-func (q *Queue) activeBackfills() map[string]*Backfill {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.backfills) == 0 {
-		return nil
-	}
-	out := make(map[string]*Backfill, len(q.backfills))
-	for k, v := range q.backfills {
-		out[k] = v
-	}
-	return out
 }
 
 func backfillKey(ev *cdc.Event, id string) string {

@@ -293,13 +293,18 @@ func (q *Queue) commit(batch []commitItem) error {
 	for _, h := range q.hooks {
 		all = append(all, h)
 	}
+	backfill := q.backfill
 	q.mu.Unlock()
 	hooks := make(map[string]target, len(all))
-	backfills := q.activeBackfills()
 	for _, h := range all {
+		t := target{h: h}
+		if backfill != nil && backfill.Webhook == h.name {
+			t.backfill = backfill
+		}
 		h.mu.Lock()
-		hooks[h.name] = target{h, slices.Clone(h.w.Actions), backfills[h.name]}
+		t.actions = slices.Clone(h.w.Actions)
 		h.mu.Unlock()
+		hooks[h.name] = t
 	}
 
 	// The counters as they are now: they include every update in the
@@ -371,37 +376,12 @@ func (q *Queue) commit(batch []commitItem) error {
 				}
 				tx := it.tx
 				if it.backfill != nil {
-					if it.endBackfill {
-						if err := meta.Delete(keyBackfill); err != nil {
-							return err
-						}
-						continue
-					}
-					if it.backfillState != nil {
-						if err := meta.Put(keyBackfill, it.backfillState); err != nil {
-							return err
-						}
-					}
 					if filled == nil {
 						filled = map[*Backfill][2]int64{}
 					}
-					n := filled[it.backfill]
-					for i := range tx.Events {
-						ev := &tx.Events[i]
-						if len(it.routes[i]) == 0 {
-							continue
-						}
-						if it.backfill.newer(ev) {
-							n[1]++
-							continue
-						}
-						before := len(news)
-						if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, true, &news); err != nil {
-							return err
-						}
-						n[0] += int64(len(news) - before)
+					if err := q.enqueueBackfill(bk, meta, events, it, hooks, &news, filled); err != nil {
+						return err
 					}
-					filled[it.backfill] = n
 					continue
 				}
 				if repeated(tx, stored) {
@@ -479,6 +459,39 @@ func repeated(tx *cdc.Tx, stored uint64) bool {
 		return tx.EndLSN <= stored
 	}
 	return tx.CommitLSN != 0 && tx.CommitLSN < stored
+}
+
+// enqueueBackfill stores a backfill item: its end drops the backfill's
+// state; a chunk of rows stores its state and queues each row the
+// backfill's webhook has no newer change of (see Backfill), counting the
+// rows queued and left out in filled.
+func (q *Queue) enqueueBackfill(bk *txBuckets, meta, events *bolt.Bucket, it commitItem, hooks map[string]target, news *[]enqueued, filled map[*Backfill][2]int64) error {
+	if it.endBackfill {
+		return meta.Delete(keyBackfill)
+	}
+	if it.backfillState != nil {
+		if err := meta.Put(keyBackfill, it.backfillState); err != nil {
+			return err
+		}
+	}
+	n := filled[it.backfill]
+	for i := range it.tx.Events {
+		ev := &it.tx.Events[i]
+		if len(it.routes[i]) == 0 {
+			continue
+		}
+		if it.backfill.newer(ev) {
+			n[1]++
+			continue
+		}
+		before := len(*news)
+		if err := q.enqueueEvent(bk, events, ev, it.routes[i], hooks, true, news); err != nil {
+			return err
+		}
+		n[0] += int64(len(*news) - before)
+	}
+	filled[it.backfill] = n
+	return nil
 }
 
 // countEvents adds the batch's events to walhook_events_total once it is

@@ -133,12 +133,12 @@ type Queue struct {
 	afterDropChunk  func() error          // when set, called after each of dropQueue's transactions; an error stops the drop (tests)
 	beforeSwitchOff func()                // when set, called after a 410 has switched a webhook off and before that is persisted (tests)
 
-	admin     sync.Mutex // serializes changes to the webhook set
-	switchMu  sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
-	mu        sync.Mutex
-	hooks     map[string]*hook
-	backfills map[string]*Backfill // under way, by webhook
-	onChange  []func()
+	admin    sync.Mutex // serializes changes to the webhook set
+	switchMu sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
+	mu       sync.Mutex
+	hooks    map[string]*hook
+	backfill *Backfill // the one under way
+	onChange []func()
 }
 
 var _ cdc.Sink = (*Queue)(nil)
