@@ -218,13 +218,11 @@ func sameTables(want []string, have map[string]bool) bool {
 // reader does, so pg_hba.conf, connection limits and poolers are tested
 // too, not only the role's attributes.
 func checkReplication(ctx context.Context, cfg *Config, role string, rep *checkReport) {
-	pc, err := pgconn.ParseConfig(cfg.Postgres.DSN)
+	pc, err := cdc.ReplicationConfig(cfg.Postgres.DSN, "walhook check")
 	if err != nil {
 		rep.fail("postgres: dsn: %v", err)
 		return
 	}
-	pc.RuntimeParams["replication"] = "database"
-	pc.RuntimeParams["application_name"] = "walhook check"
 	conn, err := pgconn.ConnectConfig(ctx, pc)
 	if err == nil {
 		defer conn.Close(context.Background())
@@ -235,25 +233,17 @@ func checkReplication(ctx context.Context, cfg *Config, role string, rep *checkR
 		return
 	}
 	var hint string
-	switch sqlStateOf(err) {
-	case "28000", "28P01": // pg_hba.conf rejected, bad password
+	switch cdc.SQLState(err) {
+	case cdc.SQLStateInvalidAuthorization, cdc.SQLStateInvalidPassword:
 		hint = "pg_hba.conf needs a line for this database and role from walhook's host (logical replication matches the database name, not the keyword replication), then SELECT pg_reload_conf();"
-	case "53300": // too many connections
+	case cdc.SQLStateTooManyConnections:
 		hint = "walhook needs a replication connection and a few normal ones: raise the role's CONNECTION LIMIT, max_connections or max_wal_senders"
-	case "42501":
+	case cdc.SQLStateInsufficientPrivilege:
 		hint = fmt.Sprintf("ALTER ROLE %s WITH REPLICATION;", pgx.Identifier{role}.Sanitize())
 	default:
 		hint = "walhook's reader connects the same way: pg_hba.conf must let this role into this database from walhook's host, and a pooler such as PgBouncer cannot carry replication connections: connect to PostgreSQL directly"
 	}
 	rep.fail("cannot open a replication connection: %v: %s", err, hint)
-}
-
-func sqlStateOf(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }
 
 // configTables lists the tables the config's webhooks need.

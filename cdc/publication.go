@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ErrPublicationMissing is returned (and retried) when the publication does
@@ -364,13 +363,4 @@ func Teardown(ctx context.Context, dsn, slot, publication string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// sqlState returns the SQLSTATE of a PostgreSQL error, or "".
-func sqlState(err error) string {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code
-	}
-	return ""
 }

@@ -34,11 +34,6 @@ type Config struct {
 const (
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 10 * time.Second
-
-	// sqlStateObjectInUse is what START_REPLICATION answers while another
-	// process streams the slot.
-	sqlStateObjectInUse = "55006"
-	sqlStateDuplicate   = "42710"
 )
 
 var slotNameRE = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
@@ -299,15 +294,18 @@ func connect(ctx context.Context, dsn string, params map[string]string) (*pgx.Co
 	return conn, nil
 }
 
-// replicationConfig is dsn for a logical replication connection, with
-// the session settings the decoder's converters read values in.
-func replicationConfig(dsn string) (*pgconn.Config, error) {
+// ReplicationConfig is dsn for a logical replication connection, as
+// walhook's reader opens it: replication=database, application_name set to
+// application, and the session settings the decoder's converters read
+// values in. Whoever tests or measures a replication connection opens it
+// with this, so it meets what the reader meets.
+func ReplicationConfig(dsn, application string) (*pgconn.Config, error) {
 	pc, err := pgconn.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
 	pc.RuntimeParams["replication"] = "database"
-	pc.RuntimeParams["application_name"] = "walhook"
+	pc.RuntimeParams["application_name"] = application
 	for k, v := range sessionParams {
 		pc.RuntimeParams[k] = v
 	}
@@ -390,7 +388,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	pc, err := replicationConfig(r.cfg.DSN)
+	pc, err := ReplicationConfig(r.cfg.DSN, "walhook")
 	if err != nil {
 		return false, &fatalError{fmt.Errorf("dsn: %w", err)}
 	}
@@ -409,7 +407,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 		switch {
 		case err == nil:
 			r.log.Info("replication slot created")
-		case sqlState(err) == sqlStateDuplicate:
+		case SQLState(err) == SQLStateDuplicateObject:
 			// Another walhook created it in between; use it.
 		default:
 			return false, fmt.Errorf("create slot: %w", err)
@@ -421,7 +419,7 @@ func (r *Reader) session(ctx context.Context) (streamed bool, err error) {
 		PluginArgs: []string{"proto_version '1'", "publication_names '" + pubArg + "'"},
 	})
 	if err != nil {
-		if sqlState(err) == sqlStateObjectInUse {
+		if SQLState(err) == SQLStateObjectInUse {
 			return false, fmt.Errorf("%w: %v", errSlotInUse, err)
 		}
 		return false, fmt.Errorf("start replication: %w", err)

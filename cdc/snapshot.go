@@ -60,7 +60,7 @@ func ReadSnapshot(ctx context.Context, dsn string, tables []string, from Snapsho
 		}
 		names = names[i:]
 	}
-	pc, err := replicationConfig(dsn)
+	pc, err := ReplicationConfig(dsn, "walhook")
 	if err != nil {
 		return 0, err
 	}
