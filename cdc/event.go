@@ -109,3 +109,19 @@ type Sink interface {
 	// are fsynced; every earlier transaction is durable too.
 	Durable() uint64
 }
+
+// SizeHint guesses the bytes an encoding of ev takes, to allocate its
+// buffer once: its strings, and each column's name and string value plus
+// ten.
+func (ev *Event) SizeHint() int {
+	n := len(ev.ID) + len(ev.Schema) + len(ev.Table) + len(ev.Entity) + len(ev.EntityID) + len(ev.EntityURL)
+	for _, m := range []map[string]any{ev.Data, ev.Old} {
+		for k, v := range m {
+			n += len(k) + 10
+			if s, ok := v.(string); ok {
+				n += len(s)
+			}
+		}
+	}
+	return n
+}

@@ -1,14 +1,11 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"sync/atomic"
-
-	bolt "go.etcd.io/bbolt"
 
 	"walhook/cdc"
 )
@@ -59,7 +56,7 @@ func (q *Queue) StartBackfill(name string, state []byte) (*Backfill, error) {
 		return nil, ErrBackfillRunning
 	}
 	// Not under q.mu: nothing may hold it while waiting for the store.
-	err := q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keyBackfill, state) })
+	err := q.st.SetBackfill(state)
 	if err != nil {
 		q.mu.Lock()
 		q.backfill = nil
@@ -72,17 +69,16 @@ func (q *Queue) StartBackfill(name string, state []byte) (*Backfill, error) {
 // PendingBackfill is the state of a backfill that was under way when
 // walhook stopped without ending it (nil: none).
 func (q *Queue) PendingBackfill() []byte {
-	var state []byte
-	q.db.View(func(tx *bolt.Tx) error {
-		state = bytes.Clone(tx.Bucket(bucketMeta).Get(keyBackfill))
-		return nil
-	})
+	state, err := q.st.Backfill()
+	if err != nil {
+		q.log.Error("read the pending backfill", "err", err)
+	}
 	return state
 }
 
 // DropBackfill forgets a pending backfill that will not be resumed.
 func (q *Queue) DropBackfill() error {
-	return q.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyBackfill) })
+	return q.st.SetBackfill(nil)
 }
 
 // SetPoint records the snapshot's WAL position: every change committed

@@ -3,22 +3,22 @@ package deliver
 import (
 	"container/heap"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
 	"gopkg.in/natefinch/lumberjack.v2"
+
+	"walhook/cdc"
+	"walhook/deliver/store"
 )
 
 // pending is a delivery held in a webhook's in-memory window.
 type pending struct {
 	seq   uint64
-	rec   *record
+	rec   *store.Record
 	ev    *event
 	due   time.Time
 	index int // in the ready heap; -1 when not in it
@@ -83,7 +83,7 @@ type hook struct {
 	signer          *Signer
 	names           *headerNames
 	tmpl            *http.Request // the method and parsed URL every request copies; nil if the URL does not parse (each attempt then says why)
-	stats           callStats
+	stats           store.Counters
 	queued          int
 	failedN         int
 	entities        map[entityKey][]*pending // per entity, in commit order; the head may be in flight
@@ -92,8 +92,6 @@ type hook struct {
 	nextLoad        uint64 // first sequence not yet considered for the window
 	diskMore        bool   // pending deliveries may wait on disk beyond the window
 	queuedMeanwhile bool   // enqueue left deliveries on disk while a refill read it
-
-	doneCount int // completed deliveries in the retention index; committer only
 
 	fileActive bool   // of a config webhook: active as the file sets it (w.Active may be switched off in the store)
 	goneURL    string // the URL that answered 410 Gone, until switchOff has persisted it (or found it superseded)
@@ -135,39 +133,8 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.reqCtx, h.abort = context.WithCancel(context.Background())
-	err = q.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketStats).Get([]byte(w.Name)); v != nil {
-			if err := json.Unmarshal(v, &h.stats); err != nil {
-				return err
-			}
-		}
-		if w.Source == SourceConfig && switchedOff(tx, w.Name, w.URL) {
-			h.w.Active = false
-		}
-		if b := tx.Bucket(queueBucket(w.Name)); b != nil {
-			n := 0
-			b.ForEach(func(_, v []byte) error {
-				switch v[0] {
-				case recPending:
-					h.queued++
-				case recFailed:
-					h.failedN++
-				}
-				// The count reads every record: a long backlog would
-				// otherwise be resident all at once after a restart.
-				if n++; n%scanDropEvery == 0 {
-					dropMapped(tx)
-				}
-				return nil
-			})
-		}
-		if d := tx.Bucket(doneBucket(w.Name)); d != nil {
-			h.doneCount = d.Stats().KeyN
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load webhook %s: %w", w.Name, err)
+	if err := h.load(); err != nil {
+		return nil, err
 	}
 	h.active.Store(h.w.Active)
 	if q.opts.LogDir != "" {
@@ -187,9 +154,25 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 	return h, nil
 }
 
-// scanDropEvery is how many records a full scan of a queue reads between
-// dropping the store's mapped pages (dropMapped): a few megabytes.
-var scanDropEvery = 1 << 16
+// load reads the webhook's counters, queue sizes and, for a config
+// webhook, whether the store keeps it switched off.
+func (h *hook) load() error {
+	sq, err := h.q.st.Queue(h.name)
+	if err != nil {
+		return err
+	}
+	h.stats, h.queued, h.failedN = sq.Counters, sq.Pending, sq.Failed
+	if h.w.Source == SourceConfig {
+		off, err := h.q.st.SwitchedOff(h.name, h.w.URL)
+		if err != nil {
+			return fmt.Errorf("load webhook %s: %w", h.name, err)
+		}
+		if off {
+			h.w.Active = false
+		}
+	}
+	return nil
+}
 
 // setWebhook swaps in a changed definition; queued deliveries stay.
 func (h *hook) setWebhook(w Webhook) error {
@@ -303,80 +286,32 @@ func (h *hook) refill() {
 	h.queuedMeanwhile = false
 	h.mu.Unlock()
 
-	var loaded []*pending
-	last := from - 1
-	exhausted := true
-	err := h.q.db.View(func(tx *bolt.Tx) error {
-		if h.q.duringRefill != nil {
-			h.q.duringRefill()
-		}
-		b := tx.Bucket(queueBucket(h.name))
-		if b == nil {
-			return nil
-		}
-		events := tx.Bucket(bucketEvents).Cursor()
-		c := b.Cursor()
-		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
-			if len(loaded) >= room {
-				exhausted = false
-				break
-			}
-			last = binary.BigEndian.Uint64(k)
-			if v[0] != recPending {
-				continue
-			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				h.q.log.Error("skipping unreadable delivery", "webhook", h.name, "seq", last, "err", err)
-				continue
-			}
-			ev, err := h.q.loadEvent(events, rec.EventID)
-			if err != nil {
-				h.q.log.Error("skipping delivery of unreadable event", "webhook", h.name, "event", rec.EventID, "err", err)
-				continue
-			}
-			p := &pending{seq: last, rec: rec, ev: ev, due: rec.Due}
-			loaded = append(loaded, p)
-		}
-		return nil
-	})
+	win, err := h.q.st.Window(h.name, from, room)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {
 		h.q.log.Error("load pending deliveries", "webhook", h.name, "err", err)
 		return
 	}
-	for _, p := range loaded {
-		h.addLocked(p)
+	for _, sp := range win.Pending {
+		h.addLocked(&pending{seq: sp.Seq, rec: sp.Record, ev: h.q.shared(sp.Event), due: sp.Record.Due})
 	}
 	// nextLoad and diskMore are the refill's alone while it runs: enqueue
 	// leaves deliveries on disk while diskMore is set, and says so.
-	h.nextLoad = last + 1
-	h.diskMore = !exhausted || h.queuedMeanwhile
+	h.nextLoad = win.Last + 1
+	h.diskMore = !win.Exhausted || h.queuedMeanwhile
 }
 
-// loadEvent reads a stored event with a cursor of the events bucket.
-// Webhooks that want the same events load them at about the same time, so
-// the first one decodes each event and the others share it: events are
-// never changed once decoded. An event only one delivery still refers to
-// is not kept for sharing.
-func (q *Queue) loadEvent(events *bolt.Cursor, id string) (*event, error) {
-	if ev, ok := q.loaded.Get(id); ok {
-		return ev, nil
-	}
-	v, found := seek(events, []byte(id))
-	if !found {
-		return nil, fmt.Errorf("event %s: not stored", id)
-	}
-	ev, err := decodeEvent(v)
-	if err != nil {
-		return nil, err
+// shared wraps a stored event for delivery. The store hands webhooks that
+// load the same event at about the same time one decoded copy; they share
+// its wrapper too, and so the body built from it.
+func (q *Queue) shared(ev *cdc.Event) *event {
+	if sev, ok := q.loaded.Get(ev); ok {
+		return sev
 	}
 	sev := &event{Event: ev}
-	if binary.BigEndian.Uint32(v) > 1 {
-		q.loaded.Add(id, sev)
-	}
-	return sev, nil
+	q.loaded.Add(ev, sev)
+	return sev
 }
 
 // backoff is the wait after failed attempt n, never shorter than retryAfter.
@@ -526,11 +461,10 @@ func (h *hook) deliver(p *pending) {
 		h.queued--
 		h.completeLocked(p)
 	}
-	u := &update{h: h, seq: p.seq, done: ok, stats: true, eventID: p.rec.EventID}
-	if ok {
-		u.record = p.rec // finished: nothing changes it any more
-	} else {
-		u.rec = encodeRecord(p.rec) // a retry changes p.rec again
+	u := &update{h: h, seq: p.seq, done: ok, stats: true, record: p.rec}
+	if !final {
+		rec := *p.rec // the next attempt changes p.rec again
+		u.record = &rec
 	}
 	queued := h.queued
 	var d Delivery
@@ -604,7 +538,7 @@ func (h *hook) completeLocked(p *pending) {
 	}
 }
 
-func (h *hook) deliveryLocked(seq uint64, rec *record) Delivery {
+func (h *hook) deliveryLocked(seq uint64, rec *store.Record) Delivery {
 	return Delivery{
 		ID: deliveryID(h.name, seq), Webhook: h.name, EventID: rec.EventID, Event: rec.Event,
 		EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts,

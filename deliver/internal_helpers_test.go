@@ -3,6 +3,7 @@ package deliver
 import (
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -83,4 +84,25 @@ func writeBacklog(tb testing.TB, q *Queue, n int, data map[string]any) uint64 {
 		tb.Fatalf("the backlog of %d was not committed", n)
 	}
 	return lsn + 1
+}
+
+// hookDef is a config webhook for all events, as openWith defines them.
+func hookDef(url, name string) Webhook {
+	var w Webhook
+	ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = name, url, []string{"*"}
+	return w
+}
+
+// envInt is the integer in environment variable name, def when it is unset.
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("%s: %v", name, err)
+	}
+	return n
 }

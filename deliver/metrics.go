@@ -2,10 +2,8 @@ package deliver
 
 import (
 	"errors"
-	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 )
 
 // metrics are the Queue's Prometheus collectors.
@@ -77,22 +75,4 @@ func register[C prometheus.Collector](r prometheus.Registerer, c C) C {
 		}
 	}
 	return c
-}
-
-// registerStoreMetrics exports the store file's size and the part of it
-// bbolt holds free, for reuse: what `walhook compact` would give back.
-func registerStoreMetrics(r prometheus.Registerer, db *bolt.DB) {
-	path := db.Path()
-	register(r, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "walhook_store_file_bytes", Help: "Size of the store file.",
-	}, func() float64 {
-		fi, err := os.Stat(path)
-		if err != nil {
-			return 0
-		}
-		return float64(fi.Size())
-	}))
-	register(r, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "walhook_store_free_bytes", Help: "Bytes of the store file's free pages, reused by later writes; walhook compact gives them back while walhook is stopped.",
-	}, func() float64 { return float64(db.Stats().FreeAlloc) }))
 }

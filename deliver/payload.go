@@ -206,7 +206,7 @@ func (e *encoder) encode(sev *event) (body, error) {
 		}
 		return body{[]byte(v.Encode()), e.ctype()}, nil
 	}
-	if b, at, end, ok := appendJSONBody(make([]byte, 0, 256+eventSize(ev)), &jb); ok {
+	if b, at, end, ok := appendJSONBody(make([]byte, 0, 256+ev.SizeHint()), &jb); ok {
 		shared.Store(&spliced{b, at, end})
 		return body{b, e.ctype()}, nil
 	}

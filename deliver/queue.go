@@ -4,7 +4,6 @@ package deliver
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,9 +17,9 @@ import (
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	bolt "go.etcd.io/bbolt"
 
 	"walhook/cdc"
+	"walhook/deliver/store"
 )
 
 // Sentinel errors of the webhook operations.
@@ -36,7 +35,8 @@ var errClosed = errors.New("queue closed")
 
 // Options configure a Queue.
 type Options struct {
-	Dir           string                       // directory of the bbolt file walhook.db; created if missing
+	Store         Store                        // where the queue lives; nil: a store.Bolt in Dir
+	Dir           string                       // directory of the bbolt file walhook.db, without a Store; created if missing
 	LogDir        string                       // <LogDir>/<webhook>.log; "" disables the log files
 	LogMaxSizeMB  int                          // rotate a .log at this size
 	LogMaxBackups int                          // rotated .log files kept
@@ -86,40 +86,36 @@ func (d Delivery) MarshalJSON() ([]byte, error) {
 }
 
 // Attempt is one HTTP request of a delivery.
-type Attempt struct {
-	N               int           `json:"n"`
-	At              time.Time     `json:"at"`
-	RequestHeaders  http.Header   `json:"request_headers"` // Authorization and custom header values redacted
-	RequestBody     string        `json:"request_body"`
-	Status          int           `json:"status"` // 0 when no response came
-	ResponseHeaders http.Header   `json:"response_headers,omitempty"`
-	ResponseBody    string        `json:"response_body,omitempty"` // the first 4 KiB
-	Duration        time.Duration `json:"duration"`
-	Error           string        `json:"error,omitempty"`
-}
+type Attempt = store.Attempt
+
+// Delivery statuses.
+const (
+	StatusPending = store.StatusPending
+	StatusSuccess = store.StatusSuccess
+	StatusFailed  = store.StatusFailed
+)
 
 const (
 	defaultRetention   = 100
 	defaultConcurrency = 16
 	windowSize         = 1000 // pending deliveries per webhook held in memory
 	pendingItems       = 4096 // Write blocks when this many items wait for the committer
-	maxBatch           = 2048 // items per bbolt transaction
+	maxBatch           = 2048 // items per commit
 	loadedEvents       = 2048 // events read back from the store kept for the other webhooks that want them
-	initialMap         = 256 << 20
 )
 
 // Queue is the persisted delivery queue. It is a cdc.Sink.
 type Queue struct {
 	opts      Options
 	log       *slog.Logger
-	db        *bolt.DB
+	st        Store
 	client    *http.Client
 	metrics   *metrics
 	userAgent string // walhook/<version>
 
 	in        chan commitItem
-	loaded    *lru.Cache[string, *event] // events read back from the store, shared by the webhooks that load them
-	gate      eventGate                  // bounds the events in items not yet committed
+	loaded    *lru.Cache[*cdc.Event, *event] // events read back from the store, shared by the webhooks that load them
+	gate      eventGate                      // bounds the events in items not yet committed
 	durable   atomic.Uint64
 	health    atomic.Pointer[error]
 	closed    atomic.Bool
@@ -129,8 +125,6 @@ type Queue struct {
 	committed chan struct{} // closed when the committer has exited
 
 	failCommit      atomic.Pointer[error] // when set, commits fail with it (tests: a full disk)
-	duringRefill    func()                // when set, called inside a refill's read transaction (tests)
-	afterDropChunk  func() error          // when set, called after each of dropQueue's transactions; an error stops the drop (tests)
 	beforeSwitchOff func()                // when set, called after a 410 has switched a webhook off and before that is persisted (tests)
 
 	admin    sync.Mutex // serializes changes to the webhook set
@@ -158,43 +152,38 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
-		return nil, fmt.Errorf("open store: %w", err)
-	}
 	if opts.LogDir != "" {
 		if err := os.MkdirAll(opts.LogDir, 0o750); err != nil {
 			return nil, fmt.Errorf("open log dir: %w", err)
 		}
 	}
-	// A map that starts large spares the remaps (each waits for every
-	// reader) while a store grows; only pages in use are resident.
-	var apiHooks []Webhook
-	var durable uint64
-	db, err := openStore(filepath.Join(opts.Dir, "walhook.db"), &bolt.Options{Timeout: 5 * time.Second, InitialMmapSize: initialMap}, func(tx *bolt.Tx) (err error) {
-		for _, b := range [][]byte{bucketEvents, bucketWebhooks, bucketActive, bucketStats, bucketMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+	st := opts.Store
+	if st == nil {
+		var err error
+		st, err = store.OpenBolt(opts.Dir, store.BoltOptions{Retention: opts.Retention, Logger: opts.Logger, Registerer: opts.Registerer})
+		if err != nil {
+			return nil, err
 		}
-		if v := tx.Bucket(bucketMeta).Get(keyDurable); len(v) == 8 {
-			durable = binary.BigEndian.Uint64(v)
-		}
-		apiHooks, err = storedWebhooks(tx)
-		return err
-	})
-	if err != nil {
-		return nil, err
 	}
-	loaded, err := lru.New[string, *event](loadedEvents)
+	defs, err := st.WebhookDefs()
+	var apiHooks []Webhook
+	if err == nil {
+		apiHooks, err = decodeWebhooks(defs)
+	}
 	if err != nil {
-		db.Close()
+		st.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	loaded, err := lru.New[*cdc.Event, *event](loadedEvents)
+	if err != nil {
+		st.Close()
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	q := &Queue{
 		loaded:    loaded,
 		opts:      opts,
 		log:       opts.Logger,
-		db:        db,
+		st:        st,
 		client:    newClient(opts),
 		userAgent: "walhook/" + opts.Version,
 		metrics:   newMetrics(opts.Registerer),
@@ -203,10 +192,7 @@ func Open(opts Options) (*Queue, error) {
 		committed: make(chan struct{}),
 		hooks:     map[string]*hook{},
 	}
-	q.durable.Store(durable)
-	if opts.Registerer != nil {
-		registerStoreMetrics(opts.Registerer, db)
-	}
+	q.durable.Store(st.Durable())
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	for _, w := range apiHooks {
 		h, err := q.newHook(w)
@@ -256,7 +242,7 @@ func (q *Queue) Close() error {
 		for _, h := range hooks {
 			h.closeLog()
 		}
-		err = q.db.Close()
+		err = q.st.Close()
 	})
 	return err
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
+	"walhook/deliver/store"
 )
 
 // SetConfigWebhooks replaces the webhooks defined in the config file.
@@ -97,13 +96,16 @@ func (q *Queue) reloadWebhook(h *hook, w Webhook) error {
 	h.mu.Lock()
 	gone := h.goneURL != "" && h.goneURL == w.URL
 	h.mu.Unlock()
-	if err := q.db.Update(func(tx *bolt.Tx) error {
-		if gone || switchedOff(tx, w.Name, w.URL) {
-			w.Active = false
-			return nil
+	off := gone
+	if !off {
+		var err error
+		if off, err = q.st.SwitchedOff(w.Name, w.URL); err != nil {
+			return fmt.Errorf("webhook %q: %w", w.Name, err)
 		}
-		return tx.Bucket(bucketActive).Delete([]byte(w.Name)) // its URL changed
-	}); err != nil {
+	}
+	if off {
+		w.Active = false
+	} else if err := q.st.SetSwitchedOff(w.Name, w.URL, false); err != nil { // its URL changed
 		return fmt.Errorf("webhook %q: %w", w.Name, err)
 	}
 	h.mu.Lock()
@@ -123,17 +125,15 @@ func (q *Queue) dropOrphans() error {
 		live[n] = true
 	}
 	q.mu.Unlock()
-	var orphans []string
-	q.db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(name []byte, _ *bolt.Bucket) error {
-			if n, ok := strings.CutPrefix(string(name), "q/"); ok && !live[n] {
-				orphans = append(orphans, n)
-			}
-			return nil
-		})
-	})
-	for _, n := range orphans {
-		if err := q.dropQueue(n); err != nil {
+	queues, err := q.st.Queues()
+	if err != nil {
+		return fmt.Errorf("list queues: %w", err)
+	}
+	for _, n := range queues {
+		if live[n] {
+			continue
+		}
+		if err := q.st.DropQueue(n); err != nil {
 			return fmt.Errorf("drop queue of %q: %w", n, err)
 		}
 		q.log.Info("dropped the queue of a removed webhook", "webhook", n)
@@ -152,85 +152,14 @@ func (q *Queue) dropHook(h *hook) error {
 	h.stop(true)
 	h.closeLog()
 	q.metrics.depth.DeleteLabelValues(h.name)
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketWebhooks).Delete([]byte(h.name))
-	})
+	err := q.st.DeleteWebhook(h.name)
 	if err == nil {
-		err = q.dropQueue(h.name)
+		err = q.st.DropQueue(h.name)
 	}
 	if err != nil {
 		return fmt.Errorf("drop webhook %q: %w", h.name, err)
 	}
 	return nil
-}
-
-// dropChunk is how many deliveries one transaction of dropQueue deletes.
-var dropChunk = 10000
-
-// dropQueue deletes a webhook's deliveries, counters and override. The
-// deliveries go dropChunk to a transaction, each with its reference on its
-// event: a single transaction for a long queue held the store's only
-// writer, and so every commit, for seconds, and took memory in proportion
-// (1,000,000 deliveries: 3.4 s and 150 MB of heap). A crash in between
-// leaves the queue of a webhook that exists no more, which dropOrphans
-// finishes; no reference is dropped twice, as each goes with its delivery.
-func (q *Queue) dropQueue(name string) error {
-	for more := true; more; {
-		err := q.db.Update(func(tx *bolt.Tx) error {
-			more = false
-			if b := tx.Bucket(queueBucket(name)); b != nil {
-				events := tx.Bucket(bucketEvents)
-				evc, c := events.Cursor(), b.Cursor()
-				for n, v := 0, firstValue(c); v != nil; n, v = n+1, firstValue(c) {
-					if n == dropChunk {
-						more = true
-						return nil
-					}
-					if rec, err := decodeRecord(v); err == nil {
-						if err := derefEventN(events, evc, rec.EventID, 1); err != nil {
-							return err
-						}
-					}
-					if err := c.Delete(); err != nil {
-						return err
-					}
-				}
-			}
-			// Empty now, in this transaction: a delivery queued again
-			// (Redeliver) between two chunks has been dropped with its
-			// reference too.
-			for _, bk := range [][]byte{queueBucket(name), doneBucket(name)} {
-				if tx.Bucket(bk) != nil {
-					if err := tx.DeleteBucket(bk); err != nil {
-						return err
-					}
-				}
-			}
-			if err := tx.Bucket(bucketStats).Delete([]byte(name)); err != nil {
-				return err
-			}
-			return tx.Bucket(bucketActive).Delete([]byte(name))
-		})
-		if err == nil && q.afterDropChunk != nil {
-			err = q.afterDropChunk()
-		}
-		if err != nil {
-			return err
-		}
-		q.releaseMapped()
-	}
-	return nil
-}
-
-// firstValue moves c to its first key and returns that key's value, nil
-// when the bucket is empty. A cursor's Next after its Delete can skip a key:
-// deleting from the front, seek the front again.
-func firstValue(c *bolt.Cursor) []byte {
-	k, v := c.First()
-	if k == nil {
-		return nil
-	}
-	return v
 }
 
 // CreateWebhook adds a webhook through the API and persists it. Without a
@@ -273,9 +202,7 @@ func (q *Queue) putWebhook(w Webhook) error {
 	if err != nil {
 		return fmt.Errorf("encode webhook: %w", err)
 	}
-	if err := q.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketWebhooks).Put([]byte(w.Name), v)
-	}); err != nil {
+	if err := q.st.PutWebhook(w.Name, v); err != nil {
 		return fmt.Errorf("store webhook %q: %w", w.Name, err)
 	}
 	return nil
@@ -360,13 +287,7 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 	if active && !fileActive {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrOffInFile)
 	}
-	err := q.db.Update(func(tx *bolt.Tx) error {
-		if active {
-			return tx.Bucket(bucketActive).Delete([]byte(name))
-		}
-		return keepSwitchedOff(tx, name, url)
-	})
-	if err != nil {
+	if err := q.st.SetSwitchedOff(name, url, !active); err != nil {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, err)
 	}
 	h.mu.Lock()
@@ -415,7 +336,7 @@ func (q *Queue) persistSwitchOff(h *hook, w Webhook) bool {
 	if cur.Source == SourceAPI {
 		err = q.putWebhook(cur)
 	} else {
-		err = q.db.Update(func(tx *bolt.Tx) error { return keepSwitchedOff(tx, w.Name, cur.URL) })
+		err = q.st.SetSwitchedOff(w.Name, cur.URL, true)
 	}
 	if err != nil {
 		q.log.Error("persist switched-off webhook", "webhook", w.Name, "err", err)
@@ -481,37 +402,26 @@ func (q *Queue) Deliveries(name string, limit int, status string) ([]Delivery, e
 	h.mu.Lock()
 	enc := h.enc
 	h.mu.Unlock()
-	var out []Delivery
-	err := q.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(queueBucket(name))
-		if b == nil {
-			return nil
+	stored, err := q.st.Deliveries(name, limit, status)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Delivery, 0, len(stored))
+	for _, p := range stored {
+		rec := p.Record
+		d := Delivery{
+			ID: deliveryID(name, p.Seq), Webhook: name, EventID: rec.EventID,
+			Event: rec.Event, EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt,
+			NextAttemptAt: rec.Due, Attempts: rec.Attempts,
 		}
-		events := tx.Bucket(bucketEvents)
-		c := b.Cursor()
-		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
-			if status != "" && v[0] != statusByte(status) {
-				continue
+		if p.Event != nil {
+			if body, err := enc.encode(&event{Event: p.Event}); err == nil {
+				d.Payload = body.data
 			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return err
-			}
-			d := Delivery{
-				ID: deliveryID(name, binary.BigEndian.Uint64(k)), Webhook: name, EventID: rec.EventID,
-				Event: rec.Event, EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt,
-				NextAttemptAt: rec.Due, Attempts: rec.Attempts,
-			}
-			if ev, err := decodeEvent(events.Get([]byte(rec.EventID))); err == nil {
-				if body, err := enc.encode(&event{Event: ev}); err == nil {
-					d.Payload = body.data
-				}
-			}
-			out = append(out, d)
 		}
-		return nil
-	})
-	return out, err
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 func parseDeliveryID(id string) (string, uint64, error) {
@@ -537,79 +447,27 @@ func (q *Queue) Redeliver(id string) error {
 	if h == nil {
 		return fmt.Errorf("delivery %q: %w", id, ErrNotFound)
 	}
-	var r redelivered
-	if err := q.db.Update(func(tx *bolt.Tx) error {
-		r, err = redeliverIn(tx, name, seq)
-		return err
-	}); err != nil {
+	r, err := q.st.Redeliver(name, seq)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("delivery %q: %w", id, ErrNotFound)
+	case errors.Is(err, store.ErrPending):
+		return fmt.Errorf("delivery %q is still pending", id)
+	case err != nil:
 		return err
 	}
-	h.requeued([]redelivered{r})
+	h.requeued([]store.Redelivered{r})
 	return nil
-}
-
-// redelivered is a delivery queued again, and whether it replaced a failed one.
-type redelivered struct {
-	p       *pending
-	wasFail bool
-}
-
-// redeliverIn queues delivery seq of webhook name again within tx (see
-// Redeliver).
-func redeliverIn(tx *bolt.Tx, name string, seq uint64) (redelivered, error) {
-	id := deliveryID(name, seq)
-	b := tx.Bucket(queueBucket(name))
-	var v []byte
-	if b != nil {
-		v = b.Get(seqKey(seq))
-	}
-	if v == nil {
-		return redelivered{}, fmt.Errorf("delivery %q: %w", id, ErrNotFound)
-	}
-	if v[0] == recPending {
-		return redelivered{}, fmt.Errorf("delivery %q is still pending", id)
-	}
-	old, err := decodeRecord(v)
-	if err != nil {
-		return redelivered{}, err
-	}
-	events := tx.Bucket(bucketEvents)
-	ev, err := decodeEvent(events.Get([]byte(old.EventID)))
-	if err != nil {
-		return redelivered{}, err
-	}
-	if err := refEvent(events, old.EventID); err != nil {
-		return redelivered{}, err
-	}
-	nseq, err := b.NextSequence()
-	if err != nil {
-		return redelivered{}, err
-	}
-	rec := &record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, PrevEntityID: old.PrevEntityID, CreatedAt: time.Now().UTC()}
-	if err := b.Put(seqKey(nseq), encodeRecord(rec)); err != nil {
-		return redelivered{}, err
-	}
-	r := redelivered{p: &pending{seq: nseq, rec: rec, ev: &event{Event: ev}}}
-	if v[0] == recFailed {
-		r.wasFail = true
-		if err := b.Delete(seqKey(seq)); err != nil {
-			return redelivered{}, err
-		}
-		if err := derefEvent(events, old.EventID); err != nil {
-			return redelivered{}, err
-		}
-	}
-	return r, nil
 }
 
 // requeued hands deliveries queued again, in sequence order, to the
 // webhook's window.
-func (h *hook) requeued(rs []redelivered) {
+func (h *hook) requeued(rs []store.Redelivered) {
 	ps := make([]*pending, len(rs))
 	fails := 0
 	for i, r := range rs {
-		ps[i] = r.p
-		if r.wasFail {
+		ps[i] = &pending{seq: r.Seq, rec: r.Record, ev: &event{Event: r.Event}}
+		if r.WasFailed {
 			fails++
 		}
 	}
@@ -631,49 +489,13 @@ func (q *Queue) Recover(name string, since time.Time) (int, error) {
 	if h == nil {
 		return 0, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
 	}
-	var seqs []uint64
-	err := q.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(queueBucket(name))
-		if b == nil {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			if v[0] != recFailed {
-				return nil
-			}
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return nil
-			}
-			at := rec.CreatedAt
-			if n := len(rec.Attempts); n > 0 {
-				at = rec.Attempts[n-1].At
-			}
-			if !at.Before(since) {
-				seqs = append(seqs, binary.BigEndian.Uint64(k))
-			}
-			return nil
-		})
-	})
+	seqs, err := q.st.FailedSince(name, since)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
 	for chunk := range slices.Chunk(seqs, recoverChunk) {
-		var rs []redelivered
-		err := q.db.Update(func(tx *bolt.Tx) error {
-			for _, seq := range chunk {
-				r, err := redeliverIn(tx, name, seq)
-				if errors.Is(err, ErrNotFound) {
-					continue // redelivered or dropped meanwhile
-				}
-				if err != nil {
-					return err
-				}
-				rs = append(rs, r)
-			}
-			return nil
-		})
+		rs, err := q.st.RedeliverFailed(name, chunk)
 		if err != nil {
 			return n, err
 		}

@@ -2,6 +2,8 @@ package deliver
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"walhook/cdc"
+	"walhook/deliver/store"
 )
 
 // A backlog far larger than the window stays on disk and drains in order.
@@ -177,7 +180,16 @@ func TestWritesWhileRefilling(t *testing.T) {
 func TestEnqueuedDuringRefill(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer srv.Close()
-	q := openWith(t, t.TempDir(), srv.URL, []string{"h"}, nil)
+	dir := t.TempDir()
+	st, err := store.OpenBolt(dir, store.BoltOptions{Retention: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		q     *Queue
+		armed atomic.Bool // DuringWindow runs for every read: act on the refill's only
+		once  sync.Once
+	)
 	write := func(lsn uint64) {
 		tx := &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, CommitTime: time.Now(), Events: []cdc.Event{{
 			ID: cdc.EventID(lsn, 0), Schema: "public", Table: "t", Action: cdc.ActionCreate, Entity: "t", EntityID: fmt.Sprint(lsn),
@@ -186,9 +198,10 @@ func TestEnqueuedDuringRefill(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	h := q.hook("h")
-	var once sync.Once
-	q.duringRefill = func() {
+	st.DuringWindow = func() {
+		if !armed.Load() {
+			return
+		}
 		once.Do(func() {
 			write(20)
 			// Enqueued, and left on disk: the refill is still reading.
@@ -197,6 +210,9 @@ func TestEnqueuedDuringRefill(t *testing.T) {
 			}
 		})
 	}
+	q = openWith(t, dir, srv.URL, []string{"h"}, func(o *Options) { o.Store = st })
+	h := q.hook("h")
+	armed.Store(true)
 	h.mu.Lock()
 	h.diskMore = true // as when a backlog waits: the scheduler refills
 	h.mu.Unlock()

@@ -1,4 +1,4 @@
-package deliver
+package store
 
 import (
 	"encoding/binary"
@@ -22,7 +22,7 @@ const binaryRecord = 0x01
 // entity id: a delivery of an UPDATE that changed the row's key.
 const binaryRecordPrev = 0x02
 
-func encodeRecord(r *record) []byte {
+func encodeRecord(r *Record) []byte {
 	b := make([]byte, 2, recordSize(r))
 	b[0], b[1] = statusByte(r.Status), binaryRecord
 	for _, s := range []string{r.EventID, r.Event, r.Entity, r.EntityID} {
@@ -78,7 +78,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 }
 
 // recordSize guesses an encoded record's length, to allocate it once.
-func recordSize(r *record) int {
+func recordSize(r *Record) int {
 	n := 32 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID) + len(r.PrevEntityID)
 	for i := range r.Attempts {
 		a := &r.Attempts[i]
@@ -98,12 +98,12 @@ func headerSize(h http.Header) int {
 	return n
 }
 
-func decodeRecord(v []byte) (*record, error) {
+func decodeRecord(v []byte) (*Record, error) {
 	if len(v) < 2 {
 		return nil, fmt.Errorf("decode delivery: %d bytes", len(v))
 	}
 	if v[1] != binaryRecord && v[1] != binaryRecordPrev {
-		r := &record{}
+		r := &Record{}
 		if err := json.Unmarshal(v[1:], r); err != nil {
 			return nil, fmt.Errorf("decode delivery: %w", err)
 		}
@@ -111,7 +111,7 @@ func decodeRecord(v []byte) (*record, error) {
 		return r, nil
 	}
 	r := eventReader{b: v[2:]}
-	rec := &record{Status: statusName(v[0]), EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
+	rec := &Record{Status: statusName(v[0]), EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
 	if v[1] == binaryRecordPrev {
 		rec.PrevEntityID = r.string()
 	}

@@ -1,4 +1,4 @@
-package deliver
+package store
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ const (
 var errUnencodable = errors.New("value type without a binary form")
 
 func encodeEvent(ev *cdc.Event, refs uint32) ([]byte, error) {
-	out := make([]byte, 4, 96+eventSize(ev))
+	out := make([]byte, 4, 96+ev.SizeHint())
 	binary.BigEndian.PutUint32(out, refs)
 	if b, err := appendEvent(append(out, binaryEvent), ev); err == nil {
 		return b, nil
@@ -65,20 +65,6 @@ func decodeEvent(v []byte) (*cdc.Event, error) {
 		return ev, nil
 	}
 	return decodeJSONEvent(v[4:])
-}
-
-// eventSize guesses the binary form's length.
-func eventSize(ev *cdc.Event) int {
-	n := len(ev.ID) + len(ev.Schema) + len(ev.Table) + len(ev.Entity) + len(ev.EntityID) + len(ev.EntityURL)
-	for _, m := range []map[string]any{ev.Data, ev.Old} {
-		for k, v := range m {
-			n += len(k) + 10
-			if s, ok := v.(string); ok {
-				n += len(s)
-			}
-		}
-	}
-	return n
 }
 
 func appendEvent(b []byte, ev *cdc.Event) ([]byte, error) {

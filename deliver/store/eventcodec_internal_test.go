@@ -1,4 +1,4 @@
-package deliver
+package store
 
 import (
 	"encoding/binary"
@@ -149,13 +149,13 @@ func BenchmarkDecodeStoredEvent(b *testing.B) {
 func TestRecordForms(t *testing.T) {
 	created := time.Date(2026, 11, 29, 1, 2, 3, 456789123, time.UTC)
 	odd := "a\"b\\c\n\r\t\x00\x1f<>&\u2028\u2029é" + "z"
-	pending := &record{Status: StatusPending, EventID: cdc.EventID(5, 1), Event: "order.create", Entity: "order", EntityID: "42", CreatedAt: created}
+	pending := &Record{Status: StatusPending, EventID: cdc.EventID(5, 1), Event: "order.create", Entity: "order", EntityID: "42", CreatedAt: created}
 	retried := *pending
 	retried.Due = created.Add(time.Minute)
 	done := *pending
 	done.Status = StatusSuccess
 	done.Attempts = []Attempt{{N: 1, At: created, Status: 200, RequestBody: `{"a":1}`, RequestHeaders: http.Header{"X-A": {"b"}}}}
-	failed := record{Status: StatusFailed, EventID: odd, Event: odd, Entity: odd, EntityID: odd, CreatedAt: created, Attempts: []Attempt{
+	failed := Record{Status: StatusFailed, EventID: odd, Event: odd, Entity: odd, EntityID: odd, CreatedAt: created, Attempts: []Attempt{
 		{N: 1, At: created, RequestHeaders: http.Header{"Content-Type": {"application/json"}, "B": {odd, ""}, "A": nil},
 			RequestBody: `{"id":1}` + odd, Status: 503, ResponseHeaders: http.Header{"Retry-After": {"3"}},
 			ResponseBody: odd, Duration: 1234567 * time.Nanosecond, Error: odd},
@@ -164,7 +164,7 @@ func TestRecordForms(t *testing.T) {
 	}}
 	rekeyed := failed
 	rekeyed.PrevEntityID = "41" + odd // an UPDATE that changed the key
-	for name, rec := range map[string]*record{"pending": pending, "pending with a due time": &retried, "succeeded": &done, "failed": &failed, "rekeyed": &rekeyed} {
+	for name, rec := range map[string]*Record{"pending": pending, "pending with a due time": &retried, "succeeded": &done, "failed": &failed, "rekeyed": &rekeyed} {
 		v := encodeRecord(rec)
 		form := byte(binaryRecord)
 		if rec.PrevEntityID != "" {

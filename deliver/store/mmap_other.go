@@ -1,6 +1,6 @@
 //go:build !linux
 
-package deliver
+package store
 
 import bolt "go.etcd.io/bbolt"
 

@@ -1,0 +1,391 @@
+package deliver
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"walhook/cdc"
+	"walhook/deliver/store"
+)
+
+// commitItem is a transaction to enqueue or a delivery result to persist.
+type commitItem struct {
+	tx     *cdc.Tx
+	routes [][]string // per event: names of the webhooks that want it
+	upd    *update
+
+	backfill      *Backfill // tx holds its rows (see Backfill)
+	backfillState []byte    // stored with the rows
+	endBackfill   bool      // the end of backfill: no rows
+}
+
+// update persists a delivery's new state and the webhook's counters.
+type update struct {
+	h      *hook
+	seq    uint64        // 0: counters only
+	record *store.Record // nobody changes it until it is committed
+	done   bool          // completed successfully: enters the retention index
+	stats  bool          // the webhook's counters changed
+}
+
+// commitLoop is the single writer. Transactions from the WAL are
+// committed as soon as they come, many in one bbolt transaction, and
+// Durable advances after each commit. Delivery outcomes wait up to
+// outcomeLinger and go in with the next commit after that: nothing waits
+// for them, and in a big batch the successes that retention would prune in
+// the same commit are never written (see store.Bolt.Commit). A failed commit is
+// retried with the same items; Durable stays where it was.
+func (q *Queue) commitLoop() {
+	defer close(q.committed)
+	var (
+		batch    []commitItem // transactions
+		events   int          // in batch
+		outcomes []commitItem // delivery outcomes, oldest first
+		since    time.Time    // when the oldest outcome came
+	)
+	add := func(it commitItem) {
+		if it.upd != nil {
+			if len(outcomes) == 0 {
+				since = time.Now()
+			}
+			outcomes = append(outcomes, it)
+			return
+		}
+		batch = append(batch, it)
+		events += len(it.tx.Events)
+	}
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	for {
+		if len(batch) == 0 {
+			var due <-chan time.Time
+			if len(outcomes) > 0 {
+				linger.Reset(time.Until(since.Add(outcomeLinger)))
+				due = linger.C
+			}
+			select {
+			case it := <-q.in:
+				add(it)
+			case <-due:
+			case <-q.ctx.Done():
+				linger.Stop()
+				q.finalCommit(append(batch, outcomes...))
+				return
+			}
+			linger.Stop()
+		}
+	fill:
+		for len(batch) < maxBatch && events < maxBatchEvents && len(outcomes) < maxOutcomes {
+			select {
+			case it := <-q.in:
+				add(it)
+			default:
+				break fill
+			}
+		}
+		withOutcomes := len(outcomes) > 0 && (len(outcomes) >= maxOutcomes || time.Since(since) >= outcomeLinger)
+		if len(batch) == 0 && !withOutcomes {
+			continue
+		}
+		items := batch
+		if withOutcomes {
+			items = append(slices.Clip(batch), outcomes...)
+		}
+		if err := q.commit(items); err != nil {
+			q.log.Error("STORE COMMIT FAILED: deliveries are not persisted and the WAL position is not confirmed; retrying", "err", err, "items", len(items))
+			e := fmt.Errorf("store commit: %w", err)
+			q.health.Store(&e)
+			select {
+			case <-time.After(time.Second):
+			case <-q.ctx.Done():
+			}
+			if q.ctx.Err() != nil {
+				q.finalCommit(append(batch, outcomes...))
+				return
+			}
+			continue
+		}
+		q.health.Store(nil)
+		q.gate.release(events)
+		batch, events = batch[:0], 0
+		if withOutcomes {
+			outcomes = outcomes[:0]
+		}
+	}
+}
+
+// outcomeLinger is how long a delivery outcome may wait for its commit.
+// Longer batches more outcomes per fsync and lets more successes skip the
+// store (see commit); a crash within it sends those deliveries again, with
+// the same id.
+const outcomeLinger = 50 * time.Millisecond
+
+// maxOutcomes commits the waiting outcomes before the linger ends.
+const maxOutcomes = 8192
+
+// maxWaitingEvents bounds the events written but not yet committed: the
+// chunks of a big transaction (see cdc.Tx) wait for the store rather than
+// pile up in memory. One batch's worth: while it commits the reader decodes
+// the next; letting a second batch wait as well only grew the heap
+// (testdata/bench/2026-11-29-5-perf.txt).
+const maxWaitingEvents = maxBatchEvents
+
+// eventGate counts the events handed to the committer and not yet
+// committed. Write (the Reader writes from one loop) and a backfill's
+// WriteBackfill wait on it; each release wakes one of them, and whoever
+// passes is released by a later commit, which wakes the next.
+type eventGate struct {
+	mu   sync.Mutex
+	n    int
+	free chan struct{} // signalled when n drops
+}
+
+// acquire waits until n more events fit. A single item bigger than the
+// bound is let through when nothing else waits.
+func (g *eventGate) acquire(ctx context.Context, closed <-chan struct{}, n int) error {
+	for {
+		g.mu.Lock()
+		if g.n == 0 || g.n+n <= maxWaitingEvents {
+			g.n += n
+			g.mu.Unlock()
+			return nil
+		}
+		g.mu.Unlock()
+		select {
+		case <-g.free:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-closed:
+			return errClosed
+		}
+	}
+}
+
+func (g *eventGate) release(n int) {
+	if n == 0 {
+		return
+	}
+	g.mu.Lock()
+	g.n -= n
+	g.mu.Unlock()
+	select {
+	case g.free <- struct{}{}:
+	default:
+	}
+}
+
+// maxBatchEvents stops filling a batch: chunks of a big transaction (see
+// cdc.Tx) are thousands of events each.
+const maxBatchEvents = 8000
+
+// finalCommit persists what was waiting and what is still sent when the
+// Queue closes.
+func (q *Queue) finalCommit(waiting []commitItem) {
+	batch := waiting
+	for {
+	drain:
+		for len(batch) < maxBatch+maxOutcomes {
+			select {
+			case it := <-q.in:
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		if len(batch) == 0 {
+			return
+		}
+		if err := q.commit(batch); err != nil {
+			q.log.Error("store commit at close failed", "err", err, "items", len(batch))
+			return
+		}
+		batch = nil
+	}
+}
+
+// target is a webhook and the actions it wants, as a commit began.
+type target struct {
+	h        *hook
+	actions  []string
+	backfill *Backfill // under way for the webhook: notes its changes
+}
+
+// commit persists a batch through the store and hands the deliveries it
+// queued to their webhooks. Who gets a delivery of each event is decided
+// here, before the store's transaction, from the webhooks as the commit
+// began: the store is never inside a lock of ours.
+func (q *Queue) commit(batch []commitItem) error {
+	hooks := q.targets()
+	b, plan := q.batch(batch, hooks)
+	if e := q.failCommit.Load(); e != nil && !b.Empty() {
+		return *e
+	}
+	queued, err := q.st.Commit(b)
+	if err != nil {
+		return err
+	}
+	sent := map[*Backfill]int64{}
+	byHook := map[*hook][]*pending{}
+	var order []*hook
+	var sev *event
+	for _, d := range queued {
+		h := hooks[d.Webhook].h
+		if sev == nil || sev.Event != d.Event {
+			sev = &event{Event: d.Event}
+		}
+		if _, ok := byHook[h]; !ok {
+			order = append(order, h)
+		}
+		byHook[h] = append(byHook[h], &pending{seq: d.Seq, rec: d.Record, ev: sev})
+		if bf := plan.backfills[d.Append]; bf != nil {
+			sent[bf]++
+		}
+	}
+	for bf, n := range sent {
+		bf.sent.Add(n)
+	}
+	for bf, n := range plan.skipped {
+		bf.skipped.Add(n)
+	}
+	for _, it := range batch {
+		if it.endBackfill {
+			q.endBackfill(it.backfill)
+		}
+	}
+	q.countEvents(batch, q.durable.Load())
+	if plan.endLSN > q.durable.Load() {
+		q.durable.Store(plan.endLSN)
+	}
+	for _, h := range order {
+		h.enqueue(byHook[h])
+	}
+	return nil
+}
+
+// targets snapshots the webhooks and the actions they want. It resolves
+// them before the store's transaction: nothing inside that may wait for a
+// lock that is held around another store transaction.
+func (q *Queue) targets() map[string]target {
+	q.mu.Lock()
+	all := make([]*hook, 0, len(q.hooks))
+	for _, h := range q.hooks {
+		all = append(all, h)
+	}
+	backfill := q.backfill
+	q.mu.Unlock()
+	hooks := make(map[string]target, len(all))
+	for _, h := range all {
+		t := target{h: h}
+		if backfill != nil && backfill.Webhook == h.name {
+			t.backfill = backfill
+		}
+		h.mu.Lock()
+		t.actions = slices.Clone(h.w.Actions)
+		h.mu.Unlock()
+		hooks[h.name] = t
+	}
+	return hooks
+}
+
+// batchPlan is what a commit does once the store has its batch.
+type batchPlan struct {
+	backfills []*Backfill         // per Append: the backfill whose rows it holds
+	skipped   map[*Backfill]int64 // rows left out for a newer change
+	endLSN    uint64              // the end of the batch's latest transaction
+}
+
+// batch turns commit items into the store's batch: each event's live,
+// active webhooks that want its action; the rows of a backfill its webhook
+// has a newer change of left out (see Backfill); each webhook's counters
+// once, as they are now (they include every update in the batch, whatever
+// order the workers sent them in).
+func (q *Queue) batch(batch []commitItem, hooks map[string]target) (*store.Batch, batchPlan) {
+	b := &store.Batch{}
+	var plan batchPlan
+	for _, it := range batch {
+		if u := it.upd; u != nil {
+			if u.h.deleted.Load() {
+				continue
+			}
+			if u.stats {
+				if _, ok := b.Counters[u.h.name]; !ok {
+					if b.Counters == nil {
+						b.Counters = map[string]store.Counters{}
+					}
+					u.h.mu.Lock()
+					b.Counters[u.h.name] = u.h.stats
+					u.h.mu.Unlock()
+				}
+			}
+			if u.seq != 0 {
+				b.Outcomes = append(b.Outcomes, store.Outcome{Webhook: u.h.name, Seq: u.seq, Record: u.record, Done: u.done})
+			}
+			continue
+		}
+		plan.endLSN = max(plan.endLSN, it.tx.EndLSN)
+		plan.backfills = append(plan.backfills, it.backfill)
+		a := store.Append{Tx: it.tx, Targets: make([][]string, len(it.tx.Events)),
+			Backfill: it.backfill != nil, BackfillState: it.backfillState, EndBackfill: it.endBackfill}
+		for i := range it.tx.Events {
+			ev := &it.tx.Events[i]
+			if it.backfill != nil && len(it.routes[i]) > 0 && it.backfill.newer(ev) {
+				if plan.skipped == nil {
+					plan.skipped = map[*Backfill]int64{}
+				}
+				plan.skipped[it.backfill]++
+				continue
+			}
+			a.Targets[i] = eventTargets(ev, it.routes[i], hooks)
+		}
+		b.Appends = append(b.Appends, a)
+	}
+	return b, plan
+}
+
+// eventTargets are the webhooks among names that are live and active and
+// want ev's action; a backfill under way for one of them notes the change.
+func eventTargets(ev *cdc.Event, names []string, hooks map[string]target) []string {
+	var out []string
+	for _, n := range names {
+		t, ok := hooks[n]
+		if !ok || t.h.deleted.Load() || !t.h.active.Load() || !slices.Contains(t.actions, ev.Action) {
+			continue
+		}
+		out = append(out, n)
+		if t.backfill != nil {
+			t.backfill.saw(ev)
+		}
+	}
+	return out
+}
+
+// countEvents adds the batch's events to walhook_events_total once it is
+// committed, leaving out the transactions PostgreSQL sent again.
+func (q *Queue) countEvents(batch []commitItem, durable uint64) {
+	for _, it := range batch {
+		tx := it.tx
+		if tx == nil || it.backfill != nil || store.Repeated(tx, durable) {
+			continue
+		}
+		durable = max(durable, tx.EndLSN) // a repeat later in the same batch is left out too
+		for i := range tx.Events {
+			ev := &tx.Events[i]
+			entity := ev.Entity
+			if entity == "" {
+				entity = ev.QualifiedTable()
+			}
+			q.metrics.events.WithLabelValues(entity, ev.Action).Inc()
+		}
+	}
+}
+
+// send hands an update to the committer.
+func (q *Queue) send(u *update) {
+	select {
+	case q.in <- commitItem{upd: u}:
+	case <-q.committed:
+	}
+}
