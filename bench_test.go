@@ -1,19 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 	"time"
+
+	"walhook/internal/bench"
 )
 
 // TestBenchSmoke runs walhook bench with tiny sizes against the built
 // binary: every phase completes and reports positive figures under the
 // documented JSON keys. It asserts no timing.
 func TestBenchSmoke(t *testing.T) {
-	res, err := runBench(t.Context(), benchOptions{
-		changes: 200, txSize: 10, webhooks: 2, rowWidth: 64, concurrency: 4,
-		rate: 400, duration: time.Second, backlog: 100, bigTx: 100, backfill: 100,
-		ceiling: 300 * time.Millisecond, exe: walhookBinary(t), selfExe: walhookBinary(t), cluster: cluster,
+	res, err := bench.Run(t.Context(), bench.Options{
+		Changes: 200, TxSize: 10, Webhooks: 2, RowWidth: 64, Concurrency: 4,
+		Rate: 400, Duration: time.Second, Backlog: 100, BigTx: 100, Backfill: 100,
+		Ceiling: 300 * time.Millisecond, Exe: walhookBinary(t), SelfExe: walhookBinary(t), Cluster: cluster,
 	}, t.Output())
 	if err != nil {
 		t.Fatal(err)
@@ -38,5 +43,28 @@ func TestBenchSmoke(t *testing.T) {
 		if !ok || !(v > 0) {
 			t.Errorf("%s = %v, want a positive number", key, got[key])
 		}
+	}
+}
+
+// TestBenchHelp: walhook bench -h lists the user's flags and none of the
+// subprocesses' own, and no usage text names the hidden helper.
+func TestBenchHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"bench", "-h"}, &stdout, &stderr); !errors.Is(err, errUsage) {
+		t.Fatalf("bench -h: err = %v, want errUsage", err)
+	}
+	help := stderr.String()
+	for _, flag := range []string{"-changes", "-backlog", "-exe", "-json"} {
+		if !strings.Contains(help, flag) {
+			t.Errorf("bench -h does not list %s:\n%s", flag, help)
+		}
+	}
+	for _, hidden := range []string{"-serve", "-ceiling-client", "-ceiling-body", "-pipeline-", "internal", bench.HelperCommand} {
+		if strings.Contains(help, hidden) {
+			t.Errorf("bench -h lists %q:\n%s", hidden, help)
+		}
+	}
+	if strings.Contains(usage, bench.HelperCommand) {
+		t.Errorf("usage names %s", bench.HelperCommand)
 	}
 }

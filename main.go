@@ -12,6 +12,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"walhook/internal/bench"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -38,7 +40,7 @@ usage:
 // delivery allocates about 12 KB around a live heap of a few tens of MB:
 // collecting at 200 % instead of 100 % saved about 10 % (4-17 %) of the
 // CPU per delivery, for 20-60 MB more peak heap
-// (testdata/bench/2026-11-29-13-gogc.txt and -15-bigtx-1m.txt).
+// (docs/bench-records/2026-11-29-13-gogc.txt and -15-bigtx-1m.txt).
 const gcPercent = 200
 
 func main() {
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return demoCommand(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, args[1:], stdout, stderr)
+	case bench.HelperCommand: // walhook bench's subprocesses; in no usage text
+		return benchHelperCommand(ctx, args[1:], stdout, stderr)
 	case "check":
 		return checkCommand(ctx, args[1:], stdout, stderr)
 	case "teardown":

@@ -1,0 +1,170 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// Result is what walhook bench measured; -json prints it.
+type Result struct {
+	DecodeCeilingEPS float64   `json:"decode_ceiling_eps"`
+	HTTPCeilingRPS   float64   `json:"http_ceiling_rps"`   // with -concurrency workers, as one webhook: the mean of the runs just before and just after the 1-webhook phase
+	HTTPCeiling4RPS  float64   `json:"http_ceiling_4_rps"` // with -webhooks × -concurrency workers, around the other phase
+	HTTPCeilingRuns  []float64 `json:"http_ceiling_runs"`  // the four runs: before and after each end-to-end phase
+	// HTTPCeilingOwnRPS is the -concurrency ceiling with the client in a
+	// process of its own, as walhook is, measured once after the 1-webhook
+	// phase; for information: the targets' ratios use the ones above.
+	HTTPCeilingOwnRPS float64 `json:"http_ceiling_own_process_rps"`
+	RatioOwn          float64 `json:"ratio_own_process"` // e2e_eps / min(decode, http_ceiling_own_process_rps)
+	// PipelineEPS is walhook's work without walhook: a bare reader of the
+	// same changes and the ceiling's client in a process of their own,
+	// one request per insert, no store; measured like e2e_eps, after the
+	// 1-webhook phase. For information: no walhook can beat it here.
+	PipelineEPS    float64 `json:"pipeline_floor_eps"`
+	RatioPipeline  float64 `json:"ratio_pipeline_floor"`            // pipeline_floor_eps / min(decode, http_ceiling_rps)
+	Pipeline4RPS   float64 `json:"pipeline_floor_4_webhooks_rps"`   // the same, each insert posted once per webhook
+	RatioPipeline4 float64 `json:"ratio_pipeline_floor_4_webhooks"` // pipeline_floor_4_webhooks_rps / http_ceiling_4_rps
+	E2EEPS         float64 `json:"e2e_eps"`                         // from walhook's first 2xx to its last
+	E2E4RPS        float64 `json:"e2e_4_webhooks_rps"`
+	E2EFirstMS     float64 `json:"e2e_first_delivery_ms"`         // walhook's start → its first 2xx, in the 1-webhook phase
+	E2ECPU         float64 `json:"e2e_cpu_us_per_event"`          // walhook's CPU time (user+system) per delivery: steadier than rates on a busy machine
+	E2E4CPU        float64 `json:"e2e_4_webhooks_cpu_us_per_req"` // the same with -webhooks webhooks
+	P50MS          float64 `json:"p50_ms"`
+	P99MS          float64 `json:"p99_ms"`
+	P999MS         float64 `json:"p999_ms"`
+	OfferedEPS     float64 `json:"latency_offered_eps"` // the load actually offered in the latency phase
+	PeakRSSMB      float64 `json:"peak_rss_mb"`         // walhook's VmHWM over the end-to-end and latency phases
+	PeakAnonMB     float64 `json:"peak_anon_mb"`        // of which anonymous (heap): the rest is the store's memory map
+	Ratio          float64 `json:"ratio"`               // e2e_eps / min(decode, HTTP ceiling)
+	Ratio4         float64 `json:"ratio_4_webhooks"`    // e2e_4_webhooks_rps / http_ceiling_4_rps
+	WriteEPS       float64 `json:"write_eps"`           // rows/s the bench wrote the workload at
+	BodyBytes      int     `json:"body_bytes"`          // of one request body
+
+	BacklogN               int     `json:"backlog,omitempty"`
+	BacklogQueueEPS        float64 `json:"backlog_queue_eps,omitempty"` // deliveries/s queued with the receiver down
+	BacklogRSSMB           float64 `json:"backlog_rss_mb,omitempty"`
+	BacklogAnonMB          float64 `json:"backlog_anon_mb,omitempty"`
+	StoreBytesPerDelivery  float64 `json:"store_bytes_per_delivery,omitempty"`
+	BacklogFirstDeliveryMS float64 `json:"backlog_first_delivery_ms,omitempty"` // process start → first 2xx after a restart
+	BacklogDrainEPS        float64 `json:"backlog_drain_eps,omitempty"`
+	BacklogRestartRSSMB    float64 `json:"backlog_restart_rss_mb,omitempty"`
+	BacklogRestartAnonMB   float64 `json:"backlog_restart_anon_mb,omitempty"`
+
+	BigTxRows   int     `json:"big_tx_rows,omitempty"`
+	BigTxEPS    float64 `json:"big_tx_eps,omitempty"` // commit → last 2xx
+	BigTxRSSMB  float64 `json:"big_tx_rss_mb,omitempty"`
+	BigTxAnonMB float64 `json:"big_tx_anon_mb,omitempty"`
+
+	// A backfill of the whole table (-backfill rows more than the phases
+	// before left) for one of two webhooks, under the latency load.
+	BackfillRows      int     `json:"backfill_rows,omitempty"`
+	BackfillReadEPS   float64 `json:"backfill_read_eps,omitempty"`   // rows queued per second, from the request to the end of the read
+	BackfillDrainEPS  float64 `json:"backfill_drain_eps,omitempty"`  // the backfilled webhook's deliveries (its rows and changes) per second, from the request to its last
+	BackfillOwnP99MS  float64 `json:"backfill_own_p99_ms,omitempty"` // the live changes' commit → receipt at the backfilled webhook, which queue behind its rows
+	BackfillOwnMaxMS  float64 `json:"backfill_own_max_ms,omitempty"`
+	BackfillOtherP99  float64 `json:"backfill_other_p99_ms,omitempty"` // the same at the other webhook
+	BackfillOtherMaxM float64 `json:"backfill_other_max_ms,omitempty"`
+
+	Load string `json:"load"` // /proc/loadavg before and after
+}
+
+// machine describes the host: cores, CPU model and memory.
+func machine() string {
+	model, mem := "unknown CPU", "unknown memory"
+	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(raw)) {
+			if v, ok := strings.CutPrefix(line, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	if raw, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(raw)) {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+				mem = fmt.Sprintf("%.1f GB", kb/1024/1024)
+			}
+		}
+	}
+	return fmt.Sprintf("%d cores, %s, %s", runtime.NumCPU(), model, mem)
+}
+
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	raw, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// Print writes r as the table walhook bench prints, with the options
+// that produced it and each figure's target.
+func Print(w io.Writer, o Options, r *Result) {
+	fmt.Fprintf(w, "walhook bench: -changes %d -tx-size %d -webhooks %d -row-width %d -latency %s -concurrency %d -rate %d\n",
+		o.Changes, o.TxSize, o.Webhooks, o.RowWidth, o.Latency, o.Concurrency, o.Rate)
+	fmt.Fprintf(w, "machine: %s; load average %s; request body %d bytes\n\n", machine(), r.Load, r.BodyBytes)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
+	check := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "MISSED"
+	}
+	num := func(v float64, unit string) string { return fmt.Sprintf("%.0f %s", v, unit) }
+	row("decode ceiling (bare pglogrepl)", num(r.DecodeCeilingEPS, "rows/s"), "")
+	runs := func(i int) string {
+		if len(r.HTTPCeilingRuns) < i+2 {
+			return ""
+		}
+		return fmt.Sprintf("mean of %.0f before and %.0f after the phase below", r.HTTPCeilingRuns[i], r.HTTPCeilingRuns[i+1])
+	}
+	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.Concurrency), num(r.HTTPCeilingRPS, "req/s"), runs(0))
+	row("walhook end to end, 1 webhook", num(r.E2EEPS, "events/s"),
+		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, check(r.Ratio >= 0.7)))
+	row("HTTP ceiling, client's own process", num(r.HTTPCeilingOwnRPS, "req/s"),
+		fmt.Sprintf("as walhook runs: end to end is %.2f × min(decode, this); for information, not the target's ratio", r.RatioOwn))
+	row("bare reader + client, own process", num(r.PipelineEPS, "req/s"),
+		fmt.Sprintf("no store, no walhook: %.2f × min(ceilings), the most any walhook could reach here; for information", r.RatioPipeline))
+	row("walhook start → first delivery", fmt.Sprintf("%.0f ms", r.E2EFirstMS), "not in the rate above: from the first 2xx to the last")
+	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.Concurrency*o.Webhooks), num(r.HTTPCeiling4RPS, "req/s"), runs(2))
+	row(fmt.Sprintf("walhook end to end, %d webhooks", o.Webhooks), num(r.E2E4RPS, "req/s"),
+		fmt.Sprintf("%.2f × HTTP ceiling, target ≥ 0.7: %s", r.Ratio4, check(r.Ratio4 >= 0.7)))
+	row(fmt.Sprintf("bare reader + client, %d webhooks", o.Webhooks), num(r.Pipeline4RPS, "req/s"),
+		fmt.Sprintf("no store, no walhook: %.2f × HTTP ceiling; for information", r.RatioPipeline4))
+	row("walhook CPU per delivery", fmt.Sprintf("%.0f µs", r.E2ECPU), fmt.Sprintf("%.0f µs with %d webhooks", r.E2E4CPU, o.Webhooks))
+	row(fmt.Sprintf("latency p50 at %.0f changes/s", r.OfferedEPS), fmt.Sprintf("%.1f ms", r.P50MS), "")
+	row("latency p99", fmt.Sprintf("%.1f ms", r.P99MS), "target < 50 ms: "+check(r.P99MS < 50))
+	row("latency p99.9", fmt.Sprintf("%.1f ms", r.P999MS), "target < 200 ms: "+check(r.P999MS < 200))
+	row("peak RSS (VmHWM)", fmt.Sprintf("%.1f MB", r.PeakRSSMB), fmt.Sprintf("anonymous (heap) peak %.1f MB; the rest is the store's memory map", r.PeakAnonMB))
+	if r.BacklogN > 0 {
+		row(fmt.Sprintf("backlog of %d: queued at", r.BacklogN), num(r.BacklogQueueEPS, "deliveries/s"), "")
+		row("backlog: peak RSS", fmt.Sprintf("%.1f MB", r.BacklogRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogAnonMB, check(r.BacklogRSSMB < 150)))
+		row("store bytes per queued delivery", fmt.Sprintf("%.0f B", r.StoreBytesPerDelivery), "")
+		row("restart: first delivery after", fmt.Sprintf("%.0f ms", r.BacklogFirstDeliveryMS), "target < 2 s: "+check(r.BacklogFirstDeliveryMS < 2000))
+		row("restart: drain", num(r.BacklogDrainEPS, "deliveries/s"), fmt.Sprintf("peak RSS %.1f MB, anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogRestartRSSMB, r.BacklogRestartAnonMB, check(r.BacklogRestartRSSMB < 150)))
+	}
+	if r.BackfillRows > 0 {
+		row(fmt.Sprintf("backfill of %d rows: read", r.BackfillRows), num(r.BackfillReadEPS, "rows/s"), "queued, from the request to the end of the read")
+		row("backfill: delivered", num(r.BackfillDrainEPS, "deliveries/s"), "to the backfilled webhook: its rows and the live changes")
+		row("backfill: live p99 / max, backfilled webhook", fmt.Sprintf("%.0f / %.0f ms", r.BackfillOwnP99MS, r.BackfillOwnMaxMS), "its changes queue behind its rows")
+		row("backfill: live p99 / max, other webhook", fmt.Sprintf("%.0f / %.0f ms", r.BackfillOtherP99, r.BackfillOtherMaxM), "")
+	}
+	if r.BigTxRows > 0 {
+		row(fmt.Sprintf("one transaction of %d rows", r.BigTxRows), num(r.BigTxEPS, "events/s"), "")
+		row("big transaction: peak RSS", fmt.Sprintf("%.1f MB", r.BigTxRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 256 MB at 1,000,000: %s", r.BigTxAnonMB, check(r.BigTxRSSMB < 256)))
+	}
+	row("(bench wrote the workload at)", num(r.WriteEPS, "rows/s"), "")
+	tw.Flush()
+}
