@@ -1,10 +1,9 @@
 package main
 
-// The DBA's first hour: the README's SQL, least privilege in both
+// The DBA's first hour: the SQL of docs/dba.md, least privilege in both
 // publication modes, teardown, the max_lag_mb alarm and the systemd unit.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -27,56 +26,29 @@ import (
 	"walhook/internal/testkit"
 )
 
-// sqlBlock is one ```sql block of README.md.
-type sqlBlock struct {
-	line int // where the block starts
-	text string
-}
-
-// readmeSQL returns every ```sql block of README.md, in order.
-func readmeSQL(t *testing.T) []sqlBlock {
+// readmeSQL returns every ```sql block of README.md and docs/*.md, in
+// order; the DBA guide's are in docs/dba.md.
+func readmeSQL(t *testing.T) []docBlock {
 	t.Helper()
-	f, err := os.Open("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var blocks []sqlBlock
-	var cur *sqlBlock
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		switch text := sc.Text(); {
-		case cur == nil && strings.TrimSpace(text) == "```sql":
-			cur = &sqlBlock{line: line}
-		case cur != nil && strings.TrimSpace(text) == "```":
-			blocks = append(blocks, *cur)
-			cur = nil
-		case cur != nil:
-			cur.text += text + "\n"
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return blocks
+	return docBlocks(t, "sql")
 }
 
 // readmeBlock returns the one block containing marker.
-func readmeBlock(t *testing.T, blocks []sqlBlock, marker string) sqlBlock {
+func readmeBlock(t *testing.T, blocks []docBlock, marker string) docBlock {
 	t.Helper()
-	var found []sqlBlock
+	var found []docBlock
 	for _, b := range blocks {
 		if strings.Contains(b.text, marker) {
 			found = append(found, b)
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("README.md has %d ```sql blocks containing %q, want 1", len(found), marker)
+		t.Fatalf("README.md and docs/ have %d ```sql blocks containing %q, want 1", len(found), marker)
 	}
 	return found[0]
 }
 
-// dbaNames stand in for the names the README's SQL uses: database app, the
+// dbaNames stand in for the names the DBA guide's SQL uses: database app, the
 // application's role app_owner, and walhook for walhook's role,
 // publication and slot. Roles and slots are cluster-wide, so each test
 // database gets names of its own.
@@ -157,7 +129,7 @@ func runStatements(t *testing.T, dsn, where, text string) {
 	}
 }
 
-// dbaFixture creates the README's starting point in the database at dsn.
+// dbaFixture creates the DBA guide's starting point in the database at dsn.
 func dbaFixture(t *testing.T, dsn string, n dbaNames) {
 	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("testdata", "dba", "schema.sql"))
@@ -178,27 +150,28 @@ func queryOne(t *testing.T, dsn, sql string, dst ...any) {
 	}
 }
 
-// TestReadmeSQL runs every ```sql block of README.md against a fresh
-// database holding testdata/dba/schema.sql and the README's role, each
-// statement asserted to succeed. The README's ALTER SYSTEM settings are
+// TestReadmeSQL runs every ```sql block of README.md and docs/*.md (the DBA
+// guide, docs/dba.md, holds them) against a fresh database holding
+// testdata/dba/schema.sql and the guide's role, each statement asserted to
+// succeed. The guide's ALTER SYSTEM settings are
 // reset afterwards: the cluster is shared.
 func TestReadmeSQL(t *testing.T) {
 	blocks := readmeSQL(t)
 	if len(blocks) < 6 {
-		t.Fatalf("README.md has %d ```sql blocks; the For DBAs section alone has more", len(blocks))
+		t.Fatalf("README.md and docs/ have %d ```sql blocks; the DBA guide (docs/dba.md) alone has more", len(blocks))
 	}
 	role := readmeBlock(t, blocks, "CREATE ROLE walhook")
 	t.Cleanup(func() {
 		runStatements(t, cluster.DSN("postgres"), "reset", "ALTER SYSTEM RESET ALL; SELECT pg_reload_conf()")
 	})
 	for _, b := range blocks {
-		where := fmt.Sprintf("README.md line %d", b.line)
+		where := b.where()
 		t.Run(where, func(t *testing.T) {
 			dsn := newDatabase(t)
 			n := namesFor(dsn)
 			dbaFixture(t, dsn, n)
-			if b.line != role.line {
-				runStatements(t, dsn, fmt.Sprintf("README.md line %d", role.line), n.fill(role.text))
+			if where != role.where() {
+				runStatements(t, dsn, role.where(), n.fill(role.text))
 			}
 			runStatements(t, dsn, where, n.fill(b.text))
 
@@ -350,7 +323,7 @@ func teardownExitCode(t *testing.T, args ...string) (int, string) {
 }
 
 // readmeRole makes a fresh database with the DBA's fixture and runs on it
-// the README's SQL for the role and for the mode (its block's marker).
+// the DBA guide's SQL for the role and for the mode (its block's marker).
 func readmeRole(t *testing.T, mode string) (string, dbaNames) {
 	t.Helper()
 	blocks := readmeSQL(t)
@@ -360,13 +333,13 @@ func readmeRole(t *testing.T, mode string) (string, dbaNames) {
 	dbaFixture(t, dsn, n)
 	for _, marker := range []string{"CREATE ROLE walhook", mode} {
 		b := readmeBlock(t, blocks, marker)
-		runStatements(t, dsn, fmt.Sprintf("README.md line %d", b.line), n.fill(b.text))
+		runStatements(t, dsn, b.where(), n.fill(b.text))
 	}
 	return dsn, n
 }
 
 // TestLeastPrivilege runs walhook end to end as a role made with exactly
-// the README's least-privilege SQL (LOGIN, REPLICATION, SELECT on the
+// the DBA guide's least-privilege SQL (LOGIN, REPLICATION, SELECT on the
 // watched tables; the DBA makes the publication), then removes it with
 // teardown, which keeps the DBA's publication.
 func TestLeastPrivilege(t *testing.T) {
@@ -422,7 +395,7 @@ func TestLeastPrivilege(t *testing.T) {
 	}
 }
 
-// TestManagedPrivilege runs walhook as a role made with the README's SQL
+// TestManagedPrivilege runs walhook as a role made with the DBA guide's SQL
 // for manage_publication = true: it creates the publication itself, and
 // teardown removes both slot and publication.
 func TestManagedPrivilege(t *testing.T) {

@@ -6,7 +6,6 @@ package main
 // headers and body it documents).
 
 import (
-	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
@@ -918,39 +917,27 @@ template = '%s'
 	}
 }
 
-// TestReadmeTOML: every ```toml block of README.md is a config that parses.
+// TestReadmeTOML: every ```toml block of README.md and docs/*.md is a
+// config that parses; the README has at least one (the shortest working
+// config), and there is one per seed product at least.
 func TestReadmeTOML(t *testing.T) {
-	f, err := os.Open("README.md")
-	if err != nil {
-		t.Fatal(err)
+	blocks := docBlocks(t, "toml")
+	if len(blocks) == 0 {
+		t.Fatalf("no ```toml block in %s", strings.Join(docFiles(t), ", "))
 	}
-	defer f.Close()
-	var blocks []string
-	var cur *strings.Builder
-	sc := bufio.NewScanner(f)
-	for line := 1; sc.Scan(); line++ {
-		switch text := sc.Text(); {
-		case cur == nil && strings.TrimSpace(text) == "```toml":
-			cur = &strings.Builder{}
-			fmt.Fprintf(cur, "# README.md line %d\n", line)
-		case cur != nil && strings.TrimSpace(text) == "```":
-			blocks = append(blocks, cur.String())
-			cur = nil
-		case cur != nil:
-			cur.WriteString(text + "\n")
-		}
+	if len(fileBlocks(t, "README.md", "toml")) == 0 {
+		t.Errorf("README.md has no ```toml block, want the shortest working config")
 	}
 	if len(blocks) < 5 {
-		t.Fatalf("README.md has %d toml blocks, want one per seed product at least", len(blocks))
+		t.Fatalf("README.md and docs/ have %d toml blocks, want one per seed product at least", len(blocks))
 	}
 	for _, b := range blocks {
-		text := b
+		text := "# " + b.where() + "\n" + b.text
 		if !strings.Contains(text, "[postgres]") {
 			text = postgresSection("postgres://walhook@127.0.0.1/app") + text
 		}
 		if _, err := ParseConfig(strings.NewReader(text)); err != nil {
-			where, _, _ := strings.Cut(b, "\n")
-			t.Errorf("%s: %v", where, err)
+			t.Errorf("%s: %v", b.where(), err)
 		}
 	}
 }
