@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -129,14 +128,38 @@ func (p *process) kill() {
 type keyReceiver struct {
 	mu       sync.Mutex
 	ids      map[string]map[string]bool
-	firstRow map[int64][]int64 // row id -> seqs, in order of first receipt
+	firstRow map[int64][]rowChange // row id -> its changes, in order of first receipt
 	total    int
 	bad      []string
 	fail     func() bool
 }
 
+// rowChange is a change of one row as the receiver first got it.
+type rowChange struct {
+	key  string // as in keyReceiver.ids
+	rank int64  // its place in the row's commit order; see changeRank
+}
+
+// changeRank places a change in its row's commit order. Every insert and
+// update stamps a new seq, and a delete carries the seq of the version it
+// removed, so the delete comes after the change that stamped that seq and
+// before any later insert of the row: 2*seq for the change, 2*seq+1 for
+// the delete. Ranks received in commit order strictly increase.
+func changeRank(action string, seq int64) int64 {
+	if action == "delete" {
+		return 2*seq + 1
+	}
+	return 2 * seq
+}
+
+// newKeyRecorder is a keyReceiver without a server of its own, for a
+// handler that passes requests on to serve; fail may be nil.
+func newKeyRecorder(fail func() bool) *keyReceiver {
+	return &keyReceiver{ids: map[string]map[string]bool{}, firstRow: map[int64][]rowChange{}, fail: fail}
+}
+
 func newKeyReceiver(t *testing.T, fail func() bool) (*keyReceiver, string) {
-	rc := &keyReceiver{ids: map[string]map[string]bool{}, firstRow: map[int64][]int64{}, fail: fail}
+	rc := newKeyRecorder(fail)
 	srv := httptest.NewServer(http.HandlerFunc(rc.serve))
 	t.Cleanup(srv.Close)
 	return rc, srv.URL
@@ -169,7 +192,7 @@ func (rc *keyReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	rc.total++
 	if rc.ids[key] == nil {
 		rc.ids[key] = map[string]bool{}
-		rc.firstRow[row] = append(rc.firstRow[row], seq)
+		rc.firstRow[row] = append(rc.firstRow[row], rowChange{key, changeRank(ev.Action, seq)})
 	}
 	rc.ids[key][ev.ID] = true
 	w.WriteHeader(http.StatusOK)
@@ -189,7 +212,8 @@ func (rc *keyReceiver) missing(keys []string) int {
 }
 
 // verify checks that every key arrived, each under one Webhook-Id, nothing
-// else arrived, and per row the first receipts are in commit order. It
+// else arrived, and per row the first receipts are in commit order (a
+// delete after the change it removed, see changeRank). It
 // logs sent, received, lost and duplicates.
 func (rc *keyReceiver) verify(t *testing.T, keys []string) {
 	t.Helper()
@@ -227,12 +251,27 @@ func (rc *keyReceiver) verify(t *testing.T, keys []string) {
 	if len(rc.bad) > 0 {
 		t.Errorf("%d malformed requests, first: %.200s", len(rc.bad), rc.bad[0])
 	}
-	for row, seqs := range rc.firstRow {
-		if !sort.SliceIsSorted(seqs, func(i, j int) bool { return seqs[i] < seqs[j] }) {
-			t.Errorf("row %d: events arrived out of commit order: %v", row, seqs)
+	for row, changes := range rc.firstRow {
+		if i := outOfOrder(changes); i > 0 {
+			keys := make([]string, len(changes))
+			for j, c := range changes {
+				keys[j] = c.key
+			}
+			t.Errorf("row %d: %s arrived after %s, out of commit order: %v", row, changes[i].key, changes[i-1].key, keys)
 			break
 		}
 	}
+}
+
+// outOfOrder returns the index of the first change received after one
+// that committed later (or the same change twice), 0 when none was.
+func outOfOrder(changes []rowChange) int {
+	for i := 1; i < len(changes); i++ {
+		if changes[i].rank <= changes[i-1].rank {
+			return i
+		}
+	}
+	return 0
 }
 
 // churn writes changes in transactions of mixed sizes over a few thousand

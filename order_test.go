@@ -23,7 +23,7 @@ func TestOrderUnderRandomFailures(t *testing.T) {
 		rng      = rand.New(rand.NewPCG(seed, 3))
 		failures int
 	)
-	rc := &keyReceiver{ids: map[string]map[string]bool{}, firstRow: map[int64][]int64{}}
+	rc := newKeyRecorder(nil)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The last of max_attempts always succeeds, so no change fails for
 		// good and every one must arrive.
@@ -65,5 +65,28 @@ max_attempts = 8
 	t.Logf("%d requests failed", failures)
 	if st := h.app.Queue().Stats("items"); st.Failed != 0 {
 		t.Errorf("%d deliveries failed for good", st.Failed)
+	}
+}
+
+// TestOrderVerdict: the order check the crash, restart and failure tests
+// share sees a delete that arrives before the change it removed.
+func TestOrderVerdict(t *testing.T) {
+	change := func(action string, seq int64) rowChange {
+		return rowChange{fmt.Sprintf("%s:%d", action, seq), changeRank(action, seq)}
+	}
+	for _, tc := range []struct {
+		name    string
+		changes []rowChange
+		want    int // outOfOrder's answer
+	}{
+		{"in order", []rowChange{change("create", 3), change("modify", 9), change("delete", 9), change("create", 12)}, 0},
+		{"delete before its modify", []rowChange{change("create", 3), change("delete", 9), change("modify", 9)}, 2},
+		{"delete before the insert it removed", []rowChange{change("delete", 3), change("create", 3)}, 1},
+		{"modify before its create", []rowChange{change("modify", 9), change("create", 3)}, 1},
+		{"insert after a delete before that delete", []rowChange{change("create", 12), change("delete", 9)}, 1},
+	} {
+		if got := outOfOrder(tc.changes); got != tc.want {
+			t.Errorf("%s: outOfOrder = %d, want %d", tc.name, got, tc.want)
+		}
 	}
 }
