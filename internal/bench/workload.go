@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"walhook/cdc"
 )
 
 // The workload: the bench's table, its slots and the rows written to it.
@@ -35,14 +37,13 @@ func (h *harness) exec(ctx context.Context, sql string) error {
 	return nil
 }
 
-// replicationConn is a connection in replication mode, for slots and
-// streaming.
+// replicationConn is a replication connection as walhook's reader opens
+// one, for the bench's slots and its bare reader.
 func replicationConn(ctx context.Context, dsn string) (*pgconn.PgConn, error) {
-	pc, err := pgconn.ParseConfig(dsn)
+	pc, err := cdc.ReplicationConfig(dsn, "walhook bench")
 	if err != nil {
 		return nil, err
 	}
-	pc.RuntimeParams["replication"] = "database"
 	return pgconn.ConnectConfig(ctx, pc)
 }
 
