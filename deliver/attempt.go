@@ -267,7 +267,7 @@ func truncate(b []byte, n int) string {
 }
 
 // logAttempt writes the attempt's line to the webhook's .log file.
-func (q *Queue) logAttempt(h *hook, w *Webhook, id, event string, n int, res result) {
+func (q *Queue) logAttempt(h *dispatcher, w *Webhook, id, event string, n int, res result) {
 	if h.log == nil {
 		return
 	}

@@ -24,7 +24,7 @@ type commitItem struct {
 
 // update persists a delivery's new state and the webhook's counters.
 type update struct {
-	h      *hook
+	h      *dispatcher
 	seq    uint64        // 0: counters only
 	record *store.Record // nobody changes it until it is committed
 	done   bool          // completed successfully: enters the retention index
@@ -208,7 +208,7 @@ func (q *Queue) finalCommit(waiting []commitItem) {
 
 // target is a webhook and the actions it wants, as a commit began.
 type target struct {
-	h        *hook
+	h        *dispatcher
 	actions  []string
 	backfill *Backfill // under way for the webhook: notes its changes
 }
@@ -228,8 +228,8 @@ func (q *Queue) commit(batch []commitItem) error {
 		return err
 	}
 	sent := map[*Backfill]int64{}
-	byHook := map[*hook][]*pending{}
-	var order []*hook
+	byHook := map[*dispatcher][]*pending{}
+	var order []*dispatcher
 	var sev *event
 	for _, d := range queued {
 		h := hooks[d.Webhook].h
@@ -270,7 +270,7 @@ func (q *Queue) commit(batch []commitItem) error {
 // lock that is held around another store transaction.
 func (q *Queue) targets() map[string]target {
 	q.mu.Lock()
-	all := make([]*hook, 0, len(q.hooks))
+	all := make([]*dispatcher, 0, len(q.hooks))
 	for _, h := range q.hooks {
 		all = append(all, h)
 	}

@@ -33,7 +33,7 @@ func TestGoneMeetsReloadOrActivate(t *testing.T) {
 			var once sync.Once
 			q.beforeSwitchOff = func() {
 				once.Do(func() {
-					if q.hook("h").webhook().Active {
+					if q.dispatcherOf("h").webhook().Active {
 						t.Error("the 410 did not switch the webhook off at once")
 					}
 					var err error
@@ -71,7 +71,7 @@ func TestGoneMeetsReloadOrActivate(t *testing.T) {
 				w, _ := q.Webhook("h")
 				t.Fatalf("after the 410 and a %s: active = %v, want %v", meanwhile, w.Active, wantActive)
 			}
-			if got := q.hook("h").active.Load(); got != wantActive {
+			if got := q.dispatcherOf("h").active.Load(); got != wantActive {
 				t.Errorf("the workers' switch is %v, want %v", got, wantActive)
 			}
 			write(200)

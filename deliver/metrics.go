@@ -45,16 +45,16 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	return m
 }
 
-// hookMetrics are one webhook's series, looked up once rather than per
+// dispatcherMetrics are one webhook's series, looked up once rather than per
 // delivery.
-type hookMetrics struct {
+type dispatcherMetrics struct {
 	depth                  prometheus.Gauge
 	duration               prometheus.Observer
 	success, retry, failed prometheus.Counter
 }
 
-func (m *metrics) forHook(name string) hookMetrics {
-	return hookMetrics{
+func (m *metrics) forHook(name string) dispatcherMetrics {
+	return dispatcherMetrics{
 		depth:    m.depth.WithLabelValues(name),
 		duration: m.duration.WithLabelValues(name),
 		success:  m.deliveries.WithLabelValues(name, "success"),

@@ -105,6 +105,22 @@ const (
 )
 
 // Queue is the persisted delivery queue. It is a cdc.Sink.
+//
+// Lock order. A goroutine that holds several of these takes them in this
+// order, never the other way round:
+//
+//  1. admin: changes to the webhook set (config reloads, the admin API);
+//  2. switchMu: a 410's switch-off against reloads and the admin API's
+//     changes of one webhook;
+//  3. mu: the map of dispatchers, the backfill under way, onChange;
+//  4. a dispatcher's mu: its window, counters and definition.
+//
+// The store comes after all of them: the admin API's changes call it under
+// admin and switchMu (PutWebhook, SetSwitchedOff, DropQueue), but nothing a
+// store call does waits for any of these locks, the committer holds none of
+// them while it commits (it snapshots its targets first), and a dispatcher
+// reads its window with its mu released. go test -race runs every path
+// that takes them.
 type Queue struct {
 	opts      Options
 	log       *slog.Logger
@@ -130,7 +146,7 @@ type Queue struct {
 	admin    sync.Mutex // serializes changes to the webhook set
 	switchMu sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
 	mu       sync.Mutex
-	hooks    map[string]*hook
+	hooks    map[string]*dispatcher
 	backfill *Backfill // the one under way
 	onChange []func()
 }
@@ -190,12 +206,12 @@ func Open(opts Options) (*Queue, error) {
 		in:        make(chan commitItem, pendingItems),
 		gate:      eventGate{free: make(chan struct{}, 1)},
 		committed: make(chan struct{}),
-		hooks:     map[string]*hook{},
+		hooks:     map[string]*dispatcher{},
 	}
 	q.durable.Store(st.Durable())
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	for _, w := range apiHooks {
-		h, err := q.newHook(w)
+		h, err := q.newDispatcher(w)
 		if err != nil {
 			q.log.Error("stored webhook is unusable", "webhook", w.Name, "err", err)
 			continue
@@ -229,7 +245,7 @@ func (q *Queue) Close() error {
 	q.closeOnce.Do(func() {
 		q.closed.Store(true)
 		q.mu.Lock()
-		hooks := make([]*hook, 0, len(q.hooks))
+		hooks := make([]*dispatcher, 0, len(q.hooks))
 		for _, h := range q.hooks {
 			hooks = append(hooks, h)
 		}
@@ -328,12 +344,13 @@ func (q *Queue) LogPath(name string) string {
 // reach it within a tenth of a second anyway): the admin API does before
 // it reads the file.
 func (q *Queue) FlushLog(name string) {
-	if h := q.hook(name); h != nil && h.log != nil {
+	if h := q.dispatcherOf(name); h != nil && h.log != nil {
 		h.log.flush()
 	}
 }
 
-func (q *Queue) hook(name string) *hook {
+// dispatcherOf is the dispatcher of webhook name, nil if there is none.
+func (q *Queue) dispatcherOf(name string) *dispatcher {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.hooks[name]

@@ -49,7 +49,7 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 	if !eventually(10*time.Second, func() bool { return q.Stats("h").Queued == total }) {
 		t.Fatalf("queued = %d, want %d", q.Stats("h").Queued, total)
 	}
-	h := q.hook("h")
+	h := q.dispatcherOf("h")
 	h.mu.Lock()
 	inWindow := h.inWindow
 	h.mu.Unlock()
@@ -82,7 +82,7 @@ func TestParseRetryAfter(t *testing.T) {
 }
 
 func TestBackoffProduction(t *testing.T) {
-	h := &hook{w: Webhook{RetryMode: RetryProduction, Timeout: 10 * time.Second}}
+	h := &dispatcher{w: Webhook{RetryMode: RetryProduction, Timeout: 10 * time.Second}}
 	for n, want := range map[int]time.Duration{1: 11 * time.Second, 2: 26 * time.Second, 4: 266 * time.Second} {
 		if got := h.backoff(n, 0); got != want {
 			t.Errorf("backoff(%d) = %s, want %s", n, got, want)
@@ -211,7 +211,7 @@ func TestEnqueuedDuringRefill(t *testing.T) {
 		})
 	}
 	q = openWith(t, dir, srv.URL, []string{"h"}, func(o *Options) { o.Store = st })
-	h := q.hook("h")
+	h := q.dispatcherOf("h")
 	armed.Store(true)
 	h.mu.Lock()
 	h.diskMore = true // as when a backlog waits: the scheduler refills

@@ -69,9 +69,10 @@ func (r *readyHeap) Pop() any {
 	return p
 }
 
-// hook is the live state of one webhook: its config, its window of pending
-// deliveries, a scheduler and a pool of workers.
-type hook struct {
+// dispatcher is the live state of one webhook: its config, its window of
+// pending deliveries, a scheduler and a pool of workers. Its mu comes after
+// the Queue's locks (see Queue).
+type dispatcher struct {
 	q       *Queue
 	name    string
 	active  atomic.Bool
@@ -97,7 +98,7 @@ type hook struct {
 	goneURL    string // the URL that answered 410 Gone, until switchOff has persisted it (or found it superseded)
 
 	log    *logFile
-	stat   hookMetrics
+	stat   dispatcherMetrics
 	client *http.Client // the webhook's own keep-alive pool
 	wake   chan struct{}
 	work   chan *pending
@@ -108,16 +109,16 @@ type hook struct {
 	wg     sync.WaitGroup
 }
 
-// newHook loads a webhook's counters and pending deliveries and starts its
+// newDispatcher loads a webhook's counters and pending deliveries and starts its
 // scheduler and workers.
-func (q *Queue) newHook(w Webhook) (*hook, error) {
+func (q *Queue) newDispatcher(w Webhook) (*dispatcher, error) {
 	enc, err := newEncoder(&w)
 	if err != nil {
 		return nil, err
 	}
 	w = w.clone() // deliver shares its maps and slices: nobody may change them
 	tmpl, _ := requestTemplate(&w)
-	h := &hook{
+	h := &dispatcher{
 		q: q, name: w.Name, w: w, enc: enc,
 		signer:   NewSigner(w.effectiveSignature(), w.Secrets),
 		names:    newHeaderNames(w.HeaderPrefix),
@@ -156,7 +157,7 @@ func (q *Queue) newHook(w Webhook) (*hook, error) {
 
 // load reads the webhook's counters, queue sizes and, for a config
 // webhook, whether the store keeps it switched off.
-func (h *hook) load() error {
+func (h *dispatcher) load() error {
 	sq, err := h.q.st.Queue(h.name)
 	if err != nil {
 		return err
@@ -175,7 +176,7 @@ func (h *hook) load() error {
 }
 
 // setWebhook swaps in a changed definition; queued deliveries stay.
-func (h *hook) setWebhook(w Webhook) error {
+func (h *dispatcher) setWebhook(w Webhook) error {
 	enc, err := newEncoder(&w)
 	if err != nil {
 		return err
@@ -190,14 +191,14 @@ func (h *hook) setWebhook(w Webhook) error {
 	return nil
 }
 
-func (h *hook) webhook() Webhook {
+func (h *dispatcher) webhook() Webhook {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.w.clone()
 }
 
 // stop ends the scheduler and workers; abort also cancels in-flight requests.
-func (h *hook) stop(abort bool) {
+func (h *dispatcher) stop(abort bool) {
 	if abort {
 		h.abort()
 	}
@@ -209,13 +210,13 @@ func (h *hook) stop(abort bool) {
 	}
 }
 
-func (h *hook) closeLog() {
+func (h *dispatcher) closeLog() {
 	if h.log != nil {
 		h.log.close()
 	}
 }
 
-func (h *hook) poke() {
+func (h *dispatcher) poke() {
 	select {
 	case h.wake <- struct{}{}:
 	default:
@@ -223,7 +224,7 @@ func (h *hook) poke() {
 }
 
 // enqueue takes deliveries just committed, in sequence order.
-func (h *hook) enqueue(ps []*pending) {
+func (h *dispatcher) enqueue(ps []*pending) {
 	h.mu.Lock()
 	h.queued += len(ps)
 	for _, p := range ps {
@@ -244,7 +245,7 @@ func (h *hook) enqueue(ps []*pending) {
 	h.poke()
 }
 
-func (h *hook) addLocked(p *pending) {
+func (h *dispatcher) addLocked(p *pending) {
 	keys, n := p.orderKeys()
 	for _, key := range keys[:n] {
 		h.entities[key] = append(h.entities[key], p)
@@ -258,7 +259,7 @@ func (h *hook) addLocked(p *pending) {
 
 // headLocked reports whether p is first in each of its entities' lists:
 // nothing before it in commit order is still to go out.
-func (h *hook) headLocked(p *pending) bool {
+func (h *dispatcher) headLocked(p *pending) bool {
 	keys, n := p.orderKeys()
 	for _, key := range keys[:n] {
 		if list := h.entities[key]; len(list) == 0 || list[0] != p {
@@ -270,13 +271,13 @@ func (h *hook) headLocked(p *pending) bool {
 
 // refillDueLocked reports whether the window has drained to half while
 // pending deliveries wait on disk.
-func (h *hook) refillDueLocked() bool { return h.diskMore && h.inWindow <= windowSize/2 }
+func (h *dispatcher) refillDueLocked() bool { return h.diskMore && h.inWindow <= windowSize/2 }
 
 // refill loads pending deliveries from disk into the window when it is
 // due. It reads the store without holding h.mu, so that workers finishing
 // deliveries meanwhile do not wait on it. Only the scheduler calls it (and
-// newHook, before the scheduler starts): one refill at a time.
-func (h *hook) refill() {
+// newDispatcher, before the scheduler starts): one refill at a time.
+func (h *dispatcher) refill() {
 	h.mu.Lock()
 	if !h.refillDueLocked() {
 		h.mu.Unlock()
@@ -315,7 +316,7 @@ func (q *Queue) shared(ev *cdc.Event) *event {
 }
 
 // backoff is the wait after failed attempt n, never shorter than retryAfter.
-func (h *hook) backoff(n int, retryAfter time.Duration) time.Duration {
+func (h *dispatcher) backoff(n int, retryAfter time.Duration) time.Duration {
 	var d time.Duration
 	if h.w.RetryMode == RetryTest {
 		d = 3 * time.Second
@@ -327,7 +328,7 @@ func (h *hook) backoff(n int, retryAfter time.Duration) time.Duration {
 
 // schedule hands due deliveries to the workers and sleeps until the
 // earliest retry is due: one timer per webhook, none per delivery.
-func (h *hook) schedule() {
+func (h *dispatcher) schedule() {
 	defer h.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -374,7 +375,7 @@ func (h *hook) schedule() {
 	}
 }
 
-func (h *hook) worker() {
+func (h *dispatcher) worker() {
 	defer h.wg.Done()
 	for {
 		select {
@@ -396,7 +397,7 @@ func (h *hook) worker() {
 }
 
 // take pops the earliest due delivery, nil when none is due.
-func (h *hook) take() *pending {
+func (h *dispatcher) take() *pending {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.active.Load() || h.ready.Len() == 0 || h.ready[0].due.After(time.Now()) {
@@ -406,7 +407,7 @@ func (h *hook) take() *pending {
 }
 
 // deliver makes one attempt and files its outcome.
-func (h *hook) deliver(p *pending) {
+func (h *dispatcher) deliver(p *pending) {
 	h.mu.Lock()
 	// A shallow copy: h.w's maps and slices are replaced, never changed.
 	w, enc, signer, names, tmpl := h.w, h.enc, h.signer, h.names, h.tmpl
@@ -503,7 +504,7 @@ func (h *hook) deliver(p *pending) {
 }
 
 // countLocked adds an attempt to the call counters.
-func (h *hook) countLocked(att Attempt, ok bool) {
+func (h *dispatcher) countLocked(att Attempt, ok bool) {
 	h.stats.TotalCalls++
 	if ok {
 		h.stats.SuccessfulCalls++
@@ -514,7 +515,7 @@ func (h *hook) countLocked(att Attempt, ok bool) {
 
 // completeLocked removes a finished delivery and frees its entities' next
 // ones that nothing else holds back.
-func (h *hook) completeLocked(p *pending) {
+func (h *dispatcher) completeLocked(p *pending) {
 	keys, n := p.orderKeys()
 	for _, key := range keys[:n] {
 		list := h.entities[key]
@@ -538,7 +539,7 @@ func (h *hook) completeLocked(p *pending) {
 	}
 }
 
-func (h *hook) deliveryLocked(seq uint64, rec *store.Record) Delivery {
+func (h *dispatcher) deliveryLocked(seq uint64, rec *store.Record) Delivery {
 	return Delivery{
 		ID: deliveryID(h.name, seq), Webhook: h.name, EventID: rec.EventID, Event: rec.Event,
 		EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts,

@@ -39,8 +39,8 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 	defer q.admin.Unlock()
 
 	q.mu.Lock()
-	var remove []*hook
-	update := map[*hook]Webhook{}
+	var remove []*dispatcher
+	update := map[*dispatcher]Webhook{}
 	for name, h := range q.hooks {
 		w, keep := want[name]
 		src := h.webhook().Source
@@ -66,7 +66,7 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 		}
 	}
 	for _, w := range want {
-		h, err := q.newHook(w)
+		h, err := q.newDispatcher(w)
 		if err != nil {
 			return fmt.Errorf("webhook %q: %w", w.Name, err)
 		}
@@ -89,7 +89,7 @@ func (q *Queue) SetConfigWebhooks(hooks []Webhook) error {
 // reloadWebhook gives config webhook h its definition w from the file. It
 // stays switched off where the store says so (a 410, the admin switch) or a
 // 410 has not been persisted yet, while its URL stays the same.
-func (q *Queue) reloadWebhook(h *hook, w Webhook) error {
+func (q *Queue) reloadWebhook(h *dispatcher, w Webhook) error {
 	q.switchMu.Lock()
 	defer q.switchMu.Unlock()
 	fileActive := w.Active
@@ -142,7 +142,7 @@ func (q *Queue) dropOrphans() error {
 }
 
 // dropHook stops a webhook, aborting its requests, and drops its queue.
-func (q *Queue) dropHook(h *hook) error {
+func (q *Queue) dropHook(h *dispatcher) error {
 	h.deleted.Store(true)
 	q.mu.Lock()
 	if q.hooks[h.name] == h {
@@ -180,13 +180,13 @@ func (q *Queue) CreateWebhook(w Webhook) (Webhook, error) {
 	}
 	q.admin.Lock()
 	defer q.admin.Unlock()
-	if q.hook(w.Name) != nil {
+	if q.dispatcherOf(w.Name) != nil {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", w.Name, ErrExists)
 	}
 	if err := q.putWebhook(w); err != nil {
 		return Webhook{}, err
 	}
-	h, err := q.newHook(w)
+	h, err := q.newDispatcher(w)
 	if err != nil {
 		return Webhook{}, err
 	}
@@ -215,7 +215,7 @@ func (q *Queue) UpdateWebhook(name string, patch func(*Webhook) error) (Webhook,
 	defer q.admin.Unlock()
 	q.switchMu.Lock()
 	defer q.switchMu.Unlock()
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
 	}
@@ -247,7 +247,7 @@ func (q *Queue) UpdateWebhook(name string, patch func(*Webhook) error) (Webhook,
 func (q *Queue) DeleteWebhook(name string) error {
 	q.admin.Lock()
 	defer q.admin.Unlock()
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return fmt.Errorf("webhook %q: %w", name, ErrNotFound)
 	}
@@ -269,7 +269,7 @@ func (q *Queue) DeleteWebhook(name string) error {
 // (ErrOffInFile).
 func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 	q.admin.Lock()
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		q.admin.Unlock()
 		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
@@ -309,7 +309,7 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 // of the same URL: goneURL) or superseded the 410 (activate, a new URL),
 // and then nothing is switched off or persisted. Not q.admin: deleting a
 // webhook holds that while it waits for the workers, one of which is here.
-func (q *Queue) switchOff(h *hook, w Webhook) {
+func (q *Queue) switchOff(h *dispatcher, w Webhook) {
 	if q.beforeSwitchOff != nil {
 		q.beforeSwitchOff()
 	}
@@ -320,7 +320,7 @@ func (q *Queue) switchOff(h *hook, w Webhook) {
 
 // persistSwitchOff is switchOff's part under switchMu; it reports whether
 // the webhook was switched off.
-func (q *Queue) persistSwitchOff(h *hook, w Webhook) bool {
+func (q *Queue) persistSwitchOff(h *dispatcher, w Webhook) bool {
 	q.switchMu.Lock()
 	defer q.switchMu.Unlock()
 	h.mu.Lock()
@@ -347,7 +347,7 @@ func (q *Queue) persistSwitchOff(h *hook, w Webhook) bool {
 // Webhooks returns all webhooks sorted by name, without secrets.
 func (q *Queue) Webhooks() []Webhook {
 	q.mu.Lock()
-	hooks := make([]*hook, 0, len(q.hooks))
+	hooks := make([]*dispatcher, 0, len(q.hooks))
 	for _, h := range q.hooks {
 		hooks = append(hooks, h)
 	}
@@ -362,7 +362,7 @@ func (q *Queue) Webhooks() []Webhook {
 
 // Webhook returns one webhook without secrets.
 func (q *Queue) Webhook(name string) (Webhook, bool) {
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return Webhook{}, false
 	}
@@ -371,7 +371,7 @@ func (q *Queue) Webhook(name string) (Webhook, bool) {
 
 // Stats returns a webhook's counters; zero for an unknown name.
 func (q *Queue) Stats(name string) Stats {
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return Stats{}
 	}
@@ -387,7 +387,7 @@ func (q *Queue) Stats(name string) Stats {
 // Deliveries returns a webhook's latest deliveries, newest first, filtered
 // by status when status is not "".
 func (q *Queue) Deliveries(name string, limit int, status string) ([]Delivery, error) {
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return nil, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
 	}
@@ -443,7 +443,7 @@ func (q *Queue) Redeliver(id string) error {
 	if err != nil {
 		return err
 	}
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return fmt.Errorf("delivery %q: %w", id, ErrNotFound)
 	}
@@ -462,7 +462,7 @@ func (q *Queue) Redeliver(id string) error {
 
 // requeued hands deliveries queued again, in sequence order, to the
 // webhook's window.
-func (h *hook) requeued(rs []store.Redelivered) {
+func (h *dispatcher) requeued(rs []store.Redelivered) {
 	ps := make([]*pending, len(rs))
 	fails := 0
 	for i, r := range rs {
@@ -485,7 +485,7 @@ var recoverChunk = 1000
 // It returns how many it queued; those of a chunk that failed to commit
 // are not counted.
 func (q *Queue) Recover(name string, since time.Time) (int, error) {
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return 0, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
 	}
@@ -507,7 +507,7 @@ func (q *Queue) Recover(name string, since time.Time) (int, error) {
 
 // Test sends a ping now, signed like any event, and counts it in the stats.
 func (q *Queue) Test(ctx context.Context, name string) (Attempt, error) {
-	h := q.hook(name)
+	h := q.dispatcherOf(name)
 	if h == nil {
 		return Attempt{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
 	}
