@@ -18,6 +18,7 @@ import (
 	"walhook/cdc"
 	"walhook/deliver"
 	"walhook/matcher"
+	"walhook/notify"
 )
 
 // AppOptions are what the caller of NewApp provides besides the config.
@@ -42,7 +43,7 @@ type App struct {
 	admin  *http.Server
 	ln     net.Listener
 
-	notifier *deliver.Notifier // failure e-mails
+	notifier *notify.Notifier // failure e-mails
 
 	mu      sync.Mutex // serialises Reload and rebuilds
 	cfg     *Config
@@ -69,7 +70,7 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 	a.bgCtx, a.bgStop = context.WithCancel(context.Background())
 	nopts := cfg.SMTPOptions()
 	nopts.AdminURL, nopts.Logger = adminURL(*cfg.Admin.Listen), opts.Logger
-	a.notifier = deliver.NewNotifier(nopts)
+	a.notifier = notify.New(nopts)
 	q, err := deliver.Open(deliver.Options{
 		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
 		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,

@@ -15,6 +15,7 @@ import (
 
 	"walhook/deliver"
 	"walhook/matcher"
+	"walhook/notify"
 )
 
 // Config is config.toml as written by the user.
@@ -310,9 +311,9 @@ func (c *Config) rules() []matcher.Rule {
 }
 
 // SMTPOptions are the [smtp] settings as the Notifier takes them.
-func (c *Config) SMTPOptions() deliver.NotifierOptions {
+func (c *Config) SMTPOptions() notify.Options {
 	s := c.SMTP
-	return deliver.NotifierOptions{Host: s.Host, Port: s.Port, Username: s.Username, Password: s.Password, From: s.From, StartTLS: s.StartTLS}
+	return notify.Options{Host: s.Host, Port: s.Port, Username: s.Username, Password: s.Password, From: s.From, StartTLS: s.StartTLS}
 }
 
 // DeliverWebhooks converts every [[webhook]] into deliver.Webhook.

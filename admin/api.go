@@ -77,7 +77,7 @@ func (s *Server) createWebhook(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, err)
 		return
 	}
-	s.opts.Logger.Info("webhook created through the API", "webhook", hook.Name, "url", redactURL(hook.URL))
+	s.opts.Logger.Info("webhook created through the API", "webhook", hook.Name, "url", deliver.RedactURL(hook.URL))
 	out := showWebhook(hook, s.opts.Queue.Stats(hook.Name))
 	out.Secret = generated
 	w.Header().Set("Location", "/api/webhooks/"+hook.Name)

@@ -275,7 +275,7 @@ func newDeliveryView(hook deliver.Webhook, d deliver.Delivery) deliveryView {
 		if a.Status >= 200 && a.Status < 300 {
 			av.StatusClass = "ok"
 		}
-		av.Request = fmt.Sprintf("%s %s\n%s\n%s", hook.Method, redactURL(hook.URL), headerLines(a.RequestHeaders), a.RequestBody)
+		av.Request = fmt.Sprintf("%s %s\n%s\n%s", hook.Method, deliver.RedactURL(hook.URL), headerLines(a.RequestHeaders), a.RequestBody)
 		if a.Status == 0 {
 			av.Response = "no response: " + a.Error
 		} else {

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -60,7 +59,7 @@ type basicAuthJSON struct {
 // showWebhook converts a webhook for the API, leaving out every secret.
 func showWebhook(w deliver.Webhook, st deliver.Stats) webhookJSON {
 	out := webhookJSON{
-		Name: w.Name, URL: redactURL(w.URL), Active: w.Active, Events: w.Events, Actions: w.Actions,
+		Name: w.Name, URL: deliver.RedactURL(w.URL), Active: w.Active, Events: w.Events, Actions: w.Actions,
 		Method: w.Method, ContentType: w.ContentType, IncludeEntity: w.IncludeEntity,
 		Template: w.Template, HeaderPrefix: w.HeaderPrefix, Signature: w.Signature,
 		SignatureHeader: w.SignatureHeader, TimeoutMS: w.Timeout.Milliseconds(),
@@ -134,7 +133,7 @@ func (in *webhookInput) apply(w *deliver.Webhook) (generated string, err error) 
 		}
 		w.Name = *in.Name
 	}
-	if in.URL != nil && (w.URL == "" || *in.URL != redactURL(w.URL)) {
+	if in.URL != nil && (w.URL == "" || *in.URL != deliver.RedactURL(w.URL)) {
 		w.URL = *in.URL
 	}
 	set(&w.Active, in.Active)
@@ -231,15 +230,6 @@ func newSecret() string {
 	key := make([]byte, 32)
 	rand.Read(key)
 	return "whsec_" + base64.StdEncoding.EncodeToString(key)
-}
-
-// redactURL hides a password in a URL's user info.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	return u.Redacted()
 }
 
 // validate runs the webhook's own checks and the server's extra ones.

@@ -285,7 +285,7 @@ func (q *Queue) logAttempt(h *dispatcher, w *Webhook, id, event string, n int, r
 	line = strconv.AppendInt(append(line, '/'), int64(w.MaxAttempts), 10)
 	line = append(append(line, " status="...), status...)
 	line = strconv.AppendInt(append(line, " duration_ms="...), a.Duration.Milliseconds(), 10)
-	line = append(append(line, " url="...), redactURL(w.URL)...)
+	line = append(append(line, " url="...), RedactURL(w.URL)...)
 	switch {
 	case a.Status == 0 && a.Error != "":
 		line = strconv.AppendQuote(append(line, " error="...), a.Error)
@@ -306,8 +306,8 @@ func randomID(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// redactURL hides a password in the URL's user info.
-func redactURL(raw string) string {
+// RedactURL hides a password in the URL's user info.
+func RedactURL(raw string) string {
 	if !strings.Contains(raw, "@") {
 		return raw // no user info: spare a parse per logged attempt
 	}

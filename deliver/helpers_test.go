@@ -15,6 +15,7 @@ import (
 
 	"walhook/cdc"
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // env is a Queue on a temporary store that routes every event to the
@@ -134,17 +135,7 @@ func (e *env) write(t *testing.T, tx *cdc.Tx) {
 	}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+var waitFor = testkit.WaitFor
 
 // received is one request a receiver got.
 type received struct {

@@ -331,7 +331,7 @@ func (q *Queue) persistSwitchOff(h *dispatcher, w Webhook) bool {
 	if superseded || h.deleted.Load() {
 		return false
 	}
-	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", redactURL(w.URL))
+	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", RedactURL(w.URL))
 	var err error
 	if cur.Source == SourceAPI {
 		err = q.putWebhook(cur)

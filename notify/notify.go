@@ -1,8 +1,12 @@
-package deliver
+// Package notify sends failure e-mails: a webhook with notify_on_failure
+// gets one when a delivery fails for good, batched per webhook. The queue
+// calls Notifier.Notify through its OnFailed callback; main wires them.
+package notify
 
 import (
 	"bytes"
 	"cmp"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -18,11 +22,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"walhook/deliver"
 )
 
-// NotifierOptions configure a Notifier: the [smtp] section and how often a
+// Options configure a Notifier: the [smtp] section and how often a
 // webhook may be written about.
-type NotifierOptions struct {
+type Options struct {
 	Host     string // SMTP server; "" disables the e-mails
 	Port     int    // default 25
 	Username string // with a password: AUTH PLAIN (net/smtp refuses it unencrypted except to localhost)
@@ -54,7 +60,7 @@ type Notifier struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	opts     NotifierOptions // the SMTP part changes with SetOptions
+	opts     Options // the SMTP part changes with SetOptions
 	hooks    map[string]*mailbox
 	closed   bool
 	seq      uint64 // of the last failure filed
@@ -84,12 +90,12 @@ type mailbox struct {
 // failure is one delivery that failed for good.
 type failure struct {
 	seq uint64 // order of filing: a batch put back goes before newer failures
-	w   Webhook
-	d   Delivery
+	w   deliver.Webhook
+	d   deliver.Delivery
 }
 
 // smtpDefaults fills the SMTP settings left empty.
-func (o *NotifierOptions) smtpDefaults() {
+func (o *Options) smtpDefaults() {
 	if o.Port == 0 {
 		o.Port = 25
 	}
@@ -98,8 +104,8 @@ func (o *NotifierOptions) smtpDefaults() {
 	}
 }
 
-// NewNotifier returns a Notifier; Close it to send what is still batched.
-func NewNotifier(opts NotifierOptions) *Notifier {
+// New returns a Notifier; Close it to send what is still batched.
+func New(opts Options) *Notifier {
 	opts.smtpDefaults()
 	if opts.Interval <= 0 {
 		opts.Interval = 10 * time.Minute
@@ -120,11 +126,11 @@ func NewNotifier(opts NotifierOptions) *Notifier {
 }
 
 // SetOptions replaces the SMTP settings (Host, Port, Username, Password,
-// From, StartTLS) with o's, applying NewNotifier's defaults; o's other
+// From, StartTLS) with o's, applying New's defaults; o's other
 // fields are ignored. E-mails under way finish with the old settings, the
 // next ones (retries included) use the new; batched failures are kept.
 // walhook calls it when it reloads its config.
-func (n *Notifier) SetOptions(o NotifierOptions) {
+func (n *Notifier) SetOptions(o Options) {
 	o.smtpDefaults()
 	n.mu.Lock()
 	old := n.opts
@@ -143,7 +149,7 @@ func (n *Notifier) SetOptions(o NotifierOptions) {
 
 // Notify files a delivery that failed for good (or whose 410 switched the
 // webhook off). It never blocks on the SMTP server.
-func (n *Notifier) Notify(w Webhook, d Delivery) {
+func (n *Notifier) Notify(w deliver.Webhook, d deliver.Delivery) {
 	if !w.NotifyOnFailure || w.NotifyEmail == "" {
 		return
 	}
@@ -242,7 +248,7 @@ func (n *Notifier) Close() {
 }
 
 // send makes attempt number attempt at e-mailing batch.
-func (n *Notifier) send(opts NotifierOptions, batch []failure, attempt int, now time.Time) {
+func (n *Notifier) send(opts Options, batch []failure, attempt int, now time.Time) {
 	w := batch[len(batch)-1].w // the newest definition
 	msg := message(opts, batch, now)
 	start := time.Now()
@@ -290,7 +296,7 @@ func (n *Notifier) retry(batch []failure, attempt int) (time.Duration, bool) {
 
 // deliverMail speaks SMTP: EHLO, STARTTLS when asked, AUTH PLAIN with a
 // username, then one message to one recipient.
-func deliverMail(o NotifierOptions, to string, msg []byte) error {
+func deliverMail(o Options, to string, msg []byte) error {
 	deadline := time.Now().Add(o.Timeout)
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)), o.Timeout)
 	if err != nil {
@@ -343,7 +349,7 @@ func deliverMail(o NotifierOptions, to string, msg []byte) error {
 
 // message renders the e-mail with the settings o: headers, then a
 // quoted-printable text body.
-func message(o NotifierOptions, batch []failure, now time.Time) []byte {
+func message(o Options, batch []failure, now time.Time) []byte {
 	w := batch[len(batch)-1].w
 	gone := false
 	for _, f := range batch {
@@ -356,7 +362,7 @@ func message(o NotifierOptions, batch []failure, now time.Time) []byte {
 
 	var body strings.Builder
 	fmt.Fprintf(&body, "walhook gave up delivering %d event%s to a webhook.\n\n", len(batch), plural(len(batch), "", "s"))
-	fmt.Fprintf(&body, "Webhook:  %s\nEndpoint: %s\n", w.Name, redactURL(w.URL))
+	fmt.Fprintf(&body, "Webhook:  %s\nEndpoint: %s\n", w.Name, deliver.RedactURL(w.URL))
 	if gone {
 		body.WriteString("\nThe endpoint answered 410 Gone, so the webhook was switched off (active = false):\n" +
 			"nothing more is sent until it is switched on again.\n")
@@ -393,7 +399,7 @@ func message(o NotifierOptions, batch []failure, now time.Time) []byte {
 		"For example:\n  curl -X POST -H \"Authorization: Bearer $WALHOOK_ADMIN_TOKEN\" %s/api/deliveries/%s/redeliver\n",
 		base, base, w.Name, since.UTC().Truncate(time.Second).Format(time.RFC3339), base, first)
 	switch {
-	case gone && w.Source == SourceAPI:
+	case gone && w.Source == deliver.SourceAPI:
 		fmt.Fprintf(&body, "Switch the webhook on again first: PATCH %s/api/webhooks/%s with {\"active\": true}.\n", base, w.Name)
 	case gone:
 		// The switch-off of a config webhook holds until its url changes.
@@ -407,7 +413,7 @@ func message(o NotifierOptions, batch []failure, now time.Time) []byte {
 	hdr("To", w.NotifyEmail)
 	hdr("Subject", mime.QEncoding.Encode("utf-8", subject))
 	hdr("Date", now.Format(time.RFC1123Z))
-	hdr("Message-ID", fmt.Sprintf("<%s@walhook>", randomID(12)))
+	hdr("Message-ID", fmt.Sprintf("<%s@walhook>", rand.Text()))
 	hdr("MIME-Version", "1.0")
 	hdr("Content-Type", "text/plain; charset=utf-8")
 	hdr("Content-Transfer-Encoding", "quoted-printable")
@@ -427,9 +433,9 @@ func address(s string) string {
 	return s
 }
 
-func lastAttempt(d Delivery) Attempt {
+func lastAttempt(d deliver.Delivery) deliver.Attempt {
 	if len(d.Attempts) == 0 {
-		return Attempt{}
+		return deliver.Attempt{}
 	}
 	return d.Attempts[len(d.Attempts)-1]
 }

@@ -1,4 +1,4 @@
-package deliver_test
+package notify_test
 
 import (
 	"crypto/ecdsa"
@@ -16,6 +16,7 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/mail"
 	"strconv"
 	"strings"
@@ -25,10 +26,12 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/cdc"
 	"walhook/deliver"
 	"walhook/internal/testkit"
+	"walhook/notify"
 )
 
 // message is one e-mail the test SMTP server accepted.
@@ -249,9 +252,9 @@ func (c *fakeClock) started() []fakeTimer {
 type syncBuffer = testkit.SyncBuffer
 
 func notifyHook(name, email string) deliver.Webhook {
-	return hook(name, "https://user:topsecret@hr.example.com/hooks", func(w *deliver.Webhook) {
-		w.NotifyOnFailure, w.NotifyEmail = true, email
-	})
+	w := webhook(name, "https://user:topsecret@hr.example.com/hooks")
+	w.NotifyOnFailure, w.NotifyEmail = true, email
+	return w
 }
 
 // failedDelivery is a delivery whose last attempt answered status with
@@ -269,16 +272,16 @@ func failedDelivery(name string, seq int, status int, text string) deliver.Deliv
 	}
 }
 
-func newNotifier(ms *mailServer, mods ...func(*deliver.NotifierOptions)) (*deliver.Notifier, *syncBuffer) {
+func newNotifier(ms *mailServer, mods ...func(*notify.Options)) (*notify.Notifier, *syncBuffer) {
 	logs := &syncBuffer{}
-	o := deliver.NotifierOptions{
+	o := notify.Options{
 		Host: ms.host, Port: ms.port, From: "walhook <walhook@example.com>", AdminURL: "http://127.0.0.1:8080",
 		Timeout: 10 * time.Second, RootCAs: ms.pool, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	}
 	for _, m := range mods {
 		m(&o)
 	}
-	return deliver.NewNotifier(o), logs
+	return notify.New(o), logs
 }
 
 // TestNotifierPlain: one failure, plain SMTP without auth, gives one
@@ -337,7 +340,7 @@ func TestNotifierBatching(t *testing.T) {
 	t.Parallel()
 	ms := newMailServer(t, false, "", "")
 	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
-	n, _ := newNotifier(ms, func(o *deliver.NotifierOptions) {
+	n, _ := newNotifier(ms, func(o *notify.Options) {
 		o.Interval, o.Now, o.AfterFunc = 10*time.Minute, clock.Now, clock.AfterFunc
 	})
 	w := notifyHook("a", "a@example.com")
@@ -392,7 +395,7 @@ func TestNotifierBatching(t *testing.T) {
 func TestNotifierStartTLSAuth(t *testing.T) {
 	t.Parallel()
 	ms := newMailServer(t, true, "walhook", "s3cret")
-	n, _ := newNotifier(ms, func(o *deliver.NotifierOptions) {
+	n, _ := newNotifier(ms, func(o *notify.Options) {
 		o.StartTLS, o.Username, o.Password = true, "walhook", "s3cret"
 	})
 	n.Notify(notifyHook("tls", "ops@example.com"), failedDelivery("tls", 1, 500, ""))
@@ -404,14 +407,14 @@ func TestNotifierStartTLSAuth(t *testing.T) {
 
 	for _, c := range []struct {
 		name string
-		mod  func(*deliver.NotifierOptions)
+		mod  func(*notify.Options)
 		want string
 	}{
-		{"untrusted certificate", func(o *deliver.NotifierOptions) { o.RootCAs = x509.NewCertPool() }, "certificate"},
-		{"wrong password", func(o *deliver.NotifierOptions) { o.Password = "nope" }, "auth:"},
-		{"no starttls", func(o *deliver.NotifierOptions) { o.StartTLS = false }, "auth:"},
+		{"untrusted certificate", func(o *notify.Options) { o.RootCAs = x509.NewCertPool() }, "certificate"},
+		{"wrong password", func(o *notify.Options) { o.Password = "nope" }, "auth:"},
+		{"no starttls", func(o *notify.Options) { o.StartTLS = false }, "auth:"},
 	} {
-		n, logs := newNotifier(ms, func(o *deliver.NotifierOptions) {
+		n, logs := newNotifier(ms, func(o *notify.Options) {
 			o.StartTLS, o.Username, o.Password = true, "walhook", "s3cret"
 			c.mod(o)
 		})
@@ -451,7 +454,7 @@ func TestNotifierUnreachable(t *testing.T) {
 
 	for name, port := range map[string]int{"silent": ln.Addr().(*net.TCPAddr).Port, "refused": closedPort} {
 		logs := &syncBuffer{}
-		n := deliver.NewNotifier(deliver.NotifierOptions{
+		n := notify.New(notify.Options{
 			Host: "127.0.0.1", Port: port, Timeout: 300 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		})
 		done := make(chan struct{})
@@ -478,12 +481,31 @@ func TestNotifierQueue(t *testing.T) {
 	ms := newMailServer(t, false, "", "")
 	n, _ := newNotifier(ms)
 	defer n.Close()
-	rc := newReceiver(t, func(received, int) (int, http.Header, string) { return 410, nil, "no such hook" })
-	e := newEnv(t, []string{"gone"}, func(o *deliver.Options) { o.OnFailed = n.Notify })
-	e.setHooks(t, hook("gone", rc.URL, func(w *deliver.Webhook) {
-		w.NotifyOnFailure, w.NotifyEmail = true, "ops@example.com"
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusGone)
+		io.WriteString(w, "no such hook")
 	}))
-	e.write(t, txOf(100, event(100, 0, 7, "a@x")))
+	defer rc.Close()
+	q, err := deliver.Open(deliver.Options{
+		Dir: t.TempDir(), Route: func(*cdc.Event) []string { return []string{"gone"} }, OnFailed: n.Notify,
+		Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	w := webhook("gone", rc.URL)
+	w.NotifyOnFailure, w.NotifyEmail = true, "ops@example.com"
+	if err := q.SetConfigWebhooks([]deliver.Webhook{w}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 11, 29, 1, 2, 3, 0, time.UTC)
+	if err := q.Write(t.Context(), &cdc.Tx{CommitLSN: 100, EndLSN: 101, CommitTime: at, Events: []cdc.Event{{
+		ID: cdc.EventID(100, 0), CommitLSN: 100, CommitTime: at, Schema: "public", Table: "employees", Action: cdc.ActionModify,
+		Data: map[string]any{"id": int64(7)}, Entity: "employee", EntityID: "7",
+	}}}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, 20*time.Second, "the e-mail", func() bool { return len(ms.messages()) == 1 })
 	m := ms.messages()[0]
 	if m.Subject != `walhook: webhook "gone" switched off (410 Gone)` {
@@ -518,7 +540,7 @@ func TestNotifierRetry(t *testing.T) {
 	})
 	t0 := time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
 	clock := &fakeClock{now: t0}
-	n, logs := newNotifier(ms, func(o *deliver.NotifierOptions) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
+	n, logs := newNotifier(ms, func(o *notify.Options) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
 	w := notifyHook("r", "ops@example.com")
 	n.Notify(w, failedDelivery("r", 1, 500, ""))
 	waitFor(t, 10*time.Second, "the first attempt to reach RCPT TO", func() bool { return ms.attempts() == 1 })
@@ -580,7 +602,7 @@ func TestNotifierRetryGivesUp(t *testing.T) {
 	ms := newMailServer(t, false, "", "")
 	ms.setRcpt(func(int) error { return tryLater })
 	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
-	n, logs := newNotifier(ms, func(o *deliver.NotifierOptions) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
+	n, logs := newNotifier(ms, func(o *notify.Options) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
 	w := notifyHook("g", "ops@example.com")
 	n.Notify(w, failedDelivery("g", 1, 500, ""))
 	for i, wait := range []time.Duration{30 * time.Second, 2 * time.Minute, 10 * time.Minute} {
@@ -652,7 +674,7 @@ func TestNotifierSetOptions(t *testing.T) {
 	ms1 := newMailServer(t, false, "u1", pw1)
 	ms2 := newMailServer(t, false, "u2", pw2)
 	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
-	n, logs := newNotifier(ms1, func(o *deliver.NotifierOptions) {
+	n, logs := newNotifier(ms1, func(o *notify.Options) {
 		o.Username, o.Password = "u1", pw1
 		o.Now, o.AfterFunc = clock.Now, clock.AfterFunc
 	})
@@ -662,7 +684,7 @@ func TestNotifierSetOptions(t *testing.T) {
 	clock.advance(time.Minute)
 	n.Notify(w, failedDelivery("s", 2, 500, "")) // batched for 9 minutes
 
-	second := deliver.NotifierOptions{
+	second := notify.Options{
 		Host: ms2.host, Port: ms2.port, Username: "u2", Password: pwWrong, From: "Other <other@example.com>",
 		// Not SMTP settings: ignored.
 		Interval: time.Nanosecond, AdminURL: "http://ignored.example", Timeout: time.Nanosecond,
@@ -747,4 +769,14 @@ func lastLogLine(log, s string) string {
 		}
 	}
 	return last
+}
+
+var waitFor = testkit.WaitFor
+
+// webhook is a config webhook with the defaults and every event.
+func webhook(name, url string) deliver.Webhook {
+	var w deliver.Webhook
+	deliver.ApplyDefaults(&w)
+	w.Name, w.URL, w.Events = name, url, []string{"*"}
+	return w
 }
