@@ -370,34 +370,29 @@ func checkPartitioned(cfg *Config, f *roleFacts, table string, rep *checkReport)
 }
 
 func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, table string, rep *checkReport) {
-	schema, name, _ := strings.Cut(table, ".")
-	quoted := pgx.Identifier{schema, name}.Sanitize()
-	var hasPK, canSelect, owned, ownerSuper bool
-	var ident, kind, owner, persistence string
-	err := conn.QueryRow(ctx, `SELECT c.relreplident::text, c.relkind::text, c.relpersistence::text, r.rolname::text, r.rolsuper,
-		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary),
-		has_table_privilege(c.oid, 'SELECT'), pg_has_role(c.relowner, 'USAGE')
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles r ON r.oid = c.relowner
-		WHERE n.nspname = $1 AND c.relname = $2`,
-		schema, name).Scan(&ident, &kind, &persistence, &owner, &ownerSuper, &hasPK, &canSelect, &owned)
-	if errors.Is(err, pgx.ErrNoRows) {
-		rep.fail("table %s: does not exist (a webhook's events name it)", table)
-		return
-	}
+	found, err := cdc.Inspect(ctx, conn, table)
 	if err != nil {
 		rep.fail("table %s: %v", table, err)
 		return
 	}
-	if kind != "r" && kind != "p" {
-		rep.fail("table %s: is not a table (relkind %s): only tables can be published", table, kind)
+	t := found[0]
+	quoted := t.Quoted()
+	// The verdict is the publication manager's (Problem); the advice is
+	// worded for this report.
+	problem := t.Problem()
+	switch {
+	case errors.Is(problem, cdc.ErrTableMissing):
+		rep.fail("table %s: does not exist (a webhook's events name it)", table)
 		return
-	}
-	if persistence == "u" {
+	case errors.Is(problem, cdc.ErrNotATable):
+		rep.fail("table %s: is not a table (relkind %s): only tables can be published", table, t.Kind)
+		return
+	case errors.Is(problem, cdc.ErrUnlogged):
 		rep.fail("table %s: is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so none can be published: ALTER TABLE %s SET LOGGED;", table, quoted)
 		return
 	}
 	role := pgx.Identifier{f.role}.Sanitize()
-	if !canSelect {
+	if !t.Readable {
 		// pgoutput does not check SELECT, so the stream works without it,
 		// but the admin's entity list shows only the tables the role reads.
 		rep.warn("table %s: role %s cannot read it, so the admin page does not offer it: GRANT SELECT ON %s TO %s;", table, f.role, quoted, role)
@@ -405,7 +400,7 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 	pub := cfg.Postgres.Publication
 	quotedPub := pgx.Identifier{pub}.Sanitize()
 	inPub := f.pubAll || f.pubTables[table]
-	if kind == "p" {
+	if t.Kind == "p" {
 		if !inPub && f.pubExists {
 			// Without publish_via_partition_root the publication's table
 			// list names the partitions, not the table added to it.
@@ -424,31 +419,33 @@ func checkTable(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts, 
 			rep.fail("table %s: not in publication %s: ALTER PUBLICATION %s ADD TABLE %s;", table, pub, quotedPub, quoted)
 		case !*cfg.Postgres.ManagePublication:
 			// The missing publication is reported already.
-		case !f.super && !owned && ownerSuper:
+		case !f.super && !t.Owned && t.OwnerSuper:
 			// Membership in a superuser role is no advice to give.
 			rep.fail("table %s: walhook (manage_publication = true) must own it to publish it, and superuser %s owns it: publish it yourself (%s) and set manage_publication = false",
-				table, owner, yourself)
-		case !f.super && !owned:
+				table, t.Owner, yourself)
+		case !f.super && !t.Owned:
 			rep.fail("table %s: walhook (manage_publication = true) must own it to publish it, and %s owns it: GRANT %s TO %s; or publish it yourself (%s) and set manage_publication = false",
-				table, owner, pgx.Identifier{owner}.Sanitize(), role, yourself)
+				table, t.Owner, pgx.Identifier{t.Owner}.Sanitize(), role, yourself)
 		case f.pubExists:
 			rep.ok("table %s: not in the publication yet; walhook will add it", table)
 		}
 	}
 	full := fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL;", quoted)
 	switch {
-	case ident == "f":
+	case t.ReplicaIdentity == "full":
 		rep.ok("table %s: REPLICA IDENTITY FULL: modify and delete carry the whole old row, changed is filled", table)
-	case ident == "d" && hasPK:
+	case problem == nil && t.ReplicaIdentity == "default":
 		rep.ok("table %s: REPLICA IDENTITY DEFAULT (primary key): delete carries the key only, modify has no old row and no changed; for old values run %s", table, full)
-	case ident == "i":
+	case problem == nil && t.ReplicaIdentity == "index":
 		rep.ok("table %s: REPLICA IDENTITY USING INDEX: old rows carry that index's columns only, modify has no changed; for old values run %s", table, full)
-	case ident == "n":
+	case t.ReplicaIdentity == "nothing":
 		rep.fail("table %s: REPLICA IDENTITY NOTHING: the application's UPDATE and DELETE on it fail while a publication covers it, so walhook does not add it; run %s", table, full)
+	case t.ReplicaIdentity == "index":
+		rep.fail("table %s: REPLICA IDENTITY USING INDEX, and that index is gone: the application's UPDATE and DELETE on it fail while a publication covers it, so walhook does not add it; run %s", table, full)
 	default:
 		rep.fail("table %s: no primary key and REPLICA IDENTITY DEFAULT: the application's UPDATE and DELETE on it fail while a publication covers it, so walhook does not add it; add a primary key or run %s", table, full)
 	}
-	if ident == "f" && !hasPK && !entityNamesID(cfg, table) {
+	if t.ReplicaIdentity == "full" && !t.PrimaryKey && !entityNamesID(cfg, table) {
 		// Every column is then the key pgoutput gives: an update changes
 		// the entity_id, and the ordering per entity_id no longer follows
 		// the row.

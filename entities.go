@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"walhook/admin"
+	"walhook/cdc"
 )
 
 // entities lists the event types a webhook can subscribe to, for the admin:
@@ -31,7 +33,7 @@ func (a *App) entities(ctx context.Context) ([]admin.Entity, error) {
 	}
 	for _, t := range tables {
 		if i, ok := byTable[t.Table]; ok {
-			out[i].ReplicaIdentity, out[i].PrimaryKey = t.ReplicaIdentity, t.PrimaryKey
+			out[i].ReplicaIdentity, out[i].PrimaryKey, out[i].Unpublished = t.ReplicaIdentity, t.PrimaryKey, t.Unpublished
 			continue
 		}
 		out = append(out, t)
@@ -39,8 +41,8 @@ func (a *App) entities(ctx context.Context) ([]admin.Entity, error) {
 	return out, nil
 }
 
-// readableTables returns the ordinary and partitioned tables outside the
-// system schemas that the role may SELECT, named schema.table.
+// readableTables returns the tables of cdc.ListTables that the role may
+// SELECT, named schema.table, each with cdc's verdict on publishing it.
 func readableTables(ctx context.Context, dsn string) ([]admin.Entity, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -49,28 +51,24 @@ func readableTables(ctx context.Context, dsn string) ([]admin.Entity, error) {
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	defer conn.Close(context.Background())
-	rows, err := conn.Query(ctx, `SELECT n.nspname || '.' || c.relname,
-		CASE c.relreplident WHEN 'd' THEN 'default' WHEN 'f' THEN 'full' WHEN 'i' THEN 'index' ELSE 'nothing' END,
-		EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
-		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-		  AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\_%'
-		  AND has_table_privilege(c.oid, 'SELECT')
-		ORDER BY n.nspname, c.relname`)
+	tables, err := cdc.ListTables(ctx, conn)
 	if err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
+		return nil, err
 	}
 	var out []admin.Entity
-	for rows.Next() {
-		e := admin.Entity{Source: "database"}
-		if err := rows.Scan(&e.Table, &e.ReplicaIdentity, &e.PrimaryKey); err != nil {
-			return nil, fmt.Errorf("list tables: %w", err)
+	for _, t := range tables {
+		if !t.Readable {
+			continue
 		}
-		e.Name = e.Table
+		e := admin.Entity{Name: t.String(), Table: t.String(), Source: "database",
+			ReplicaIdentity: t.ReplicaIdentity, PrimaryKey: t.PrimaryKey}
+		switch problem := t.Problem(); {
+		case errors.Is(problem, cdc.ErrNoIdentity):
+			e.Unpublished = "no primary key or replica identity: not published (its UPDATE would fail)"
+		case errors.Is(problem, cdc.ErrUnlogged):
+			e.Unpublished = "UNLOGGED: not published (none of its changes reach the WAL)"
+		}
 		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list tables: %w", err)
 	}
 	return out, nil
 }

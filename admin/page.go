@@ -182,8 +182,8 @@ func (s *Server) form(r *http.Request, title string, hook deliver.Webhook, isNew
 		switch {
 		case e.ReplicaIdentity == "":
 			label += ", table not found"
-		case e.ReplicaIdentity == "nothing" || e.ReplicaIdentity == "default" && !e.PrimaryKey:
-			label += ", no primary key or replica identity: not published (its UPDATE would fail)"
+		case e.Unpublished != "":
+			label += ", " + e.Unpublished
 		default:
 			label += ", replica identity " + e.ReplicaIdentity
 		}

@@ -194,8 +194,10 @@ func TestPages(t *testing.T) {
 func TestPageShowsUnpublishable(t *testing.T) {
 	e := newEnv(t)
 	e.tables = []admin.Entity{
-		{Name: "public.audit", Table: "public.audit", Source: "database", ReplicaIdentity: "default"},
-		{Name: "public.locked", Table: "public.locked", Source: "database", ReplicaIdentity: "nothing", PrimaryKey: true},
+		{Name: "public.audit", Table: "public.audit", Source: "database", ReplicaIdentity: "default",
+			Unpublished: "no primary key or replica identity: not published (its UPDATE would fail)"},
+		{Name: "public.locked", Table: "public.locked", Source: "database", ReplicaIdentity: "nothing", PrimaryKey: true,
+			Unpublished: "no primary key or replica identity: not published (its UPDATE would fail)"},
 		{Name: "public.orders", Table: "public.orders", Source: "database", ReplicaIdentity: "default", PrimaryKey: true},
 	}
 	form := e.mustDo(200, "GET", "/webhooks/new", "").body

@@ -42,6 +42,9 @@ type Entity struct {
 	Source          string `json:"source"`           // "config" for an [[entity]], "database" for a table
 	ReplicaIdentity string `json:"replica_identity"` // default, full, index or nothing; "" when the table was not found
 	PrimaryKey      bool   `json:"primary_key"`
+	// Unpublished says in a few words why walhook does not publish the
+	// table (cdc's verdict); "" when it does.
+	Unpublished string `json:"unpublished,omitempty"`
 }
 
 // Options configure a Server.

@@ -56,53 +56,37 @@ const noIdentity = `(c.relreplident = 'n' OR (c.relreplident <> 'f' AND NOT EXIS
 	SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND (i.indisprimary OR i.indisreplident))))`
 
 // checkTables sorts the wanted tables into those the publication can cover
-// and those it must not: missing, UNLOGGED, or without a primary key or
-// replica identity, whose UPDATE and DELETE PostgreSQL would then refuse.
-// refused says why, with the fix, for each of the latter; err is a failure
-// to look. A table without an identity that the publication covers
-// already stays, with a warning: leaving it out would mend nothing.
+// and those it must not (Table.Problem): missing, not a table, UNLOGGED,
+// or without a primary key or replica identity, whose UPDATE and DELETE
+// PostgreSQL would then refuse. refused says why, with the fix, for each of
+// the latter; err is a failure to look. A table without an identity that
+// the publication covers already stays, with a warning: leaving it out
+// would mend nothing.
 func checkTables(ctx context.Context, conn *pgx.Conn, log *slog.Logger, tables, published []tableName) (ok, partitioned []tableName, refused, err error) {
 	var why []error
-	for _, t := range tables {
-		var persistence, kind string
-		var unidentified bool
-		err := conn.QueryRow(ctx, `
-			SELECT c.relpersistence::text, c.relkind::text, `+noIdentity+`
-			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
-			t.schema, t.table).Scan(&persistence, &kind, &unidentified)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			why = append(why, fmt.Errorf("table %s does not exist", t))
-			continue
-		case err != nil:
-			return nil, nil, nil, fmt.Errorf("look up table %s: %w", t, err)
-		case persistence == "u":
-			why = append(why, fmt.Errorf("table %s is UNLOGGED: PostgreSQL writes none of its changes to the WAL, so it cannot be published (ALTER TABLE %s SET LOGGED)",
-				t, t.quoted()))
-			continue
-		case unidentified && !slices.Contains(published, t):
-			why = append(why, noIdentityError(t))
-			continue
-		case unidentified:
-			log.Warn("table has no primary key or replica identity: the application's UPDATE and DELETE on it fail while it is in the publication; add a primary key or set REPLICA IDENTITY FULL",
-				"table", t.String())
+	for _, name := range tables {
+		t, err := inspect(ctx, conn, name)
+		if err != nil {
+			return nil, nil, nil, err
 		}
-		ok = append(ok, t)
-		if kind == "p" {
-			partitioned = append(partitioned, t)
+		problem := t.Problem()
+		switch {
+		case errors.Is(problem, ErrNoIdentity) && slices.Contains(published, name):
+			log.Warn("table has no primary key or replica identity: the application's UPDATE and DELETE on it fail while it is in the publication; add a primary key or set REPLICA IDENTITY FULL",
+				"table", name.String())
+		case problem != nil:
+			why = append(why, problem)
+			continue
+		}
+		ok = append(ok, name)
+		if t.Kind == "p" {
+			partitioned = append(partitioned, name)
 		}
 	}
 	if len(why) > 0 {
 		refused = unpublishable{errors.Join(why...)}
 	}
 	return ok, partitioned, refused, nil
-}
-
-// noIdentityError says why walhook does not publish table t.
-func noIdentityError(t tableName) error {
-	return fmt.Errorf("table %s has no primary key or replica identity: once published, the application's UPDATE and DELETE on it would fail, so walhook does not publish it; add a primary key, or: %s",
-		t, identityFix([]tableName{t}))
 }
 
 // identityFix is the SQL that lets tables be published, for the first ten.
