@@ -133,6 +133,12 @@ func (s *Bolt) doneCount(btx *bolt.Tx, name string) int {
 // prunedAtOnce picks the successes of a batch that the retention would
 // prune in the same commit: the oldest beyond the retention per webhook.
 func (s *Bolt) prunedAtOnce(outcomes []Outcome) map[*Outcome]bool {
+	return prunedAtOnce(outcomes, s.retention)
+}
+
+// prunedAtOnce picks the successes among outcomes that a retention of
+// retention deliveries would prune in the same commit.
+func prunedAtOnce(outcomes []Outcome, retention int) map[*Outcome]bool {
 	var done map[string][]*Outcome
 	for i := range outcomes {
 		if o := &outcomes[i]; o.Done {
@@ -144,7 +150,7 @@ func (s *Bolt) prunedAtOnce(outcomes []Outcome) map[*Outcome]bool {
 	}
 	var skip map[*Outcome]bool
 	for _, list := range done {
-		extra := len(list) - s.retention
+		extra := len(list) - retention
 		if extra <= 0 {
 			continue
 		}

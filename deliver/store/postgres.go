@@ -1,0 +1,879 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"walhook/cdc"
+)
+
+// PostgresVersion is the version of the tables this walhook writes. A store
+// whose tables are newer is refused: an older binary must not write into a
+// layout it does not know.
+const PostgresVersion = 1
+
+// callTimeout bounds each call on the store's database: a database that
+// stops answering fails the call, which the caller retries or reports,
+// instead of holding walhook forever.
+const callTimeout = 30 * time.Second
+
+// PostgresOptions configure a Postgres store.
+type PostgresOptions struct {
+	DSN       string // the database that holds the store
+	Schema    string // its schema; default "walhook"
+	Retention int    // completed deliveries kept per webhook; failed ones stay until delivered again
+	Logger    *slog.Logger
+}
+
+// Postgres is the store in tables of one schema of a PostgreSQL database
+// (see pgSchemaV1 for the layout). It keeps what Bolt keeps, with the same
+// meaning: one row per event with the count of deliveries that refer to
+// it, one row per delivery keyed by webhook and sequence. Commit writes a
+// batch in one transaction; PostgreSQL's commit makes it durable.
+type Postgres struct {
+	pool      *pgxpool.Pool
+	schema    string // quoted
+	retention int
+	log       *slog.Logger
+	durable   atomic.Uint64
+	loaded    *lru.Cache[string, *cdc.Event] // events read back, shared by the webhooks that load them
+}
+
+// RedactDSN hides the password of a connection string, URL or key=value
+// form, for messages.
+func RedactDSN(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		return u.Redacted()
+	}
+	fields := strings.Fields(dsn)
+	for i, f := range fields {
+		if k, _, ok := strings.Cut(f, "="); ok && strings.EqualFold(k, "password") {
+			fields[i] = k + "=xxxxx"
+		}
+	}
+	return strings.Join(fields, " ")
+}
+
+// OpenPostgres connects to the store's database, creates or migrates its
+// tables and reads the durable position.
+func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Schema == "" {
+		o.Schema = "walhook"
+	}
+	cfg, err := pgxpool.ParseConfig(o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("store dsn %s: %w", RedactDSN(o.DSN), err)
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "walhook store"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err == nil {
+		err = pool.Ping(ctx)
+	}
+	if err != nil {
+		if pool != nil {
+			pool.Close()
+		}
+		return nil, fmt.Errorf("open store at %s: %w", RedactDSN(o.DSN), err)
+	}
+	loaded, _ := lru.New[string, *cdc.Event](loadedEvents)
+	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store at %s, schema %s: %w", RedactDSN(o.DSN), o.Schema, err)
+	}
+	var v []byte
+	err = pool.QueryRow(ctx, s.sql(`SELECT value FROM {s}.meta WHERE key = 'durable_lsn'`)).Scan(&v)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		pool.Close()
+		return nil, fmt.Errorf("store: read durable position: %w", err)
+	}
+	if len(v) == 8 {
+		s.durable.Store(binary.BigEndian.Uint64(v))
+	}
+	return s, nil
+}
+
+// sql puts the store's schema in place of {s}.
+func (s *Postgres) sql(q string) string { return strings.ReplaceAll(q, "{s}", s.schema) }
+
+// pgSchemaV1 is the store's first layout. Deliveries are keyed by webhook
+// and a sequence shared by all webhooks (it grows in commit order, which
+// is all a webhook's queue needs); status is 'p'ending, 's'uccess or
+// 'f'ailed, as the record's first byte; record is the binary record
+// (recordcodec.go) and body the binary event (eventcodec.go).
+const pgSchemaV1 = `
+CREATE TABLE {s}.meta (key text PRIMARY KEY, value bytea NOT NULL);
+CREATE TABLE {s}.events (id text PRIMARY KEY, refs integer NOT NULL, body bytea NOT NULL);
+CREATE SEQUENCE {s}.delivery_seq;
+CREATE TABLE {s}.deliveries (
+	webhook  text   NOT NULL,
+	seq      bigint NOT NULL,
+	status   "char" NOT NULL,
+	event_id text   NOT NULL,
+	record   bytea  NOT NULL,
+	PRIMARY KEY (webhook, seq)
+);
+CREATE INDEX deliveries_pending ON {s}.deliveries (webhook, seq) WHERE status = 'p';
+CREATE INDEX deliveries_status ON {s}.deliveries (webhook, status, seq);
+CREATE TABLE {s}.counters (webhook text PRIMARY KEY, value jsonb NOT NULL);
+CREATE TABLE {s}.webhooks (name text PRIMARY KEY, def bytea NOT NULL);
+CREATE TABLE {s}.switched_off (name text PRIMARY KEY, url text NOT NULL);
+`
+
+// migrate creates the schema's tables, or brings them to PostgresVersion,
+// under a transaction-scoped advisory lock so that walhooks starting
+// together migrate once.
+func (s *Postgres) migrate(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('walhook store migration ' || $1))`, s.schema); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)`)); err != nil {
+		return fmt.Errorf("create the schema: %w", err)
+	}
+	var version int
+	if err := tx.QueryRow(ctx, s.sql(`SELECT coalesce(max(version), 0) FROM {s}.schema_version`)).Scan(&version); err != nil {
+		return err
+	}
+	switch {
+	case version > PostgresVersion:
+		return fmt.Errorf("its tables are version %d, newer than this walhook knows (%d): run the walhook that wrote them, or a newer one", version, PostgresVersion)
+	case version == PostgresVersion:
+		return nil
+	}
+	if _, err := tx.Exec(ctx, s.sql(pgSchemaV1)); err != nil {
+		return fmt.Errorf("create the tables (version 1): %w", err)
+	}
+	if _, err := tx.Exec(ctx, s.sql(`DELETE FROM {s}.schema_version; INSERT INTO {s}.schema_version VALUES (1)`)); err != nil {
+		return err
+	}
+	s.log.Info("store tables created", "schema", s.schema, "version", PostgresVersion)
+	return tx.Commit(ctx)
+}
+
+// Schema is the store's schema, quoted.
+func (s *Postgres) Schema() string { return s.schema }
+
+// Close closes the connections.
+func (s *Postgres) Close() error {
+	s.pool.Close()
+	return nil
+}
+
+// Durable is the WAL position stored with the latest commit.
+func (s *Postgres) Durable() uint64 { return s.durable.Load() }
+
+func callContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), callTimeout)
+}
+
+// Commit writes b in one transaction and returns the deliveries it queued,
+// in order. As Bolt's: an empty batch writes nothing, repeats queue
+// nothing, and the successes the retention would prune at once are deleted
+// instead of written.
+func (s *Postgres) Commit(b *Batch) ([]Queued, error) {
+	if b.Empty() {
+		return nil, nil
+	}
+	ctx, cancel := callContext()
+	defer cancel()
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback(ctx)
+	c := &pgCommit{s: s, ctx: ctx, tx: tx, derefs: map[string]int32{}}
+	endLSN, err := c.run(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, err
+	}
+	if endLSN > s.durable.Load() {
+		s.durable.Store(endLSN)
+	}
+	return c.queued, nil
+}
+
+// pgCommit is one commit's transaction and what it gathered.
+type pgCommit struct {
+	s      *Postgres
+	ctx    context.Context
+	tx     pgx.Tx
+	queued []Queued
+	derefs map[string]int32 // references dropped per event, applied at the end
+	added  map[string]bool  // webhooks with successes added, to prune
+}
+
+// run writes the batch and returns the durable position it stored.
+func (c *pgCommit) run(b *Batch) (uint64, error) {
+	var persisted uint64
+	var v []byte
+	err := c.tx.QueryRow(c.ctx, c.s.sql(`SELECT value FROM {s}.meta WHERE key = 'durable_lsn' FOR UPDATE`)).Scan(&v)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, err
+	}
+	if len(v) == 8 {
+		persisted = binary.BigEndian.Uint64(v)
+	}
+	if err := c.counters(b.Counters); err != nil {
+		return 0, err
+	}
+	if err := c.outcomes(b.Outcomes); err != nil {
+		return 0, err
+	}
+	stored, err := c.appends(b.Appends, persisted)
+	if err != nil {
+		return 0, err
+	}
+	for name := range c.added {
+		if err := c.prune(name); err != nil {
+			return 0, err
+		}
+	}
+	if err := c.applyDerefs(); err != nil {
+		return 0, err
+	}
+	if stored > persisted {
+		if err := c.putMeta("durable_lsn", binary.BigEndian.AppendUint64(nil, stored)); err != nil {
+			return 0, err
+		}
+	}
+	return stored, nil
+}
+
+func (c *pgCommit) putMeta(key string, value []byte) error {
+	_, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`), key, value)
+	return err
+}
+
+func (c *pgCommit) counters(m map[string]Counters) error {
+	for name, st := range m {
+		if _, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.counters (webhook, value) VALUES ($1, $2) ON CONFLICT (webhook) DO UPDATE SET value = excluded.value`),
+			name, marshalCounters(st)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outcomes stores the deliveries' new states in one statement, and deletes
+// at once the successes the retention would prune in this commit.
+func (c *pgCommit) outcomes(outcomes []Outcome) error {
+	if len(outcomes) == 0 {
+		return nil
+	}
+	skip := prunedAtOnce(outcomes, c.s.retention)
+	var (
+		names, dnames     []string
+		seqs, dseqs       []int64
+		statuses, records [][]byte
+		done              []bool
+	)
+	for i := range outcomes {
+		o := &outcomes[i]
+		if skip[o] {
+			dnames, dseqs = append(dnames, o.Webhook), append(dseqs, int64(o.Seq))
+			continue
+		}
+		rec := encodeRecord(o.Record)
+		names, seqs = append(names, o.Webhook), append(seqs, int64(o.Seq))
+		statuses, records, done = append(statuses, rec[:1]), append(records, rec), append(done, o.Done)
+	}
+	if len(dnames) > 0 {
+		if err := c.deleteDeliveries(`DELETE FROM {s}.deliveries d USING unnest($1::text[], $2::bigint[]) AS u(webhook, seq)
+			WHERE d.webhook = u.webhook AND d.seq = u.seq RETURNING d.event_id`, dnames, dseqs); err != nil {
+			return err
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`UPDATE {s}.deliveries d SET status = u.status::"char", record = u.record
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::bool[]) AS u(webhook, seq, status, record, done)
+		WHERE d.webhook = u.webhook AND d.seq = u.seq RETURNING d.webhook, u.done`), names, seqs, texts(statuses), records, done)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var isDone bool
+		if err := rows.Scan(&name, &isDone); err != nil {
+			return err
+		}
+		if isDone {
+			if c.added == nil {
+				c.added = map[string]bool{}
+			}
+			c.added[name] = true
+		}
+	}
+	return rows.Err()
+}
+
+func texts(bs [][]byte) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = string(b)
+	}
+	return out
+}
+
+// deleteDeliveries runs a DELETE that returns the event ids of the
+// deliveries it deleted, and drops their references.
+func (c *pgCommit) deleteDeliveries(query string, args ...any) error {
+	rows, err := c.tx.Query(c.ctx, c.s.sql(query), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		c.derefs[id]++
+	}
+	return rows.Err()
+}
+
+// prune deletes a webhook's oldest successes beyond the retention.
+func (c *pgCommit) prune(name string) error {
+	return c.deleteDeliveries(`DELETE FROM {s}.deliveries WHERE webhook = $1 AND status = 's' AND seq IN (
+		SELECT seq FROM {s}.deliveries WHERE webhook = $1 AND status = 's' ORDER BY seq DESC OFFSET $2) RETURNING event_id`, name, c.s.retention)
+}
+
+// applyDerefs drops the references gathered, and the events left without.
+func (c *pgCommit) applyDerefs() error {
+	if len(c.derefs) == 0 {
+		return nil
+	}
+	ids := make([]string, 0, len(c.derefs))
+	ns := make([]int32, 0, len(c.derefs))
+	for id, n := range c.derefs {
+		ids, ns = append(ids, id), append(ns, n)
+	}
+	_, err := c.tx.Exec(c.ctx, c.s.sql(`UPDATE {s}.events e SET refs = e.refs - u.n FROM unnest($1::text[], $2::int[]) AS u(id, n) WHERE e.id = u.id`), ids, ns)
+	if err == nil {
+		_, err = c.tx.Exec(c.ctx, c.s.sql(`DELETE FROM {s}.events WHERE id = ANY($1) AND refs <= 0`), ids)
+	}
+	return err
+}
+
+// appends queues the Appends' deliveries and returns the end of the latest
+// transaction stored.
+func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
+	known, err := c.storedEvents(appends, stored)
+	if err != nil {
+		return 0, err
+	}
+	type one struct{ i, j int } // an event: Append i's event j
+	var (
+		queue []one
+		n     int
+	)
+	for i := range appends {
+		a := &appends[i]
+		if a.EndBackfill {
+			if _, err := c.tx.Exec(c.ctx, c.s.sql(`DELETE FROM {s}.meta WHERE key = 'backfill'`)); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		if a.BackfillState != nil {
+			if err := c.putMeta("backfill", a.BackfillState); err != nil {
+				return 0, err
+			}
+		}
+		if !a.Backfill {
+			if Repeated(a.Tx, stored) {
+				continue
+			}
+			stored = max(stored, a.Tx.EndLSN)
+		}
+		for j := range a.Tx.Events {
+			ev := &a.Tx.Events[j]
+			if len(a.Targets[j]) == 0 || known[ev.ID] {
+				continue
+			}
+			known[ev.ID] = true // a chunk sent again within this batch
+			queue = append(queue, one{i, j})
+			n += len(a.Targets[j])
+		}
+	}
+	if n == 0 {
+		return stored, nil
+	}
+	seqs, err := c.nextSeqs(n)
+	if err != nil {
+		return 0, err
+	}
+	var (
+		eids          []string
+		erefs         []int32
+		bodies        [][]byte
+		dnames, deids []string
+		dseqs         []int64
+		drecs         [][]byte
+	)
+	now := time.Now().UTC()
+	for _, q := range queue {
+		a := &appends[q.i]
+		ev, names := &a.Tx.Events[q.j], a.Targets[q.j]
+		body, err := encodeEvent(ev, 0)
+		if err != nil {
+			return 0, err
+		}
+		eids, erefs, bodies = append(eids, ev.ID), append(erefs, int32(len(names))), append(bodies, body)
+		name := EventName(ev)
+		for _, h := range names {
+			seq := seqs[0]
+			seqs = seqs[1:]
+			rec := &Record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, PrevEntityID: ev.PrevEntityID, CreatedAt: now}
+			dnames, deids, dseqs, drecs = append(dnames, h), append(deids, ev.ID), append(dseqs, int64(seq)), append(drecs, encodeRecord(rec))
+			c.queued = append(c.queued, Queued{Append: q.i, Webhook: h, Seq: seq, Record: rec, Event: ev})
+		}
+	}
+	if _, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.events (id, refs, body) SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])`), eids, erefs, bodies); err != nil {
+		return 0, err
+	}
+	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record)
+		SELECT u.webhook, u.seq, 'p', u.event_id, u.record FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[]) AS u(webhook, seq, event_id, record)`),
+		dnames, dseqs, deids, drecs)
+	return stored, err
+}
+
+// storedEvents returns which events of the Appends that may repeat are in
+// the store already: those of chunks and of last chunks, whose earlier
+// chunks may have been stored before a crash. A whole transaction past
+// everything stored has no event in the store yet.
+func (c *pgCommit) storedEvents(appends []Append, stored uint64) (map[string]bool, error) {
+	known := map[string]bool{}
+	var ids []string
+	for i := range appends {
+		a := &appends[i]
+		if a.EndBackfill || a.Tx == nil || a.Backfill || Repeated(a.Tx, stored) {
+			continue
+		}
+		if a.Tx.EndLSN != 0 && len(a.Tx.Events) > 0 && a.Tx.Events[0].Index == 0 {
+			continue
+		}
+		for j := range a.Tx.Events {
+			ids = append(ids, a.Tx.Events[j].ID)
+		}
+	}
+	if len(ids) == 0 {
+		return known, nil
+	}
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT id FROM {s}.events WHERE id = ANY($1)`), ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		known[id] = true
+	}
+	return known, rows.Err()
+}
+
+// nextSeqs allocates n delivery sequences, ascending.
+func (c *pgCommit) nextSeqs(n int) ([]uint64, error) {
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT nextval('{s}.delivery_seq') FROM generate_series(1, $1) ORDER BY 1`), n)
+	if err != nil {
+		return nil, err
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, err
+	}
+	out := make([]uint64, len(seqs))
+	for i, v := range seqs {
+		out[i] = uint64(v)
+	}
+	return out, nil
+}
+
+// Queue reads a webhook's counters and counts its pending and failed
+// deliveries.
+func (s *Postgres) Queue(name string) (Queue, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	var q Queue
+	var counters []byte
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT
+		(SELECT value FROM {s}.counters WHERE webhook = $1),
+		(SELECT count(*) FROM {s}.deliveries WHERE webhook = $1 AND status = 'p'),
+		(SELECT count(*) FROM {s}.deliveries WHERE webhook = $1 AND status = 'f')`), name).Scan(&counters, &q.Pending, &q.Failed)
+	if err == nil && counters != nil {
+		err = json.Unmarshal(counters, &q.Counters)
+	}
+	if err != nil {
+		return Queue{}, fmt.Errorf("load webhook %s: %w", name, err)
+	}
+	return q, nil
+}
+
+// Window reads up to limit pending deliveries of a webhook from sequence
+// from on, with their events (see Bolt.Window).
+func (s *Postgres) Window(name string, from uint64, limit int) (Window, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT d.seq, d.record, d.event_id, e.refs, e.body FROM {s}.deliveries d LEFT JOIN {s}.events e ON e.id = d.event_id
+		WHERE d.webhook = $1 AND d.status = 'p' AND d.seq >= $2 ORDER BY d.seq LIMIT $3`), name, int64(from), limit+1)
+	if err != nil {
+		return Window{}, err
+	}
+	defer rows.Close()
+	w := Window{Last: from - 1, Exhausted: true}
+	for rows.Next() {
+		if len(w.Pending) == limit {
+			w.Exhausted = false
+			break
+		}
+		p, err := s.scanDelivery(rows, name, true)
+		if err != nil {
+			return Window{}, err
+		}
+		w.Last = p.Seq
+		if p.Record != nil && p.Event != nil {
+			w.Pending = append(w.Pending, p)
+		}
+	}
+	return w, rows.Err()
+}
+
+// scanDelivery reads a row of seq, record, event_id, refs, body. A record
+// or event that cannot be read is logged and left nil; with share, an event
+// that other deliveries still refer to is kept for their loads.
+func (s *Postgres) scanDelivery(rows pgx.Rows, name string, share bool) (Pending, error) {
+	var (
+		seq         int64
+		record      []byte
+		eventID     string
+		refs        *int32
+		body        []byte
+		p           Pending
+		err, decErr error
+	)
+	if err = rows.Scan(&seq, &record, &eventID, &refs, &body); err != nil {
+		return p, err
+	}
+	p.Seq = uint64(seq)
+	if p.Record, decErr = decodeRecord(record); decErr != nil {
+		s.log.Error("skipping unreadable delivery", "webhook", name, "seq", seq, "err", decErr)
+		return p, nil
+	}
+	if ev, ok := s.loaded.Get(eventID); ok && share {
+		p.Event = ev
+		return p, nil
+	}
+	if body == nil {
+		s.log.Error("skipping delivery of an event not stored", "webhook", name, "event", eventID)
+		return p, nil
+	}
+	if p.Event, decErr = decodeEvent(body); decErr != nil {
+		s.log.Error("skipping delivery of unreadable event", "webhook", name, "event", eventID, "err", decErr)
+		return p, nil
+	}
+	if share && refs != nil && *refs > 1 {
+		s.loaded.Add(eventID, p.Event)
+	}
+	return p, nil
+}
+
+// Deliveries returns up to limit of a webhook's stored deliveries, newest
+// first, with their events (nil where unreadable), only those of status
+// when status is not "".
+func (s *Postgres) Deliveries(name string, limit int, status string) ([]Pending, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	st := ""
+	if status != "" {
+		st = string(rune(statusByte(status)))
+	}
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT d.seq, d.record, d.event_id, e.refs, e.body FROM {s}.deliveries d LEFT JOIN {s}.events e ON e.id = d.event_id
+		WHERE d.webhook = $1 AND ($2 = '' OR d.status = $2::"char") ORDER BY d.seq DESC LIMIT $3`), name, st, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Pending
+	for rows.Next() {
+		p, err := s.scanDelivery(rows, name, false)
+		if err != nil {
+			return nil, err
+		}
+		if p.Record == nil {
+			return nil, fmt.Errorf("delivery %s-%d: unreadable record", name, p.Seq)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// FailedSince returns the sequences of a webhook's failed deliveries whose
+// last attempt (or creation) is at or after since, in queue order.
+func (s *Postgres) FailedSince(name string, since time.Time) ([]uint64, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT seq, record FROM {s}.deliveries WHERE webhook = $1 AND status = 'f' ORDER BY seq`), name)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var seqs []uint64
+	for rows.Next() {
+		var seq int64
+		var v []byte
+		if err := rows.Scan(&seq, &v); err != nil {
+			return nil, err
+		}
+		rec, err := decodeRecord(v)
+		if err != nil {
+			continue
+		}
+		at := rec.CreatedAt
+		if n := len(rec.Attempts); n > 0 {
+			at = rec.Attempts[n-1].At
+		}
+		if !at.Before(since) {
+			seqs = append(seqs, uint64(seq))
+		}
+	}
+	return seqs, rows.Err()
+}
+
+// Redeliver queues a past delivery of a webhook again as a new one (see
+// Bolt.Redeliver).
+func (s *Postgres) Redeliver(name string, seq uint64) (Redelivered, error) {
+	var r Redelivered
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) (err error) {
+		r, err = s.redeliverIn(ctx, tx, name, seq, false)
+		return err
+	})
+	return r, err
+}
+
+// RedeliverFailed queues those of a webhook's deliveries seqs that are
+// still failed again, in one transaction.
+func (s *Postgres) RedeliverFailed(name string, seqs []uint64) ([]Redelivered, error) {
+	var out []Redelivered
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		out = out[:0]
+		for _, seq := range seqs {
+			r, err := s.redeliverIn(ctx, tx, name, seq, true)
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (s *Postgres) redeliverIn(ctx context.Context, tx pgx.Tx, name string, seq uint64, failedOnly bool) (Redelivered, error) {
+	var v, body []byte
+	err := tx.QueryRow(ctx, s.sql(`SELECT d.record, e.body FROM {s}.deliveries d JOIN {s}.events e ON e.id = d.event_id
+		WHERE d.webhook = $1 AND d.seq = $2 FOR UPDATE OF d, e`), name, int64(seq)).Scan(&v, &body)
+	if errors.Is(err, pgx.ErrNoRows) || err == nil && failedOnly && v[0] != recFailed {
+		return Redelivered{}, ErrNotFound
+	}
+	if err != nil {
+		return Redelivered{}, err
+	}
+	if v[0] == recPending {
+		return Redelivered{}, ErrPending
+	}
+	old, err := decodeRecord(v)
+	if err != nil {
+		return Redelivered{}, err
+	}
+	ev, err := decodeEvent(body)
+	if err != nil {
+		return Redelivered{}, err
+	}
+	var nseq int64
+	if err := tx.QueryRow(ctx, s.sql(`SELECT nextval('{s}.delivery_seq')`)).Scan(&nseq); err != nil {
+		return Redelivered{}, err
+	}
+	rec := &Record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, PrevEntityID: old.PrevEntityID, CreatedAt: time.Now().UTC()}
+	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record) VALUES ($1, $2, 'p', $3, $4)`), name, nseq, old.EventID, encodeRecord(rec)); err != nil {
+		return Redelivered{}, err
+	}
+	r := Redelivered{Pending: Pending{Seq: uint64(nseq), Record: rec, Event: ev}}
+	if v[0] == recFailed {
+		// The failed delivery is replaced: its reference goes to the new one.
+		r.WasFailed = true
+		_, err = tx.Exec(ctx, s.sql(`DELETE FROM {s}.deliveries WHERE webhook = $1 AND seq = $2`), name, int64(seq))
+	} else {
+		_, err = tx.Exec(ctx, s.sql(`UPDATE {s}.events SET refs = refs + 1 WHERE id = $1`), old.EventID)
+	}
+	if err != nil {
+		return Redelivered{}, err
+	}
+	return r, nil
+}
+
+// inTx runs f in a transaction and commits it.
+func (s *Postgres) inTx(f func(context.Context, pgx.Tx) error) error {
+	ctx, cancel := callContext()
+	defer cancel()
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) })
+}
+
+// exec runs one statement.
+func (s *Postgres) exec(query string, args ...any) error {
+	ctx, cancel := callContext()
+	defer cancel()
+	_, err := s.pool.Exec(ctx, s.sql(query), args...)
+	return err
+}
+
+// Queues returns the names of the webhooks with stored deliveries.
+func (s *Postgres) Queues() ([]string, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT DISTINCT webhook FROM {s}.deliveries ORDER BY 1`))
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// DropQueue deletes a webhook's deliveries, counters and override, a chunk
+// of deliveries per transaction with their references (see Bolt.DropQueue).
+func (s *Postgres) DropQueue(name string) error {
+	for more := true; more; {
+		err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+			c := &pgCommit{s: s, ctx: ctx, tx: tx, derefs: map[string]int32{}}
+			if err := c.deleteDeliveries(`DELETE FROM {s}.deliveries WHERE webhook = $1 AND seq IN (
+				SELECT seq FROM {s}.deliveries WHERE webhook = $1 ORDER BY seq LIMIT $2) RETURNING event_id`, name, dropChunk); err != nil {
+				return err
+			}
+			n := 0
+			for _, k := range c.derefs {
+				n += int(k)
+			}
+			more = n == dropChunk
+			if err := c.applyDerefs(); err != nil {
+				return err
+			}
+			if more {
+				return nil
+			}
+			_, err := tx.Exec(ctx, s.sql(`DELETE FROM {s}.counters WHERE webhook = $1; `), name)
+			if err == nil {
+				_, err = tx.Exec(ctx, s.sql(`DELETE FROM {s}.switched_off WHERE name = $1`), name)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WebhookDefs returns the definitions PutWebhook stored, by name.
+func (s *Postgres) WebhookDefs() (map[string][]byte, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT name, def FROM {s}.webhooks`))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string][]byte{}
+	for rows.Next() {
+		var name string
+		var def []byte
+		if err := rows.Scan(&name, &def); err != nil {
+			return nil, err
+		}
+		out[name] = def
+	}
+	return out, rows.Err()
+}
+
+// PutWebhook stores the definition of a webhook made through the admin API.
+func (s *Postgres) PutWebhook(name string, def []byte) error {
+	return s.exec(`INSERT INTO {s}.webhooks (name, def) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET def = excluded.def`, name, def)
+}
+
+// DeleteWebhook forgets a definition PutWebhook stored.
+func (s *Postgres) DeleteWebhook(name string) error {
+	return s.exec(`DELETE FROM {s}.webhooks WHERE name = $1`, name)
+}
+
+// SwitchedOff reports whether the store keeps config webhook name, at url,
+// switched off.
+func (s *Postgres) SwitchedOff(name, url string) (bool, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	var n int
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT count(*) FROM {s}.switched_off WHERE name = $1 AND url = $2`), name, url).Scan(&n)
+	return n > 0, err
+}
+
+// SetSwitchedOff keeps config webhook name switched off while its URL
+// stays url (off), or forgets that (not off).
+func (s *Postgres) SetSwitchedOff(name, url string, off bool) error {
+	if !off {
+		return s.exec(`DELETE FROM {s}.switched_off WHERE name = $1`, name)
+	}
+	return s.exec(`INSERT INTO {s}.switched_off (name, url) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET url = excluded.url`, name, url)
+}
+
+// Backfill returns the state of the backfill under way, nil if none.
+func (s *Postgres) Backfill() ([]byte, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	var state []byte
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT value FROM {s}.meta WHERE key = 'backfill'`)).Scan(&state)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	return state, err
+}
+
+// SetBackfill stores the state of a backfill under way; nil drops it.
+func (s *Postgres) SetBackfill(state []byte) error {
+	if state == nil {
+		return s.exec(`DELETE FROM {s}.meta WHERE key = 'backfill'`)
+	}
+	return s.exec(`INSERT INTO {s}.meta (key, value) VALUES ('backfill', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, state)
+}
