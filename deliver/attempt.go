@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,20 @@ const (
 	drainResponse = 64 << 10 // further bytes read so the connection can be reused
 	keepRequest   = 64 << 10 // request body bytes kept in an attempt
 	redacted      = "[redacted]"
+
+	// What a receiver sends is bounded before it is read, and bounded
+	// again before it is stored: a failed delivery keeps every attempt on
+	// disk until it is redelivered, so a receiver answering with megabytes
+	// of headers would otherwise fill the store's disk (issue 19).
+	maxResponseHeader = 64 << 10 // response header bytes read; more fails the attempt
+	keepHeaders       = 4 << 10  // response header bytes kept in an attempt
+	keepError         = 1 << 10  // error text bytes kept in an attempt
+	keepLocation      = 512      // bytes of a redirect's Location quoted in the error
+
+	// DroppedHeaders is the header an attempt stores in place of the
+	// response headers it left out; no receiver's header can be named so,
+	// since a space is not allowed in a header name.
+	DroppedHeaders = "Walhook Dropped"
 )
 
 // request is what one attempt sends.
@@ -170,7 +186,7 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	resp, err := roundTrip(client, req)
 	if err != nil {
 		att.Duration = time.Since(start)
-		att.Error = describe(err, w.Timeout)
+		att.Error = truncate([]byte(describe(err, w.Timeout)), keepError)
 		return result{att: att}
 	}
 	kept := readKept(resp)
@@ -180,19 +196,52 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	resp.Body.Close()
 	att.Duration = time.Since(start)
 	att.Status = resp.StatusCode
-	att.ResponseHeaders = resp.Header
+	att.ResponseHeaders = keptHeaders(resp.Header)
 	att.ResponseBody = strings.ToValidUTF8(string(kept), "\uFFFD")
 	res := result{att: att}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		res.att.Error = fmt.Sprintf("HTTP %d", resp.StatusCode)
 		if loc := resp.Header.Get("Location"); resp.StatusCode/100 == 3 && loc != "" {
-			res.att.Error += " redirect to " + loc + " (not followed)"
+			res.att.Error += " redirect to " + truncate([]byte(loc), keepLocation) + " (not followed)"
 		}
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
 		res.retryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return res
+}
+
+// keptHeaders is the part of a response's headers an attempt stores:
+// whole headers in name order while they fit in keepHeaders bytes, and
+// under DroppedHeaders how many were left out and their size.
+func keptHeaders(h http.Header) http.Header {
+	size := func(k string, vs []string) int {
+		n := 0
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // "k: v\r\n"
+		}
+		return n
+	}
+	total := 0
+	for k, vs := range h {
+		total += size(k, vs)
+	}
+	if total <= keepHeaders {
+		return h
+	}
+	out := make(http.Header)
+	kept, dropped := 0, 0
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		n := size(k, h[k])
+		if kept+n > keepHeaders-128 { // room for the note
+			dropped++
+			continue
+		}
+		out[k] = h[k]
+		kept += n
+	}
+	out[DroppedHeaders] = []string{fmt.Sprintf("%d headers, %d of %d bytes, not kept: an attempt keeps %d bytes of response headers", dropped, total-kept, total, keepHeaders)}
+	return out
 }
 
 // roundTrip makes the request. With walhook's own client it calls the

@@ -233,6 +233,7 @@ func newClient(opts Options) *http.Client {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.MaxIdleConnsPerHost = opts.Concurrency
 	t.DisableCompression = true // no Accept-Encoding: gzip on every request; bodies are read 4 KiB deep only
+	t.MaxResponseHeaderBytes = maxResponseHeader
 	return &http.Client{Transport: t, CheckRedirect: noRedirect}
 }
 
