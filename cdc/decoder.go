@@ -16,7 +16,8 @@ type relation struct {
 	Schema  string
 	Table   string
 	Columns []column
-	Key     []string // replica identity columns, in column order
+	Key     []string          // replica identity columns, in column order
+	Types   map[string]string // see Event.Types
 }
 
 // column is one column of a relation.
@@ -154,6 +155,12 @@ func (d *decoder) reread(why, what string) {
 func (d *decoder) relation(m *pglogrepl.RelationMessage) {
 	r := &relation{ID: m.RelationID, Schema: m.Namespace, Table: m.RelationName, Columns: make([]column, len(m.Columns))}
 	for i, c := range m.Columns {
+		if typ := textType(d.catalog, c.DataType); typ != "" {
+			if r.Types == nil {
+				r.Types = map[string]string{}
+			}
+			r.Types[c.Name] = typ
+		}
 		key := c.Flags&1 != 0
 		r.Columns[i] = column{Name: c.Name, OID: c.DataType, Key: key, conv: converterFor(d.types, d.catalog, c.DataType)}
 		if key {
@@ -201,7 +208,7 @@ func (d *decoder) event(r *relation, action string) *Event {
 	d.index++
 	d.tx.Events = append(d.tx.Events, Event{
 		ID: EventID(d.tx.CommitLSN, i), CommitLSN: d.tx.CommitLSN, Index: i, CommitTime: d.tx.CommitTime,
-		Schema: r.Schema, Table: r.Table, Action: action, Key: r.Key,
+		Schema: r.Schema, Table: r.Table, Action: action, Key: r.Key, Types: r.Types,
 	})
 	return &d.tx.Events[len(d.tx.Events)-1]
 }

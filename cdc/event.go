@@ -18,6 +18,12 @@ const (
 	ActionTruncate = "truncate"
 )
 
+// Column types an Event's Types names.
+const (
+	TypeNumeric     = "numeric"
+	TypeTimestamptz = "timestamptz"
+)
+
 // Event is one row change (or a truncate of one table) inside a committed
 // transaction.
 type Event struct {
@@ -43,6 +49,11 @@ type Event struct {
 	// Key lists the relation's replica identity key columns, in order
 	// (under REPLICA IDENTITY FULL: the primary key, when it has one).
 	Key []string `json:"key,omitempty"`
+	// Types names the type of the columns whose JSON-ready value is text
+	// but which a filter compares as what they are: TypeNumeric,
+	// TypeTimestamptz. The relation's events share it; nil when it has
+	// none. The store does not keep it.
+	Types map[string]string `json:"-"`
 
 	// Entity, EntityID and EntityURL are filled in by the matcher.
 	Entity    string `json:"entity,omitempty"`

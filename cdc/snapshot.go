@@ -143,6 +143,7 @@ type snapshotColumn struct {
 	name string
 	oid  uint32
 	conv converter
+	typ  string // see Event.Types
 }
 
 // snapshotKey is the key a table's changes carry, as column names and
@@ -181,7 +182,7 @@ func snapshotColumns(ctx context.Context, conn *pgx.Conn, t tableName, types *pg
 		k.at = append(k.at, len(cols)-1)
 	}
 	if _, err := pgx.ForEachRow(rows, []any{&name, &oid, &identity, &inPK, &inIdentity}, func() error {
-		cols = append(cols, snapshotColumn{name: name, oid: uint32(oid), conv: converterFor(types, cat, uint32(oid))})
+		cols = append(cols, snapshotColumn{name: name, oid: uint32(oid), conv: converterFor(types, cat, uint32(oid)), typ: textType(cat, uint32(oid))})
 		add(&all)
 		if inPK {
 			add(&pk)
@@ -237,6 +238,15 @@ func readTable(ctx context.Context, conn *pgx.Conn, t tableName, cols []snapshot
 	}
 	// Values in text form, as pgoutput sends them, for the same converters.
 	rr := conn.PgConn().ExecParams(ctx, sql, params, oids, nil, nil)
+	var types map[string]string // see Event.Types
+	for _, c := range cols {
+		if c.typ != "" {
+			if types == nil {
+				types = map[string]string{}
+			}
+			types[c.name] = c.typ
+		}
+	}
 	n := 0
 	tx := &Tx{CommitLSN: at, CommitTime: takenAt}
 	pos := SnapshotPosition{Table: t.String()}
@@ -274,7 +284,7 @@ func readTable(ctx context.Context, conn *pgx.Conn, t tableName, cols []snapshot
 		}
 		tx.Events = append(tx.Events, Event{
 			ID: EventID(at, *index), CommitLSN: at, Index: *index, CommitTime: takenAt,
-			Schema: t.schema, Table: t.table, Action: ActionCreate, Data: data, Key: key.names,
+			Schema: t.schema, Table: t.table, Action: ActionCreate, Data: data, Key: key.names, Types: types,
 		})
 		*index++
 		n++

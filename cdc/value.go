@@ -96,6 +96,22 @@ func converterFor(m *pgtype.Map, cat typeCatalog, oid uint32) converter {
 	return convText
 }
 
+// textType is what an Event's Types says of a column of type oid: the
+// values of numeric and timestamptz are text, a filter reads them as a
+// number or a time; "" for any other type.
+func textType(cat typeCatalog, oid uint32) string {
+	if base, ok := cat.bases[oid]; ok {
+		oid = base
+	}
+	switch oid {
+	case pgtype.NumericOID:
+		return TypeNumeric
+	case pgtype.TimestamptzOID:
+		return TypeTimestamptz
+	}
+	return ""
+}
+
 func convText(src []byte) (any, error) {
 	if !utf8.Valid(src) {
 		return nil, errInvalidUTF8

@@ -210,6 +210,7 @@ func (q *Queue) finalCommit(waiting []commitItem) {
 type target struct {
 	h        *dispatcher
 	actions  []string
+	filter   *Filter   // the webhook's when; nil: every event
 	backfill *Backfill // under way for the webhook: notes its changes
 }
 
@@ -284,6 +285,7 @@ func (q *Queue) targets() map[string]target {
 		}
 		h.mu.Lock()
 		t.actions = slices.Clone(h.w.Actions)
+		t.filter = h.filter
 		h.mu.Unlock()
 		hooks[h.name] = t
 	}
@@ -346,7 +348,9 @@ func (q *Queue) batch(batch []commitItem, hooks map[string]target) (*store.Batch
 }
 
 // eventTargets are the webhooks among names that are live and active and
-// want ev's action; a backfill under way for one of them notes the change.
+// want ev's action and whose when holds for it; a backfill under way for
+// one of them notes the change. A when that fails on ev keeps ev from its
+// webhook, which notes the error (see filterErrors).
 func eventTargets(ev *cdc.Event, names []string, hooks map[string]target) []string {
 	var out []string
 	for _, n := range names {
@@ -354,10 +358,21 @@ func eventTargets(ev *cdc.Event, names []string, hooks map[string]target) []stri
 		if !ok || t.h.deleted.Load() || !t.h.active.Load() || !slices.Contains(t.actions, ev.Action) {
 			continue
 		}
-		out = append(out, n)
 		if t.backfill != nil {
+			// Also when the when leaves the change out: the row the
+			// backfill read is older than it either way.
 			t.backfill.saw(ev)
 		}
+		if t.filter != nil {
+			pass, err := t.filter.Match(ev)
+			if err != nil {
+				t.h.filterFailed(ev, err)
+			}
+			if !pass {
+				continue
+			}
+		}
+		out = append(out, n)
 	}
 	return out
 }

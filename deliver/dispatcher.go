@@ -81,6 +81,8 @@ type dispatcher struct {
 	mu              sync.Mutex
 	w               Webhook
 	enc             *encoder
+	filter          *Filter // the webhook's when; nil: every event
+	filterErrs      filterErrors
 	signer          *Signer
 	names           *headerNames
 	tmpl            *http.Request // the method and parsed URL every request copies; nil if the URL does not parse (each attempt then says why)
@@ -116,10 +118,14 @@ func (q *Queue) newDispatcher(w Webhook) (*dispatcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	filter, err := compileFilter(&w)
+	if err != nil {
+		return nil, err
+	}
 	w = w.clone() // deliver shares its maps and slices: nobody may change them
 	tmpl, _ := requestTemplate(&w)
 	h := &dispatcher{
-		q: q, name: w.Name, w: w, enc: enc,
+		q: q, name: w.Name, w: w, enc: enc, filter: filter,
 		signer:   NewSigner(w.effectiveSignature(), w.Secrets),
 		names:    newHeaderNames(w.HeaderPrefix),
 		tmpl:     tmpl,
@@ -181,10 +187,15 @@ func (h *dispatcher) setWebhook(w Webhook) error {
 	if err != nil {
 		return err
 	}
+	filter, err := compileFilter(&w)
+	if err != nil {
+		return err
+	}
 	w = w.clone()
 	tmpl, _ := requestTemplate(&w)
 	h.mu.Lock()
 	h.w, h.enc, h.signer, h.names, h.tmpl = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix), tmpl
+	h.filter = filter
 	h.mu.Unlock()
 	h.active.Store(w.Active)
 	h.poke()

@@ -13,6 +13,7 @@ type metrics struct {
 	duration   *prometheus.HistogramVec
 	endToEnd   prometheus.Histogram
 	depth      *prometheus.GaugeVec
+	filterErrs *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -34,6 +35,9 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "walhook_queue_depth", Help: "Pending deliveries per webhook.",
 		}, []string{"webhook"}),
+		filterErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "walhook_filter_errors_total", Help: "Events a webhook's when could not decide on (not sent), per webhook.",
+		}, []string{"webhook"}),
 	}
 	if r != nil {
 		m.events = register(r, m.events)
@@ -41,6 +45,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		m.duration = register(r, m.duration)
 		m.endToEnd = register(r, m.endToEnd)
 		m.depth = register(r, m.depth)
+		m.filterErrs = register(r, m.filterErrs)
 	}
 	return m
 }
@@ -51,6 +56,7 @@ type dispatcherMetrics struct {
 	depth                  prometheus.Gauge
 	duration               prometheus.Observer
 	success, retry, failed prometheus.Counter
+	filterErrs             prometheus.Counter
 }
 
 func (m *metrics) forHook(name string) dispatcherMetrics {
@@ -60,6 +66,8 @@ func (m *metrics) forHook(name string) dispatcherMetrics {
 		success:  m.deliveries.WithLabelValues(name, "success"),
 		retry:    m.deliveries.WithLabelValues(name, "retry"),
 		failed:   m.deliveries.WithLabelValues(name, "failed"),
+
+		filterErrs: m.filterErrs.WithLabelValues(name),
 	}
 }
 

@@ -125,10 +125,11 @@ type encoder struct {
 	contentType   string
 	includeEntity bool
 	tmpl          *template.Template
+	cols          *columnRule // nil: every column
 }
 
 func newEncoder(w *Webhook) (*encoder, error) {
-	e := &encoder{name: w.Name, quotedName: appendJSONString(nil, w.Name), method: w.Method, contentType: w.ContentType, includeEntity: w.IncludeEntity}
+	e := &encoder{name: w.Name, quotedName: appendJSONString(nil, w.Name), method: w.Method, contentType: w.ContentType, includeEntity: w.IncludeEntity, cols: newColumnRule(w)}
 	if w.Template != "" {
 		t, err := parseTemplate(w.Template)
 		if err != nil {
@@ -152,18 +153,29 @@ func (e *encoder) encode(sev *event) (body, error) {
 		return body{}, nil
 	}
 	ev := sev.Event
+	if e.cols != nil {
+		ev = e.cols.apply(ev)
+	}
 	if e.tmpl != nil {
 		b, err := renderTemplate(e.tmpl, e.name, ev)
 		return body{b, e.ctype()}, err
 	}
-	shared := &sev.json[0]
-	if e.includeEntity {
+	// The webhooks of an event share its plain JSON body; one that picks
+	// columns has a body of its own.
+	var shared *atomic.Pointer[spliced]
+	switch {
+	case e.cols != nil:
+	case e.includeEntity:
 		shared = &sev.json[1]
+	default:
+		shared = &sev.json[0]
 	}
-	if s := shared.Load(); s != nil && e.contentType != "form" {
-		b := make([]byte, 0, len(s.b)-(s.end-s.at)+len(e.quotedName))
-		b = append(append(append(b, s.b[:s.at]...), e.quotedName...), s.b[s.end:]...)
-		return body{b, e.ctype()}, nil
+	if shared != nil && e.contentType != "form" {
+		if s := shared.Load(); s != nil {
+			b := make([]byte, 0, len(s.b)-(s.end-s.at)+len(e.quotedName))
+			b = append(append(append(b, s.b[:s.at]...), e.quotedName...), s.b[s.end:]...)
+			return body{b, e.ctype()}, nil
+		}
 	}
 	jb := jsonBody{
 		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action,
@@ -207,7 +219,9 @@ func (e *encoder) encode(sev *event) (body, error) {
 		return body{[]byte(v.Encode()), e.ctype()}, nil
 	}
 	if b, at, end, ok := appendJSONBody(make([]byte, 0, 256+ev.SizeHint()), &jb); ok {
-		shared.Store(&spliced{b, at, end})
+		if shared != nil {
+			shared.Store(&spliced{b, at, end})
+		}
 		return body{b, e.ctype()}, nil
 	}
 	b, err := json.Marshal(jb)

@@ -60,6 +60,11 @@ type Stats struct {
 	LastAttemptAt   time.Time `json:"last_attempt_at"`
 	Queued          int       `json:"queued"`
 	Failed          int       `json:"failed"`
+	// FilterErrors counts, since walhook started, the events the
+	// webhook's when failed on (they were not sent); LastFilterError is
+	// the latest.
+	FilterErrors    int64        `json:"filter_errors"`
+	LastFilterError *FilterError `json:"last_filter_error,omitempty"`
 }
 
 // Delivery is one event queued for one webhook, with its attempts.

@@ -381,6 +381,7 @@ func (q *Queue) Stats(name string) Stats {
 		LatestStatus: h.stats.LatestStatus, SuccessfulCalls: h.stats.SuccessfulCalls,
 		TotalCalls: h.stats.TotalCalls, LastAttemptAt: h.stats.LastAttemptAt,
 		Queued: h.queued, Failed: h.failedN,
+		FilterErrors: h.filterErrs.n, LastFilterError: h.filterErrs.last,
 	}
 }
 

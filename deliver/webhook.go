@@ -27,6 +27,9 @@ type Webhook struct {
 	ContentType       string            `json:"content_type"` // json or form
 	IncludeEntity     bool              `json:"include_entity"`
 	Template          string            `json:"template,omitempty"`
+	When              string            `json:"when,omitempty"`            // CEL condition over the event (see Filter); "" = every event
+	Columns           []string          `json:"columns,omitempty"`         // only these columns in data, old and changed
+	ExcludeColumns    []string          `json:"exclude_columns,omitempty"` // or all but these
 	HeaderPrefix      string            `json:"header_prefix"`
 	Secrets           []string          `json:"secrets,omitempty"` // newest first; never shown after creation
 	Signature         string            `json:"signature"`         // standard, sha256, sha256-base64, sha1
@@ -147,6 +150,14 @@ func (w *Webhook) Validate() error {
 			return fmt.Errorf("template: rendering a sample event: %w", err)
 		}
 	}
+	if w.When != "" {
+		if _, err := CompileWhen(w.When); err != nil {
+			return fmt.Errorf("when: %w", err)
+		}
+	}
+	if err := validColumns(w.Columns, w.ExcludeColumns); err != nil {
+		return err
+	}
 	if !tokenRE.MatchString(w.HeaderPrefix) {
 		return fmt.Errorf("header_prefix: must be a valid header name prefix (got %q)", w.HeaderPrefix)
 	}
@@ -229,6 +240,8 @@ func (w Webhook) clone() Webhook {
 	w.Actions = slices.Clone(w.Actions)
 	w.Secrets = slices.Clone(w.Secrets)
 	w.Headers = maps.Clone(w.Headers)
+	w.Columns = slices.Clone(w.Columns)
+	w.ExcludeColumns = slices.Clone(w.ExcludeColumns)
 	return w
 }
 
