@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -103,7 +104,8 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		DSN: cfg.Postgres.DSN, Slot: cfg.Postgres.Slot, Publication: cfg.Postgres.Publication,
 		ManagePublication: *cfg.Postgres.ManagePublication,
 		Tables:            tables, AllTables: all,
-		Logger: opts.Logger, Registerer: opts.Registry,
+		Required: bareTables(cfg),
+		Logger:   opts.Logger, Registerer: opts.Registry,
 	}, q)
 	if err != nil {
 		q.Close()
@@ -151,11 +153,69 @@ func (a *App) validateAPIWebhook(w deliver.Webhook) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if err := a.checkBareNames(ctx, m); err != nil {
+		return err
+	}
 	tables, all := m.Tables()
 	if err := a.reader.CheckTables(ctx, tables, all); err != nil {
 		return fmt.Errorf("events: %w", err)
 	}
 	return nil
+}
+
+// bareTables lists the tables that cfg's webhooks name by a bare name:
+// walhook run stops when one does not exist, as it would at any other
+// unknown entity, had it not needed the database to tell.
+func bareTables(cfg *Config) []string {
+	m, err := matcher.New(cfg.MatcherEntities(), cfg.rules())
+	if err != nil {
+		return nil // Validate has refused cfg already
+	}
+	var out []string
+	for _, b := range m.BareNames() {
+		out = append(out, b.Table())
+	}
+	return out
+}
+
+// checkBareNames returns the error of each bare name in m's events whose
+// table is missing (matcher.BareName). When the database cannot be asked
+// it lets them be: the publication then refuses a missing table, as it
+// refuses a missing schema.table, and the page says so.
+func (a *App) checkBareNames(ctx context.Context, m *matcher.Matcher) error {
+	var tables []string
+	for _, b := range m.BareNames() {
+		tables = append(tables, b.Table())
+	}
+	if len(tables) == 0 {
+		return nil
+	}
+	found, err := a.reader.Inspect(ctx, tables...)
+	if err != nil {
+		a.logger.Warn("cannot tell whether the tables that events name without a schema exist", "tables", tables, "err", err)
+		return nil
+	}
+	exists := map[string]bool{}
+	for _, t := range found {
+		exists[t.String()] = t.Exists
+	}
+	return m.Check(func(table string) bool { return exists[table] })
+}
+
+// unknownNames turns the reader's missing required tables into the errors
+// of the config's bare names that stand for them.
+func (a *App) unknownNames(missing *cdc.MissingTablesError) error {
+	a.mu.Lock()
+	cfg := a.cfg
+	a.mu.Unlock()
+	m, err := matcher.New(cfg.MatcherEntities(), cfg.rules())
+	if err != nil {
+		return missing
+	}
+	if err := m.Check(func(table string) bool { return !slices.Contains(missing.Tables, table) }); err != nil {
+		return err
+	}
+	return missing
 }
 
 // problems is what the admin page shows above the webhooks.
@@ -207,9 +267,16 @@ func (a *App) webhooksChanged() {
 }
 
 // Reload applies a new config's webhooks, entities and [smtp] settings.
-// Other connection settings need a restart.
+// Other connection settings need a restart. A bare name in its events
+// whose table does not exist keeps the old config, as it stops a start.
 func (a *App) Reload(cfg *Config) error {
-	if _, err := matcher.New(cfg.MatcherEntities(), nil); err != nil {
+	m, err := matcher.New(cfg.MatcherEntities(), cfg.rules())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.checkBareNames(ctx, m); err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -263,6 +330,9 @@ func (a *App) Run(ctx context.Context) error {
 	lagDone := make(chan struct{})
 	go func() { a.lag.Run(lagCtx); close(lagDone) }()
 	err := a.reader.Run(ctx)
+	if missing := (*cdc.MissingTablesError)(nil); errors.As(err, &missing) {
+		err = a.unknownNames(missing)
+	}
 	stopLag()
 	<-lagDone
 	a.bgStop()

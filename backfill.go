@@ -145,6 +145,11 @@ func (a *App) backfillTables(w deliver.Webhook, events []string) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.checkBareNames(ctx, asked); err != nil {
+		return nil, err
+	}
 	tables, all := asked.Tables()
 	if all {
 		return nil, errors.New(`events: name the entities or tables to backfill: "*" would read every table`)

@@ -56,7 +56,7 @@ func TestBackfillAPI(t *testing.T) {
 		{"/api/webhooks/off/backfill", "", 422, `webhook "off" is switched off`},
 		{"/api/webhooks/hr/backfill", `{"events": ["*"]}`, 422, "name the entities or tables to backfill"},
 		{"/api/webhooks/hr/backfill", `{"events": ["public.other"]}`, 422, `webhook "hr" does not take events of public.other`},
-		{"/api/webhooks/hr/backfill", `{"events": ["nonsense"]}`, 422, `unknown entity "nonsense"`},
+		{"/api/webhooks/hr/backfill", `{"events": ["nonsense"]}`, 422, `webhook "hr": events: unknown entity "nonsense": neither an [[entity]] nor a table public.nonsense exists`},
 		{"/api/webhooks/hr/backfill", `{"events": "public.employees"}`, 400, "events: must be a JSON array"},
 		{"/api/webhooks/nobody/backfill", "", 404, "not found"},
 	} {

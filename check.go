@@ -295,8 +295,52 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts,
 	if f.pubExists {
 		checkPublishes(cfg, f, rep)
 	}
+	unknown := checkBareNames(ctx, conn, cfg, rep)
 	for _, t := range tables {
-		checkTable(ctx, conn, cfg, f, t, rep)
+		if !unknown[t] {
+			checkTable(ctx, conn, cfg, f, t, rep)
+		}
+	}
+	checkShadowedTables(ctx, conn, cfg, rep)
+}
+
+// checkBareNames fails each bare name in the webhooks' events whose table
+// public.<name> does not exist, with the line walhook run stops with, and
+// returns those tables.
+func checkBareNames(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) map[string]bool {
+	m, err := matcher.New(cfg.MatcherEntities(), cfg.rules())
+	if err != nil {
+		return nil
+	}
+	unknown := map[string]bool{}
+	for _, b := range m.BareNames() {
+		found, err := cdc.Inspect(ctx, conn, b.Table())
+		switch {
+		case err != nil:
+			rep.fail("table %s: %v", b.Table(), err)
+		case !found[0].Exists:
+			rep.fail("%v", b.Unknown())
+			unknown[b.Table()] = true
+		}
+	}
+	return unknown
+}
+
+// checkShadowedTables warns of a table in public named like an [[entity]]
+// of another table: events = ["<name>"] means the entity, never the
+// table, which is then known by schema.table.
+func checkShadowedTables(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkReport) {
+	for _, e := range cfg.MatcherEntities() {
+		table := "public." + e.Name
+		if strings.Contains(e.Name, ".") || e.Schema+"."+e.Table == table {
+			continue
+		}
+		found, err := cdc.Inspect(ctx, conn, table)
+		if err != nil || !found[0].Exists {
+			continue
+		}
+		rep.warn("table %s: [[entity]] %q names table %s.%s, so events = [%q] means that entity, not this table: write %s for this table (its events are then named %s.<action>)",
+			table, e.Name, e.Schema, e.Table, e.Name, table, table)
 	}
 }
 

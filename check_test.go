@@ -357,6 +357,23 @@ func TestCheck(t *testing.T) {
 			expect: []string{`FAIL  slot {slot} exists but is not a pgoutput logical slot of this database (physical, plugin "", database "")`},
 		},
 		{
+			name:   "a bare table name",
+			setup:  `CREATE TABLE orders (id int PRIMARY KEY)`,
+			extra:  "[[webhook]]\nname = \"a\"\nurl = \"https://127.0.0.1:9/x\"\nevents = [\"orders\"]\n",
+			ok:     true,
+			expect: []string{"ok    table public.orders: REPLICA IDENTITY DEFAULT (primary key)", "walhook can run with this config"},
+		},
+		{
+			name:  "an entity named like another table",
+			setup: `CREATE TABLE orders (id int PRIMARY KEY); CREATE TABLE orders_v2 (id int PRIMARY KEY)`,
+			extra: "[[entity]]\nname = \"orders\"\ntable = \"public.orders_v2\"\n" +
+				"[[webhook]]\nname = \"a\"\nurl = \"https://127.0.0.1:9/x\"\nevents = [\"orders\"]\n",
+			ok: true,
+			expect: []string{`warn  table public.orders: [[entity]] "orders" names table public.orders_v2, so events = ["orders"] means that entity, not this table: write public.orders for this table`,
+				"ok    table public.orders_v2: REPLICA IDENTITY DEFAULT"},
+			absent: []string{"ok    table public.orders:"},
+		},
+		{
 			name:  "secret over plain http",
 			setup: `CREATE TABLE people (id int PRIMARY KEY)`,
 			extra: `

@@ -163,7 +163,7 @@ func TestBadInput(t *testing.T) {
 		{"bad name", "POST", "/api/webhooks", `{"name": "a b", "url": "http://x/", "events": ["*"]}`, 422, "name"},
 		{"bad url", "POST", "/api/webhooks", `{"name": "a", "url": "ftp://x/", "events": ["*"]}`, 422, "url"},
 		{"no events", "POST", "/api/webhooks", `{"name": "a", "url": "http://x/"}`, 422, "events"},
-		{"unknown entity", "POST", "/api/webhooks", `{"name": "a", "url": "http://x/", "events": ["payroll"]}`, 422, `unknown entity "payroll"`},
+		{"unknown entity", "POST", "/api/webhooks", `{"name": "a", "url": "http://x/", "events": ["payroll"]}`, 422, `webhook "a": events: unknown entity "payroll": neither an [[entity]] nor a table public.payroll exists`},
 		{"bad action", "POST", "/api/webhooks", `{"name": "a", "url": "http://x/", "events": ["*"], "actions": ["upsert"]}`, 422, "upsert"},
 		{"bad signature", "POST", "/api/webhooks", `{"name": "a", "url": "http://x/", "events": ["*"], "signature": "md5"}`, 422, "signature"},
 		{"secret and secrets", "POST", "/api/webhooks", `{"name": "a", "url": "http://x/", "events": ["*"], "secret": "x", "secrets": ["y"]}`, 422, "not both"},

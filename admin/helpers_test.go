@@ -92,9 +92,16 @@ func (e *env) open() {
 			return append([]admin.Entity{{Name: "employee", Table: "public.employees", Source: "config", ReplicaIdentity: "full", PrimaryKey: true}}, e.tables...), nil
 		},
 		Problems: func() []string { return e.problems },
+		// As walhook validates: a bare name that is no entity must be a
+		// table in public, here one of the env's tables.
 		Validate: func(w deliver.Webhook) error {
-			_, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
-			return err
+			m, err := matcher.New(entities, []matcher.Rule{{Webhook: w.Name, Events: w.Events, Actions: w.Actions}})
+			if err != nil {
+				return err
+			}
+			return m.Check(func(table string) bool {
+				return slices.ContainsFunc(e.tables, func(t admin.Entity) bool { return t.Table == table })
+			})
 		},
 	})
 	e.srv = httptest.NewServer(srv)

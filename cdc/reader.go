@@ -26,6 +26,7 @@ type Config struct {
 	ManagePublication bool                  // create/alter the publication; false: use it as the DBA made it
 	Tables            []string              // "schema.table" the webhooks need (the managed publication covers exactly these)
 	AllTables         bool                  // FOR ALL TABLES (a webhook said "*")
+	Required          []string              // "schema.table" that must exist: Run, once connected, stops with a *MissingTablesError before it changes anything
 	StatusInterval    time.Duration         // standby status period, default 1s
 	Logger            *slog.Logger          // default slog.Default()
 	Registerer        prometheus.Registerer // may be nil
@@ -51,6 +52,8 @@ type Reader struct {
 	mu     sync.Mutex // guards tables and all
 	tables []tableName
 	all    bool
+
+	required []tableName // until they have been found once
 
 	pubMu    sync.Mutex  // one publication change at a time
 	pubStale atomic.Bool // the managed publication's last change failed: retried while streaming
@@ -90,6 +93,10 @@ func NewReader(cfg Config, sink Sink) (*Reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tables: %w", err)
 	}
+	required, err := parseTables(cfg.Required)
+	if err != nil {
+		return nil, fmt.Errorf("required: %w", err)
+	}
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = time.Second
 	}
@@ -97,11 +104,12 @@ func NewReader(cfg Config, sink Sink) (*Reader, error) {
 		cfg.Logger = slog.Default()
 	}
 	r := &Reader{
-		cfg:    cfg,
-		sink:   sink,
-		log:    cfg.Logger.With("slot", cfg.Slot),
-		tables: tables,
-		all:    cfg.AllTables,
+		cfg:      cfg,
+		sink:     sink,
+		log:      cfg.Logger.With("slot", cfg.Slot),
+		tables:   tables,
+		all:      cfg.AllTables,
+		required: required,
 		lagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "walhook_replication_lag_bytes",
 			Help: "Bytes of WAL between the server's end and the position confirmed to it.",
@@ -189,6 +197,47 @@ func (r *Reader) Run(ctx context.Context) error {
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
+}
+
+// MissingTablesError is what Run returns when tables of Config.Required
+// do not exist.
+type MissingTablesError struct {
+	Tables []string // schema.table
+}
+
+func (e *MissingTablesError) Error() string {
+	msgs := make([]string, len(e.Tables))
+	for i, t := range e.Tables {
+		msgs[i] = fmt.Sprintf("table %s %v", t, ErrTableMissing)
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// Unwrap makes errors.Is(err, ErrTableMissing) hold.
+func (e *MissingTablesError) Unwrap() error { return ErrTableMissing }
+
+// checkRequired stops Run on the first connection where a required table
+// is missing; once they have all been found, a table dropped later is the
+// publication's business (refused), as any other.
+func (r *Reader) checkRequired(ctx context.Context, conn *pgx.Conn) error {
+	if len(r.required) == 0 {
+		return nil
+	}
+	var missing []string
+	for _, name := range r.required {
+		t, err := inspect(ctx, conn, name)
+		if err != nil {
+			return err
+		}
+		if !t.Exists {
+			missing = append(missing, t.String())
+		}
+	}
+	if len(missing) > 0 {
+		return &fatalError{&MissingTablesError{Tables: missing}}
+	}
+	r.required = nil
+	return nil
 }
 
 // fatalError is a problem no retry can fix.
@@ -328,6 +377,9 @@ func (r *Reader) prepare(ctx context.Context) (slotState, error) {
 		return st, err
 	}
 	defer conn.Close(context.Background())
+	if err := r.checkRequired(ctx, conn); err != nil {
+		return st, err
+	}
 	var syncErr error
 	if r.cfg.ManagePublication {
 		syncErr = r.syncPublication(ctx)

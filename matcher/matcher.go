@@ -6,6 +6,7 @@ package matcher
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"regexp"
@@ -53,13 +54,39 @@ type Matcher struct {
 	rules    []Rule
 	all      bool
 	tables   []string
+	bare     []BareName
 	relCache *lru.Cache[string, *relation]
 }
 
-var identRE = regexp.MustCompile(`^[^.\s]+\.[^.\s]+$`)
+var (
+	identRE = regexp.MustCompile(`^[^.\s]+\.[^.\s]+$`)
+	bareRE  = regexp.MustCompile(`^[^.\s]+$`)
+)
 
-// New compiles entities and rules. A rule naming an event that is neither
-// an entity, "*", nor schema.table is an error naming the webhook.
+// ErrUnknownEntity is in the error of an event that names neither an
+// [[entity]] nor a table.
+var ErrUnknownEntity = errors.New("unknown entity")
+
+// A BareName is an event in a rule's events that names no [[entity]] and
+// no schema: it stands for the table public.<Name>, whose event type it
+// is. Only the database can tell whether that table exists, so the
+// callers that hold a connection check each one (Check).
+type BareName struct {
+	Webhook string
+	Name    string
+}
+
+// Table is the table the name stands for, schema.table.
+func (b BareName) Table() string { return "public." + b.Name }
+
+// Unknown is the error for a bare name whose table does not exist.
+func (b BareName) Unknown() error {
+	return fmt.Errorf("webhook %q: events: %w %q: neither an [[entity]] nor a table %s exists", b.Webhook, ErrUnknownEntity, b.Name, b.Table())
+}
+
+// New compiles entities and rules. An event that is not "*" names an
+// entity, a table as schema.table, or, bare, the table public.<name>
+// (BareNames); anything else is an error naming the webhook.
 func New(entities []Entity, rules []Rule) (*Matcher, error) {
 	m := &Matcher{byTable: map[string]Entity{}, byName: map[string]Entity{}}
 	for _, e := range entities {
@@ -80,8 +107,12 @@ func New(entities []Entity, rules []Rule) (*Matcher, error) {
 				tables[e.Schema+"."+e.Table] = true
 			case identRE.MatchString(ev):
 				tables[ev] = true
+			case bareRE.MatchString(ev):
+				b := BareName{Webhook: r.Webhook, Name: ev}
+				tables[b.Table()] = true
+				m.bare = append(m.bare, b)
 			default:
-				return nil, fmt.Errorf("webhook %q: events: unknown entity %q (declare it with [[entity]] or write schema.table)", r.Webhook, ev)
+				return nil, fmt.Errorf("webhook %q: events: %w %q: neither an [[entity]] name, a table name nor schema.table", r.Webhook, ErrUnknownEntity, ev)
 			}
 		}
 		for _, a := range r.Actions {
@@ -109,13 +140,31 @@ func New(entities []Entity, rules []Rule) (*Matcher, error) {
 // rule wants every table.
 func (m *Matcher) Tables() (tables []string, all bool) { return m.tables, m.all }
 
+// BareNames returns the rules' events that stand for a table in public,
+// in the order of the rules.
+func (m *Matcher) BareNames() []BareName { return m.bare }
+
+// Check returns the Unknown error of every bare name whose table exists
+// reports missing, joined; nil when all exist.
+func (m *Matcher) Check(exists func(table string) bool) error {
+	var errs []error
+	for _, b := range m.bare {
+		if !exists(b.Table()) {
+			errs = append(errs, b.Unknown())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // EntityName returns the event type of a table: its [[entity]] name, else
-// the table name for tables in public, else schema.table.
+// the table name for tables in public, else schema.table. A table in
+// public named like an [[entity]] of another table is schema.table: the
+// entity has the name, so events = ["orders"] never means both.
 func (m *Matcher) EntityName(schema, table string) string {
 	if e, ok := m.byTable[schema+"."+table]; ok {
 		return e.Name
 	}
-	if schema == "public" {
+	if _, taken := m.byName[table]; schema == "public" && !taken {
 		return table
 	}
 	return schema + "." + table

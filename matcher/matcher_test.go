@@ -1,6 +1,8 @@
 package matcher_test
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -49,14 +51,82 @@ func TestRoute(t *testing.T) {
 	}
 }
 
+// TestUnknownEntity: a bare name that names no entity stands for a table
+// in public, which only the database can confirm: Check gives the error
+// naming the webhook and the value for each one that is missing. Events
+// that can be no table name are errors at once.
 func TestUnknownEntity(t *testing.T) {
-	_, err := matcher.New(nil, []matcher.Rule{{Webhook: "x", Events: []string{"employe"}}})
-	if err == nil || !strings.Contains(err.Error(), `webhook "x": events: unknown entity "employe"`) {
-		t.Fatalf("err = %v", err)
+	m, err := matcher.New(nil, []matcher.Rule{{Webhook: "x", Events: []string{"employe", "public.t"}}, {Webhook: "y", Events: []string{"t"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := m.BareNames(), []matcher.BareName{{Webhook: "x", Name: "employe"}, {Webhook: "y", Name: "t"}}; !reflect.DeepEqual(got, want) {
+		t.Errorf("BareNames() = %v, want %v", got, want)
+	}
+	if tables, _ := m.Tables(); !reflect.DeepEqual(tables, []string{"public.employe", "public.t"}) {
+		t.Errorf("Tables() = %v", tables)
+	}
+	err = m.Check(func(table string) bool { return table == "public.t" })
+	if !errors.Is(err, matcher.ErrUnknownEntity) || err.Error() != `webhook "x": events: unknown entity "employe": neither an [[entity]] nor a table public.employe exists` {
+		t.Errorf("Check: %v", err)
+	}
+	if err := m.Check(func(string) bool { return true }); err != nil {
+		t.Errorf("Check with every table there: %v", err)
+	}
+	for _, ev := range []string{"a.b.c", "two words", ".t", ""} {
+		_, err := matcher.New(nil, []matcher.Rule{{Webhook: "x", Events: []string{ev}}})
+		if !errors.Is(err, matcher.ErrUnknownEntity) || !strings.Contains(err.Error(), fmt.Sprintf(`webhook "x": events: unknown entity %q`, ev)) {
+			t.Errorf("events = [%q]: err = %v", ev, err)
+		}
 	}
 	_, err = matcher.New(nil, []matcher.Rule{{Webhook: "x", Events: []string{"*"}, Actions: []string{"update"}}})
 	if err == nil || !strings.Contains(err.Error(), `actions: unknown action "update"`) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestBareName: events = ["orders"] is the table public.orders, matched
+// as public.orders written out, with entity orders; an [[entity]] named
+// orders on another table wins, and public.orders is then known by
+// schema.table so that no webhook of the entity gets its rows.
+func TestBareName(t *testing.T) {
+	ev := func(schema, table string) *cdc.Event {
+		return &cdc.Event{Schema: schema, Table: table, Action: cdc.ActionCreate, Data: map[string]any{"id": int64(7)}, Key: []string{"id"}}
+	}
+	m, err := matcher.New(nil, []matcher.Rule{{Webhook: "bare", Events: []string{"orders"}}, {Webhook: "written", Events: []string{"public.orders"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := ev("public", "orders")
+	if got := m.Route(e); !reflect.DeepEqual(got, []string{"bare", "written"}) || e.Entity != "orders" || e.EntityID != "7" {
+		t.Errorf("public.orders: webhooks %v, entity %q, id %q; want [bare written], orders, 7", got, e.Entity, e.EntityID)
+	}
+	if tables, _ := m.Tables(); !reflect.DeepEqual(tables, []string{"public.orders"}) {
+		t.Errorf("Tables() = %v", tables)
+	}
+
+	m, err = matcher.New([]matcher.Entity{{Name: "orders", Schema: "shop", Table: "orders_v2"}},
+		[]matcher.Rule{{Webhook: "entity", Events: []string{"orders"}}, {Webhook: "table", Events: []string{"public.orders"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.BareNames()) != 0 {
+		t.Errorf("BareNames() = %v: orders is an entity", m.BareNames())
+	}
+	for _, tc := range []struct {
+		schema, table, entity string
+		want                  []string
+	}{
+		{"shop", "orders_v2", "orders", []string{"entity"}},
+		{"public", "orders", "public.orders", []string{"table"}},
+	} {
+		e := ev(tc.schema, tc.table)
+		if got := m.Route(e); !reflect.DeepEqual(got, tc.want) || e.Entity != tc.entity {
+			t.Errorf("%s.%s: webhooks %v, entity %q; want %v, %q", tc.schema, tc.table, got, e.Entity, tc.want, tc.entity)
+		}
+	}
+	if tables, _ := m.Tables(); !reflect.DeepEqual(tables, []string{"public.orders", "shop.orders_v2"}) {
+		t.Errorf("Tables() = %v", tables)
 	}
 }
 
