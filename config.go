@@ -94,6 +94,9 @@ type WebhookConfig struct {
 	ContentType     string            `toml:"content_type"`
 	IncludeEntity   *bool             `toml:"include_entity"`
 	Template        string            `toml:"template"`
+	When            string            `toml:"when"`
+	Columns         []string          `toml:"columns"`
+	ExcludeColumns  []string          `toml:"exclude_columns"`
 	HeaderPrefix    string            `toml:"header_prefix"`
 	Secret          string            `toml:"secret"`
 	SecretEnv       string            `toml:"secret_env"`
@@ -330,6 +333,7 @@ func (w WebhookConfig) Webhook() deliver.Webhook {
 	h := deliver.Webhook{
 		Name: w.Name, URL: w.URL, Events: w.Events, Actions: w.Actions,
 		Method: strings.ToUpper(w.Method), ContentType: w.ContentType, Template: w.Template,
+		When: w.When, Columns: w.Columns, ExcludeColumns: w.ExcludeColumns,
 		HeaderPrefix: w.HeaderPrefix, SignatureHeader: w.SignatureHeader, Headers: w.Headers,
 		RetryMode: w.RetryMode, NotifyEmail: w.NotifyEmail, NotifyOnFailure: w.NotifyOnFailure,
 		Source: "config", Active: true, IncludeEntity: true,

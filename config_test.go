@@ -66,7 +66,7 @@ func TestSampleConfig(t *testing.T) {
 	contract := []string{"dsn", "slot", "publication", "manage_publication", "max_lag_mb", "dir",
 		"max_size_mb", "max_backups", "max_age_days", "compress", "listen", "token", "host", "port",
 		"username", "password", "from", "name", "table", "id", "url", "active", "events", "actions",
-		"method", "content_type", "include_entity", "template", "header_prefix", "secret", "signature",
+		"method", "content_type", "include_entity", "template", "when", "exclude_columns", "header_prefix", "secret", "signature",
 		"signature_header", "headers", "basic_auth", "timeout_ms", "max_attempts", "retry_mode",
 		"notify_email", "notify_on_failure"}
 	for _, k := range contract {
