@@ -13,11 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/admin"
 	"walhook/cdc"
 	"walhook/deliver"
+	"walhook/deliver/store"
 	"walhook/matcher"
 	"walhook/notify"
 )
@@ -50,6 +52,9 @@ type App struct {
 	cfg     *Config
 	matcher atomic.Pointer[matcher.Matcher]
 	unnamed sync.Map // schema.table → true: tables warned of (route)
+	// ownSchema is the store's schema when the store's tables are in the
+	// source database: their changes are walhook's own and never events.
+	ownSchema string
 
 	backfills sync.Map      // webhook → *backfillRun, the latest
 	lastPoint atomic.Uint64 // of the latest backfill's snapshot
@@ -67,12 +72,17 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()
 	}
-	a := &App{logger: opts.Logger, cfg: cfg}
+	a := &App{logger: opts.Logger, cfg: cfg, ownSchema: ownSchema(cfg)}
 	a.bgCtx, a.bgStop = context.WithCancel(context.Background())
 	nopts := cfg.SMTPOptions()
 	nopts.AdminURL, nopts.Logger = adminURL(*cfg.Admin.Listen), opts.Logger
 	a.notifier = notify.New(nopts)
+	st, err := openStore(cfg, opts.Logger)
+	if err != nil {
+		return nil, err
+	}
 	q, err := deliver.Open(deliver.Options{
+		Store: st,
 		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
 		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,
 		LogMaxAgeDays: cfg.Log.MaxAgeDays, LogCompress: cfg.Log.Compress,
@@ -233,6 +243,9 @@ func (a *App) problems() []string {
 // a table the config does not name are dropped, with a warning the first
 // time: most often the table was renamed, and its webhooks get nothing.
 func (a *App) route(ev *cdc.Event) []string {
+	if ev.Schema == a.ownSchema {
+		return nil
+	}
 	targets, named := a.matcher.Load().Match(ev)
 	if !named {
 		table := ev.Schema + "." + ev.Table
@@ -356,4 +369,35 @@ func adminURL(listen string) string {
 		return ""
 	}
 	return "http://" + listen
+}
+
+// openStore opens the store [store] names; nil for bbolt, which the queue
+// opens itself in store.dir.
+func openStore(cfg *Config, logger *slog.Logger) (deliver.Store, error) {
+	if cfg.Store.Kind != storePostgres {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := store.OpenPostgres(ctx, store.PostgresOptions{
+		DSN: cfg.Store.DSN, Schema: cfg.Store.Schema, Retention: cfg.Store.Retention, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+// ownSchema is the store's schema if the store is in the database walhook
+// reads (same host, port and database), else "".
+func ownSchema(cfg *Config) string {
+	if cfg.Store.Kind != storePostgres {
+		return ""
+	}
+	src, err1 := pgconn.ParseConfig(cfg.Postgres.DSN)
+	st, err2 := pgconn.ParseConfig(cfg.Store.DSN)
+	if err1 != nil || err2 != nil || src.Host != st.Host || src.Port != st.Port || src.Database != st.Database {
+		return ""
+	}
+	return cfg.Store.Schema
 }

@@ -40,8 +40,11 @@ type PostgresConfig struct {
 
 // StoreConfig is [store].
 type StoreConfig struct {
+	Kind      string `toml:"kind"` // "bbolt" (default) or "postgres"
 	Dir       string `toml:"dir"`
 	Retention int    `toml:"retention"`
+	DSN       string `toml:"dsn"`    // kind = "postgres": the store's database
+	Schema    string `toml:"schema"` // kind = "postgres": its schema, default "walhook"
 }
 
 // LogConfig is [log].
@@ -187,6 +190,15 @@ func (c *Config) applyDefaults() {
 	if c.Store.Retention == 0 {
 		c.Store.Retention = 100
 	}
+	if c.Store.Kind == "" {
+		c.Store.Kind = storeBolt
+	}
+	if dsn := os.Getenv("WALHOOK_STORE_DSN"); dsn != "" {
+		c.Store.DSN = dsn
+	}
+	if c.Store.Schema == "" {
+		c.Store.Schema = "walhook"
+	}
 	l := &c.Log
 	if l.Dir == "" {
 		l.Dir = "logs"
@@ -224,6 +236,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.Retention < 0 {
 		return fmt.Errorf("store.retention: must be positive (got %d)", c.Store.Retention)
+	}
+	if err := c.Store.validate(); err != nil {
+		return err
 	}
 	if listen := *c.Admin.Listen; listen != "" {
 		host, _, err := net.SplitHostPort(listen)
@@ -367,4 +382,30 @@ func (w WebhookConfig) Webhook() deliver.Webhook {
 		h.Signature = *w.Signature
 	}
 	return h
+}
+
+// The kinds of store.
+const (
+	storeBolt     = "bbolt"
+	storePostgres = "postgres"
+)
+
+// validate checks [store]'s kind and what that kind needs.
+func (s *StoreConfig) validate() error {
+	switch s.Kind {
+	case storeBolt:
+		if s.DSN != "" {
+			return fmt.Errorf(`store.dsn: set, but store.kind is "bbolt" (write kind = "postgres" to keep the queue in PostgreSQL)`)
+		}
+	case storePostgres:
+		if s.DSN == "" {
+			return fmt.Errorf(`store.dsn: required when store.kind is "postgres" (or set $WALHOOK_STORE_DSN)`)
+		}
+		if !regexp.MustCompile(`^[a-z_][a-z0-9_]*$`).MatchString(s.Schema) {
+			return fmt.Errorf("store.schema: must be a lower-case identifier (got %q)", s.Schema)
+		}
+	default:
+		return fmt.Errorf(`store.kind: must be "bbolt" or "postgres" (got %q)`, s.Kind)
+	}
+	return nil
 }

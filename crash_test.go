@@ -387,10 +387,17 @@ func TestCrashSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 20,000 changes")
 	}
+	crashSIGKILL(t, "")
+}
+
+// crashSIGKILL is TestCrashSIGKILL with store, a [store] section, added to
+// the config.
+func crashSIGKILL(t *testing.T, store string) {
 	dsn := itemsDatabase(t)
 	rc, url := newKeyReceiver(t, nil)
 	admin := freeAddr(t)
 	cfg := crashConfig(t, dsn, url, admin)
+	appendFile(t, cfg, store)
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
 	// Changes made before the slot exists are not walhook's to deliver.
 	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })

@@ -130,6 +130,12 @@ func (h *harness) start(hooks string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.startConfig(cfg)
+}
+
+// startConfig runs walhook with cfg.
+func (h *harness) startConfig(cfg *Config) {
+	h.t.Helper()
 	app, err := NewApp(cfg, AppOptions{})
 	if err != nil {
 		h.t.Fatal(err)

@@ -149,7 +149,7 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('walhook store migration ' || $1))`, s.schema); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)`)); err != nil {
+	if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer PRIMARY KEY)`)); err != nil {
 		return fmt.Errorf("create the schema: %w", err)
 	}
 	var version int
@@ -165,7 +165,7 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, s.sql(pgSchemaV1)); err != nil {
 		return fmt.Errorf("create the tables (version 1): %w", err)
 	}
-	if _, err := tx.Exec(ctx, s.sql(`DELETE FROM {s}.schema_version; INSERT INTO {s}.schema_version VALUES (1)`)); err != nil {
+	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.schema_version VALUES (1)`)); err != nil {
 		return err
 	}
 	s.log.Info("store tables created", "schema", s.schema, "version", PostgresVersion)
