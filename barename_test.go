@@ -137,6 +137,21 @@ func TestUnknownBareName(t *testing.T) {
 	if status, msg := post(`["orders"]`); status != http.StatusCreated {
 		t.Errorf("POST events [\"orders\"]: %d %q, want 201", status, msg)
 	}
+
+	// The entity list judges the tables as the publication does.
+	resp, err := http.Get("http://" + h.app.AdminAddr() + "/api/entities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var entities []struct{ Table, Unpublished string }
+	if err := json.NewDecoder(resp.Body).Decode(&entities); err != nil {
+		t.Fatal(err)
+	}
+	want := `[{Table:public.orders Unpublished:} {Table:public.scratch Unpublished:UNLOGGED: not published (none of its changes reach the WAL)}]`
+	if got := fmt.Sprintf("%+v", entities); got != want {
+		t.Errorf("GET /api/entities = %s, want %s", got, want)
+	}
 }
 
 // testConn is a connection to dsn, closed at the test's end.
