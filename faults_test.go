@@ -356,8 +356,10 @@ func TestFaultSlowBody(t *testing.T) {
 
 // TestStoreFull: the store's file system fills up (a small tmpfs). walhook
 // says so loudly in its log and on /readyz, confirms no WAL it has not
-// stored, and once space is freed it recovers and nothing is lost.
+// stored, and once space is freed it recovers and nothing is lost. As
+// root it runs or fails; it never skips there (see needRoot).
 func TestStoreFull(t *testing.T) {
+	needRoot(t, "mounts a tmpfs")
 	dsn := itemsDatabase(t)
 	rc, url := newKeyReceiver(t, nil)
 	admin := freeAddr(t)
@@ -366,9 +368,7 @@ func TestStoreFull(t *testing.T) {
 	if err := os.Mkdir(store, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", store).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (needs root): %v %s", err, out)
-	}
+	mount(t, "-t", "tmpfs", "-o", "size=2m", "tmpfs", store)
 	t.Cleanup(func() {
 		if out, err := exec.Command("umount", store).CombinedOutput(); err != nil {
 			t.Errorf("umount %s: %v %s", store, err, out)
@@ -459,6 +459,12 @@ func confirmedFlushLSN(t *testing.T, dsn string) uint64 {
 		`SELECT coalesce(confirmed_flush_lsn::text, '0/0') FROM pg_replication_slots WHERE slot_name = $1`, slotFor(dsn)).Scan(&s); err != nil {
 		t.Fatal(err)
 	}
+	return lsnNumber(t, s)
+}
+
+// lsnNumber reads an LSN in PostgreSQL's text form (16/B374D848).
+func lsnNumber(t *testing.T, s string) uint64 {
+	t.Helper()
 	var hi, lo uint64
 	if _, err := fmt.Sscanf(s, "%X/%X", &hi, &lo); err != nil {
 		t.Fatalf("lsn %q: %v", s, err)
