@@ -205,6 +205,7 @@ type MissingTablesError struct {
 	Tables []string // schema.table
 }
 
+// Error names each missing table.
 func (e *MissingTablesError) Error() string {
 	msgs := make([]string, len(e.Tables))
 	for i, t := range e.Tables {
