@@ -3,10 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // appendFile appends text to the file at path.
@@ -80,4 +85,92 @@ func TestPostgresStoreInSourceDatabase(t *testing.T) {
 	if err := h.db.QueryRow(context.Background(), `SELECT count(*) FROM walhook.deliveries WHERE webhook = 'all'`).Scan(&stored); err != nil || stored != 4 {
 		t.Fatalf("walhook.deliveries holds %d deliveries (%v), want 4", stored, err)
 	}
+}
+
+// TestLeaderFailover: three walhooks share a store in PostgreSQL; one
+// leads (reads the slot and delivers), the others wait as standbys and say
+// who leads. The leader is SIGKILLed while 20,000 changes are written:
+// another takes over, and every change arrives, in order per row, a
+// repeat only under the same id. The takeover time is logged, not
+// asserted.
+func TestLeaderFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 20,000 changes")
+	}
+	dsn := itemsDatabase(t)
+	storeDSN := newDatabase(t)
+	rc, url := newKeyReceiver(t, nil)
+	var procs []*process
+	var admins []string
+	for i := range 3 {
+		admin := freeAddr(t)
+		cfg := crashConfig(t, dsn, url, admin)
+		appendFile(t, cfg, pgStoreSection(storeDSN, "walhook"))
+		procs = append(procs, startProcess(t, filepath.Join(t.TempDir(), fmt.Sprint("walhook", i, ".log")), "run", "-config", cfg))
+		admins = append(admins, admin)
+	}
+	leader := -1
+	waitFor(t, "one leader and two standbys", time.Minute, func() bool {
+		leader = -1
+		standbys := 0
+		for i, a := range admins {
+			switch code, body := httpGet("http://" + a + "/readyz"); {
+			case code == 200:
+				leader = i
+			case code == 503 && strings.Contains(body, "standby: the leader is walhook "):
+				standbys++
+			}
+		}
+		return leader >= 0 && standbys == 2
+	})
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	c := newChurn(3000, seed)
+	const total = 20000
+	written := make(chan error, 1)
+	go func() { written <- c.run(ctx, db, total) }()
+	waitFor(t, "a quarter of the changes received", time.Minute, func() bool { return rc.count() >= total/4 })
+	procs[leader].kill()
+	killed := time.Now()
+	t.Logf("leader %d killed with %d changes received", leader, rc.count())
+	next := -1
+	waitFor(t, "another leader", time.Minute, func() bool {
+		for i, a := range admins {
+			if i != leader && httpStatus("http://"+a+"/readyz") == 200 {
+				next = i
+				return true
+			}
+		}
+		return false
+	})
+	t.Logf("walhook %d leads %.1f s after the kill", next, time.Since(killed).Seconds())
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, c.keys)
+	if t.Failed() {
+		logMetrics(t, admins[next])
+	}
+}
+
+// httpGet returns the status and body of a GET of url; 0 when it fails.
+func httpGet(url string) (int, string) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }

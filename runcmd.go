@@ -27,6 +27,24 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	leader, err := lead(ctx, cfg, logger, reg)
+	if err != nil {
+		return err
+	}
+	if leader != nil {
+		defer leader.Release()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-leader.Lost():
+				logger.Error("stopping: another walhook may lead the store now", "err", leader.Err())
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	app, err := NewApp(cfg, AppOptions{Logger: logger, Registry: reg})
 	if err != nil {
 		return err
@@ -48,5 +66,9 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 			logger.Info("config reloaded", "webhooks", len(next.Webhooks))
 		}
 	}()
-	return app.Run(ctx)
+	err = app.Run(ctx)
+	if leader != nil && leader.Err() != nil && err == nil {
+		err = leader.Err() // stopped because the lock was lost: systemd starts it again, as a standby
+	}
+	return err
 }
