@@ -27,6 +27,7 @@ func (s *Server) routeAPI() {
 	s.handleFunc("POST /api/webhooks/{name}/activate", s.setActive(true))
 	s.handleFunc("POST /api/webhooks/{name}/deactivate", s.setActive(false))
 	s.handleFunc("POST /api/webhooks/{name}/test", s.testWebhook)
+	s.handleFunc("POST /api/webhooks/{name}/when/test", s.tryWhen)
 	s.handleFunc("GET /api/webhooks/{name}/deliveries", s.listDeliveries)
 	s.handleFunc("POST /api/webhooks/{name}/recover", s.recoverDeliveries)
 	s.handleFunc("GET /api/webhooks/{name}/log", s.webhookLog)
@@ -398,7 +399,7 @@ func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.As(err, &se):
 		status = se.status
-	case errors.As(err, &inv), errors.Is(err, ErrBackfillInvalid):
+	case errors.As(err, &inv), errors.Is(err, ErrBackfillInvalid), errors.Is(err, deliver.ErrWhen), errors.Is(err, deliver.ErrEvent):
 		status = http.StatusUnprocessableEntity
 	case errors.Is(err, deliver.ErrBackfillRunning):
 		status = http.StatusConflict

@@ -33,6 +33,7 @@ type Queue interface {
 	Recover(name string, since time.Time) (int, error)
 	LogPath(name string) string
 	FlushLog(name string)
+	TryWhen(name, expr string, event []byte, limit int) (string, []deliver.WhenResult, error)
 }
 
 // Entity is an event type a webhook can subscribe to.

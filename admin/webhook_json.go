@@ -26,6 +26,9 @@ type webhookJSON struct {
 	ContentType     string            `json:"content_type"`
 	IncludeEntity   bool              `json:"include_entity"`
 	Template        string            `json:"template,omitempty"`
+	When            string            `json:"when,omitempty"`
+	Columns         []string          `json:"columns,omitempty"`
+	ExcludeColumns  []string          `json:"exclude_columns,omitempty"`
 	HeaderPrefix    string            `json:"header_prefix"`
 	Signature       string            `json:"signature"` // "" when unsigned; set means a secret is set
 	SignatureHeader string            `json:"signature_header"`
@@ -50,6 +53,10 @@ type statsJSON struct {
 	LastAttemptAt   *time.Time `json:"last_attempt_at"`
 	Queued          int        `json:"queued"`
 	Failed          int        `json:"failed"`
+	// FilterErrors counts the events the webhook's when failed on since
+	// walhook started (not sent); LastFilterError is the latest.
+	FilterErrors    int64                `json:"filter_errors"`
+	LastFilterError *deliver.FilterError `json:"last_filter_error,omitempty"`
 }
 
 type basicAuthJSON struct {
@@ -61,13 +68,15 @@ func showWebhook(w deliver.Webhook, st deliver.Stats) webhookJSON {
 	out := webhookJSON{
 		Name: w.Name, URL: deliver.RedactURL(w.URL), Active: w.Active, Events: w.Events, Actions: w.Actions,
 		Method: w.Method, ContentType: w.ContentType, IncludeEntity: w.IncludeEntity,
-		Template: w.Template, HeaderPrefix: w.HeaderPrefix, Signature: w.Signature,
+		Template: w.Template, When: w.When, Columns: w.Columns, ExcludeColumns: w.ExcludeColumns,
+		HeaderPrefix: w.HeaderPrefix, Signature: w.Signature,
 		SignatureHeader: w.SignatureHeader, TimeoutMS: w.Timeout.Milliseconds(),
 		MaxAttempts: w.MaxAttempts, RetryMode: w.RetryMode, NotifyEmail: w.NotifyEmail,
 		NotifyOnFailure: w.NotifyOnFailure, Source: w.Source,
 		Stats: statsJSON{
 			LatestStatus: st.LatestStatus, SuccessfulCalls: st.SuccessfulCalls, TotalCalls: st.TotalCalls,
 			Queued: st.Queued, Failed: st.Failed,
+			FilterErrors: st.FilterErrors, LastFilterError: st.LastFilterError,
 		},
 	}
 	if !st.LastAttemptAt.IsZero() {
@@ -97,6 +106,9 @@ type webhookInput struct {
 	ContentType     *string            `json:"content_type"`
 	IncludeEntity   *bool              `json:"include_entity"`
 	Template        *string            `json:"template"`
+	When            *string            `json:"when"`
+	Columns         *[]string          `json:"columns"`
+	ExcludeColumns  *[]string          `json:"exclude_columns"`
 	HeaderPrefix    *string            `json:"header_prefix"`
 	Secret          *string            `json:"secret"`
 	Secrets         *[]string          `json:"secrets"`
@@ -145,6 +157,9 @@ func (in *webhookInput) apply(w *deliver.Webhook) (generated string, err error) 
 	set(&w.ContentType, in.ContentType)
 	set(&w.IncludeEntity, in.IncludeEntity)
 	set(&w.Template, in.Template)
+	set(&w.When, in.When)
+	set(&w.Columns, in.Columns)
+	set(&w.ExcludeColumns, in.ExcludeColumns)
 	set(&w.HeaderPrefix, in.HeaderPrefix)
 	set(&w.SignatureHeader, in.SignatureHeader)
 	set(&w.RetryMode, in.RetryMode)
@@ -235,6 +250,10 @@ func newSecret() string {
 // validate runs the webhook's own checks and the server's extra ones.
 func (s *Server) validate(w deliver.Webhook) error {
 	if err := w.Validate(); err != nil {
+		if strings.HasPrefix(err.Error(), "when: ") {
+			// As in the config file: the expression is the webhook's.
+			err = fmt.Errorf("webhook %q: %w", w.Name, err)
+		}
 		return invalidError{err}
 	}
 	if s.opts.Validate != nil {

@@ -364,6 +364,7 @@ func eventTargets(ev *cdc.Event, names []string, hooks map[string]target) []stri
 			t.backfill.saw(ev)
 		}
 		if t.filter != nil {
+			t.h.q.types.note(ev)
 			pass, err := t.filter.Match(ev)
 			if err != nil {
 				t.h.filterFailed(ev, err)

@@ -152,7 +152,8 @@ type Queue struct {
 	switchMu sync.Mutex // serializes a 410's switch-off with reloads and the admin API's changes of a webhook (after admin)
 	mu       sync.Mutex
 	hooks    map[string]*dispatcher
-	backfill *Backfill // the one under way
+	backfill *Backfill  // the one under way
+	types    tableTypes // column types of the tables filters saw
 	onChange []func()
 }
 

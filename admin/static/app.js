@@ -108,6 +108,9 @@ function webhookBody(form) {
     content_type: f.content_type.value,
     include_entity: f.include_entity.checked,
     template: f.template.value,
+    when: f.when.value.trim(),
+    columns: splitList(f.columns.value),
+    exclude_columns: splitList(f.exclude_columns.value),
     header_prefix: f.header_prefix.value.trim(),
     signature: f.signature.value,
     signature_header: f.signature_header.value.trim(),
@@ -142,8 +145,41 @@ async function onWebhookSubmit(ev) {
     }
     location.href = "/";
   } catch (e) {
+    showWhenError(e.message);
     flash(e.message, true);
   }
+}
+
+// onWhenTest evaluates the form's when on the pasted event, or on the
+// webhook's latest stored deliveries, and lists what would be sent.
+async function onWhenTest(ev) {
+  const el = ev.target.closest("button[data-action=when-test]");
+  if (!el) return;
+  const form = el.form;
+  const out = document.getElementById("when-result");
+  const body = { when: form.elements.when.value.trim() };
+  const pasted = form.elements.when_event.value.trim();
+  try {
+    if (pasted !== "") body.event = JSON.parse(pasted);
+    if (form.dataset.new === "true") throw new Error("Save the webhook first: the test runs on its deliveries and columns.");
+    const r = await api("POST", hookPath(form.dataset.name) + "/when/test", body);
+    showWhenError("");
+    out.textContent = r.results.length === 0 ? "No stored deliveries to try it on." :
+      r.results.map((x) => (x.sent ? "sent     " : "not sent ") + (x.event_id || "") + " " + x.event + (x.error ? "  error: " + x.error : "")).join("\n");
+  } catch (e) {
+    showWhenError(e.message);
+    out.textContent = e.message;
+  }
+  out.hidden = false;
+}
+
+// showWhenError shows an error about the when expression beside it.
+function showWhenError(message) {
+  const el = document.getElementById("when-error");
+  if (!el) return;
+  const m = /when: (.*)$/.exec(message);
+  el.textContent = m ? m[1] : "";
+  el.hidden = !m;
 }
 
 async function onRedeliver(ev) {
@@ -194,7 +230,7 @@ async function onBackfill(ev) {
   button.disabled = false;
 }
 
-document.addEventListener("click", (ev) => { onRowAction(ev); onRedeliver(ev); });
+document.addEventListener("click", (ev) => { onRowAction(ev); onRedeliver(ev); onWhenTest(ev); });
 document.addEventListener("change", onRowAction);
 document.addEventListener("submit", (ev) => {
   if (ev.target.id === "webhook-form") onWebhookSubmit(ev);
