@@ -249,6 +249,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("admin.token: required when admin.listen (%q) is not a loopback address (or set $WALHOOK_ADMIN_TOKEN)", listen)
 		}
 	}
+	if c.SMTP.From != "" {
+		if err := notify.CheckAddress(c.SMTP.From); err != nil {
+			return fmt.Errorf("smtp.from: %w", err)
+		}
+	}
 	entities := map[string]bool{}
 	for i, e := range c.Entities {
 		switch {

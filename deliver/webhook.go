@@ -207,6 +207,9 @@ func (w *Webhook) Validate() error {
 		return fmt.Errorf("retry_mode: must be production or test (got %q)", w.RetryMode)
 	}
 	if w.NotifyEmail != "" {
+		if hasControl(w.NotifyEmail) {
+			return fmt.Errorf("notify_email: contains a control character (got %q)", w.NotifyEmail)
+		}
 		if _, err := mail.ParseAddress(w.NotifyEmail); err != nil {
 			return fmt.Errorf("notify_email: not an e-mail address (got %q)", w.NotifyEmail)
 		}
@@ -220,6 +223,13 @@ func (w *Webhook) Validate() error {
 		return fmt.Errorf("source: must be config or api (got %q)", w.Source)
 	}
 	return nil
+}
+
+// hasControl reports whether s holds a control character (below 0x20, or
+// DEL): mail.ParseAddress accepts CR LF inside a comment, and a header
+// written from such a value is two headers.
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // effectiveSignature is the scheme used: a secret without a scheme signs

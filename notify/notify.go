@@ -409,8 +409,11 @@ func message(o Options, batch []failure, now time.Time) []byte {
 
 	var msg bytes.Buffer
 	hdr := func(k, v string) { fmt.Fprintf(&msg, "%s: %s\r\n", k, v) }
-	hdr("From", o.From)
-	hdr("To", w.NotifyEmail)
+	// From and To are written from the parsed addresses only: the text
+	// as given may carry a CR LF (in a comment, which ParseAddress
+	// accepts) and so headers of its own.
+	hdr("From", headerAddress(o.From))
+	hdr("To", headerAddress(w.NotifyEmail))
 	hdr("Subject", mime.QEncoding.Encode("utf-8", subject))
 	hdr("Date", now.Format(time.RFC1123Z))
 	hdr("Message-ID", fmt.Sprintf("<%s@walhook>", rand.Text()))
@@ -431,6 +434,34 @@ func address(s string) string {
 		return a.Address
 	}
 	return s
+}
+
+// CheckAddress reports why s cannot be a From or To address: a control
+// character (a CR LF would start a header of its own) or not an address.
+func CheckAddress(s string) error {
+	if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("contains a control character (got %q)", s)
+	}
+	if _, err := mail.ParseAddress(s); err != nil {
+		return fmt.Errorf("not an e-mail address (got %q)", s)
+	}
+	return nil
+}
+
+// headerAddress is s as a From or To header value: the parsed address,
+// its display name encoded where it holds anything but printable ASCII;
+// the bare address when s does not parse.
+func headerAddress(s string) string {
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return -1
+			}
+			return r
+		}, s)
+	}
+	return a.String()
 }
 
 func lastAttempt(d deliver.Delivery) deliver.Attempt {

@@ -42,6 +42,7 @@ type message struct {
 	Date       time.Time // the Date header
 	TLS        bool      // the session was upgraded with STARTTLS
 	AuthedUser string
+	Header     mail.Header
 }
 
 // mailServer is a real SMTP listener (go-smtp's server) keeping what it
@@ -201,7 +202,7 @@ func (s *mailSession) Data(r io.Reader) error {
 	s.ms.mu.Lock()
 	s.ms.msgs = append(s.ms.msgs, message{
 		From: s.from, To: s.to, Subject: subject, Body: strings.ReplaceAll(string(text), "\r\n", "\n"),
-		Date: date, TLS: tlsOn, AuthedUser: s.user,
+		Date: date, TLS: tlsOn, AuthedUser: s.user, Header: m.Header,
 	})
 	s.ms.mu.Unlock()
 	return nil
@@ -779,4 +780,42 @@ func webhook(name, url string) deliver.Webhook {
 	deliver.ApplyDefaults(&w)
 	w.Name, w.URL, w.Events = name, url, []string{"*"}
 	return w
+}
+
+// TestNotifierHeaderInjection: a notify_email whose comment carries CR LF
+// and headers of its own (mail.ParseAddress accepts it) is refused by
+// validation, and one that got into the store before is written as the
+// parsed address only: the e-mail has walhook's headers and no others.
+func TestNotifierHeaderInjection(t *testing.T) {
+	t.Parallel()
+	const evil = "ops@example.com (x\r\nBcc: victim@evil.example\r\nSubject: pwned\r\n\r\nyour text)"
+	w := notifyHook("hr-sync", evil)
+	if err := w.Validate(); err == nil || !strings.Contains(err.Error(), "notify_email") {
+		t.Errorf("Validate = %v, want an error naming notify_email", err)
+	}
+	if err := notify.CheckAddress("walhook@example.com\r\nBcc: victim@evil.example"); err == nil {
+		t.Error("CheckAddress accepts a From with CR LF")
+	}
+
+	ms := newMailServer(t, false, "", "")
+	n, _ := newNotifier(ms, func(o *notify.Options) { o.From = "walhook (a\r\nX-Injected: 1) <walhook@example.com>" })
+	n.Notify(w, failedDelivery("hr-sync", 1, 500, ""))
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) >= 1 })
+	n.Close()
+	m := ms.messages()[0]
+	for _, k := range []string{"Bcc", "X-Injected"} {
+		if v, ok := m.Header[k]; ok {
+			t.Errorf("injected header %s: %q", k, v)
+		}
+	}
+	if len(m.Header["Subject"]) != 1 || !strings.HasPrefix(m.Subject, "walhook: ") {
+		t.Errorf("Subject headers %q, want walhook's only", m.Header["Subject"])
+	}
+	to, err := m.Header.AddressList("To")
+	if err != nil || len(to) != 1 || to[0].Address != "ops@example.com" {
+		t.Errorf("To = %v (%v), want ops@example.com alone", to, err)
+	}
+	if m.To != "ops@example.com" || strings.Contains(m.Body, "your text") {
+		t.Errorf("envelope to %q; body:\n%s", m.To, m.Body)
+	}
 }
