@@ -89,7 +89,7 @@ func TestSharedBody(t *testing.T) {
 		{Name: "d"},
 		{Name: "f", IncludeEntity: true, ContentType: "form"},
 	} {
-		enc, err := newEncoder(&w)
+		enc, err := newEncoder(&w, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -114,7 +114,7 @@ type dispatcher struct {
 // newDispatcher loads a webhook's counters and pending deliveries and starts its
 // scheduler and workers.
 func (q *Queue) newDispatcher(w Webhook) (*dispatcher, error) {
-	enc, err := newEncoder(&w)
+	enc, err := newEncoder(&w, q.opts.MaxBodyBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func (h *dispatcher) load() error {
 
 // setWebhook swaps in a changed definition; queued deliveries stay.
 func (h *dispatcher) setWebhook(w Webhook) error {
-	enc, err := newEncoder(&w)
+	enc, err := newEncoder(&w, h.q.opts.MaxBodyBytes)
 	if err != nil {
 		return err
 	}

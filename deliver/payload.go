@@ -1,7 +1,6 @@
 package deliver
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -57,20 +56,31 @@ var templateFuncs = template.FuncMap{
 	"lower": strings.ToLower,
 }
 
-func parseTemplate(text string) (*template.Template, error) {
-	return template.New("body").Funcs(templateFuncs).Option("missingkey=zero").Parse(text)
+// parseTemplate parses a body template and bounds it (see bound); it
+// renders at most maxBody bytes, DefaultMaxBodyBytes when 0.
+func parseTemplate(text string, maxBody int) (*bodyTemplate, error) {
+	fs := template.FuncMap{tickFunc: func() string { return "" }, rangeFunc: checkRange}
+	t, err := template.New("body").Funcs(templateFuncs).Funcs(fs).Option("missingkey=zero").Parse(text)
+	if err != nil {
+		return nil, err
+	}
+	if err := bound(t); err != nil {
+		return nil, err
+	}
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBodyBytes
+	}
+	return &bodyTemplate{root: t, maxBody: maxBody, timeout: templateTimeout}, nil
 }
 
-func renderTemplate(t *template.Template, webhook string, ev *cdc.Event) ([]byte, error) {
-	var buf bytes.Buffer
+func renderTemplate(t *bodyTemplate, webhook string, ev *cdc.Event) ([]byte, error) {
 	op := map[string]string{cdc.ActionCreate: "INSERT", cdc.ActionModify: "UPDATE", cdc.ActionDelete: "DELETE", cdc.ActionTruncate: "TRUNCATE"}[ev.Action]
-	err := t.Execute(&buf, TemplateData{
+	return t.execute(TemplateData{
 		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action, Op: op,
 		EntityID: ev.EntityID, EntityURL: ev.EntityURL, Table: ev.QualifiedTable(),
 		OccurredAt: ev.CommitTime.UTC().Format(time.RFC3339), OccurredAtMs: ev.CommitTime.UnixMilli(), Webhook: webhook,
 		Data: ev.Data, Old: ev.Old, Changed: ev.Changed,
 	})
-	return buf.Bytes(), err
 }
 
 // eventName is <entity>.<action>.
@@ -124,14 +134,16 @@ type encoder struct {
 	method        string
 	contentType   string
 	includeEntity bool
-	tmpl          *template.Template
+	tmpl          *bodyTemplate
 	cols          *columnRule // nil: every column
 }
 
-func newEncoder(w *Webhook) (*encoder, error) {
+// newEncoder makes w's encoder; a template renders at most maxBody bytes
+// (0: DefaultMaxBodyBytes).
+func newEncoder(w *Webhook, maxBody int) (*encoder, error) {
 	e := &encoder{name: w.Name, quotedName: appendJSONString(nil, w.Name), method: w.Method, contentType: w.ContentType, includeEntity: w.IncludeEntity, cols: newColumnRule(w)}
 	if w.Template != "" {
-		t, err := parseTemplate(w.Template)
+		t, err := parseTemplate(w.Template, maxBody)
 		if err != nil {
 			return nil, fmt.Errorf("template: %w", err)
 		}

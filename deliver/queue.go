@@ -50,6 +50,7 @@ type Options struct {
 	OnFailed      func(w Webhook, d Delivery)  // called asynchronously when a delivery fails for good or a 410 switches a webhook off
 	Concurrency   int                          // workers per webhook, default 16
 	Client        *http.Client                 // default: keep-alive transport that never follows redirects
+	MaxBodyBytes  int                          // the largest body a template renders; default DefaultMaxBodyBytes
 }
 
 // Stats are a webhook's call counters and queue sizes.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -210,37 +211,59 @@ func (q *Queue) putWebhook(w Webhook) error {
 
 // UpdateWebhook changes an API-defined webhook through patch; config
 // webhooks are read-only.
+//
+// patch and Validate run without the queue's locks (a template is tried
+// on a sample, the admin's patch asks PostgreSQL): the change is applied
+// under them only if the definition is still the one patched, else patch
+// runs again on the new one.
 func (q *Queue) UpdateWebhook(name string, patch func(*Webhook) error) (Webhook, error) {
+	for {
+		h := q.dispatcherOf(name)
+		if h == nil {
+			return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+		}
+		was := h.webhook()
+		if was.Source == SourceConfig {
+			return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrReadOnly)
+		}
+		w := was.clone()
+		if err := patch(&w); err != nil {
+			return Webhook{}, err
+		}
+		if w.Name != name {
+			return Webhook{}, fmt.Errorf("name: cannot be changed (got %q)", w.Name)
+		}
+		w.Source = SourceAPI
+		if err := w.Validate(); err != nil {
+			return Webhook{}, err
+		}
+		done, err := q.applyUpdate(h, was, w)
+		if done {
+			return w.redacted(), err
+		}
+	}
+}
+
+// applyUpdate gives h the checked definition w unless it changed from was
+// meanwhile (or h was deleted); it reports whether it did.
+func (q *Queue) applyUpdate(h *dispatcher, was, w Webhook) (bool, error) {
 	q.admin.Lock()
 	defer q.admin.Unlock()
 	q.switchMu.Lock()
-	defer q.switchMu.Unlock()
-	h := q.dispatcherOf(name)
-	if h == nil {
-		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrNotFound)
+	if q.dispatcherOf(w.Name) != h || !reflect.DeepEqual(h.webhook(), was) {
+		q.switchMu.Unlock()
+		return false, nil
 	}
-	w := h.webhook()
-	if w.Source == SourceConfig {
-		return Webhook{}, fmt.Errorf("webhook %q: %w", name, ErrReadOnly)
+	err := q.putWebhook(w)
+	if err == nil {
+		err = h.setWebhook(w)
 	}
-	if err := patch(&w); err != nil {
-		return Webhook{}, err
-	}
-	if w.Name != name {
-		return Webhook{}, fmt.Errorf("name: cannot be changed (got %q)", w.Name)
-	}
-	w.Source = SourceAPI
-	if err := w.Validate(); err != nil {
-		return Webhook{}, err
-	}
-	if err := q.putWebhook(w); err != nil {
-		return Webhook{}, err
-	}
-	if err := h.setWebhook(w); err != nil {
-		return Webhook{}, err
+	q.switchMu.Unlock()
+	if err != nil {
+		return true, err
 	}
 	q.changed()
-	return w.redacted(), nil
+	return true, nil
 }
 
 // DeleteWebhook removes an API-defined webhook and drops its queue.
@@ -415,9 +438,12 @@ func (q *Queue) Deliveries(name string, limit int, status string) ([]Delivery, e
 			Event: rec.Event, EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt,
 			NextAttemptAt: rec.Due, Attempts: rec.Attempts,
 		}
-		if p.Event != nil {
-			if body, err := enc.encode(&event{Event: p.Event}); err == nil {
+		if p.Event != nil && enc != nil {
+			body, err := enc.encode(&event{Event: p.Event})
+			if err == nil {
 				d.Payload = body.data
+			} else if errors.Is(err, ErrTemplateLimit) {
+				enc = nil // each may take the template's time limit: the rest go without
 			}
 		}
 		out = append(out, d)

@@ -141,7 +141,7 @@ func (w *Webhook) Validate() error {
 		if w.Method == "GET" {
 			return errors.New("template: a GET request has no body")
 		}
-		t, err := parseTemplate(w.Template)
+		t, err := parseTemplate(w.Template, 0)
 		if err != nil {
 			return fmt.Errorf("template: %w", err)
 		}

@@ -95,7 +95,7 @@ func TestBackoffProduction(t *testing.T) {
 
 func BenchmarkEncodePayload(b *testing.B) {
 	w := Webhook{Name: "hr-sync", Method: "POST", ContentType: "json", IncludeEntity: true}
-	enc, err := newEncoder(&w)
+	enc, err := newEncoder(&w, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
