@@ -93,7 +93,9 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 		Version:    version,
 		OnFailed:   a.notifier.Notify,
 
-		Concurrency: opts.Concurrency,
+		Concurrency:  opts.Concurrency,
+		MaxBodyBytes: cfg.Delivery.MaxBodyBytes,
+		Policy:       cfg.AddressPolicy(),
 	})
 	if err != nil {
 		return nil, err

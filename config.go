@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -25,6 +26,7 @@ type Config struct {
 	Log      LogConfig       `toml:"log"`
 	Admin    AdminConfig     `toml:"admin"`
 	SMTP     SMTPConfig      `toml:"smtp"`
+	Delivery DeliveryConfig  `toml:"delivery"`
 	Entities []EntityConfig  `toml:"entity"`
 	Webhooks []WebhookConfig `toml:"webhook"`
 }
@@ -60,6 +62,14 @@ type LogConfig struct {
 type AdminConfig struct {
 	Listen *string `toml:"listen"`
 	Token  string  `toml:"token"`
+}
+
+// DeliveryConfig is [delivery]: what every webhook's requests are held to.
+type DeliveryConfig struct {
+	MaxBodyBytes   int      `toml:"max_body_bytes"`   // the largest body a template renders; default 1 MiB
+	AllowNetworks  []string `toml:"allow_networks"`   // CIDRs always allowed
+	DenyNetworks   []string `toml:"deny_networks"`    // CIDRs refused for every webhook
+	APIDenyPrivate bool     `toml:"api_deny_private"` // loopback and private ranges refused for API webhooks
 }
 
 // SMTPConfig is [smtp].
@@ -249,6 +259,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("admin.token: required when admin.listen (%q) is not a loopback address (or set $WALHOOK_ADMIN_TOKEN)", listen)
 		}
 	}
+	if err := c.Delivery.validate(); err != nil {
+		return err
+	}
 	if c.SMTP.From != "" {
 		if err := notify.CheckAddress(c.SMTP.From); err != nil {
 			return fmt.Errorf("smtp.from: %w", err)
@@ -331,6 +344,42 @@ func (c *Config) rules() []matcher.Rule {
 		out = append(out, matcher.Rule{Webhook: w.Name, Events: w.Events, Actions: w.Actions})
 	}
 	return out
+}
+
+func (d DeliveryConfig) validate() error {
+	if d.MaxBodyBytes < 0 || d.MaxBodyBytes > 64<<20 {
+		return fmt.Errorf("delivery.max_body_bytes: must be 0..%d (got %d)", 64<<20, d.MaxBodyBytes)
+	}
+	for key, nets := range map[string][]string{"allow_networks": d.AllowNetworks, "deny_networks": d.DenyNetworks} {
+		if _, err := parsePrefixes(nets); err != nil {
+			return fmt.Errorf("delivery.%s: %w", key, err)
+		}
+	}
+	return nil
+}
+
+// parsePrefixes reads CIDRs; a bare address is the network of itself.
+func parsePrefixes(nets []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(nets))
+	for _, n := range nets {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			a, aerr := netip.ParseAddr(n)
+			if aerr != nil {
+				return nil, fmt.Errorf("%q is not a CIDR (e.g. 10.0.0.0/8, fd00::/8) or an address", n)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// AddressPolicy is [delivery]'s outbound address policy as deliver takes it.
+func (c *Config) AddressPolicy() deliver.AddressPolicy {
+	allow, _ := parsePrefixes(c.Delivery.AllowNetworks) // checked by Validate
+	deny, _ := parsePrefixes(c.Delivery.DenyNetworks)
+	return deliver.AddressPolicy{Allow: allow, Deny: deny, APIDenyPrivate: c.Delivery.APIDenyPrivate}
 }
 
 // SMTPOptions are the [smtp] settings as the Notifier takes them.

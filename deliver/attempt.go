@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -74,14 +75,23 @@ func requestTemplate(w *Webhook) (*http.Request, error) {
 // connections as it has workers: one transport shared by all webhooks keeps
 // only Concurrency idle connections per host, so webhooks posting to the
 // same host would close and reopen connections all the time.
-func (q *Queue) hookClient() *http.Client {
+//
+// Its dialer checks the outbound address policy for a webhook of source.
+func (q *Queue) hookClient(source string) *http.Client {
 	t, ok := q.client.Transport.(*http.Transport)
 	if q.opts.Client != nil || !ok {
 		return q.client
 	}
 	t = t.Clone()
 	t.MaxIdleConnsPerHost = q.opts.Concurrency
+	t.DialContext = policyDialer(q.opts.Policy, source).DialContext
 	return &http.Client{Transport: t, CheckRedirect: q.client.CheckRedirect}
+}
+
+// policyDialer is the dialer of http.DefaultTransport with the address
+// policy's check on every address it dials.
+func policyDialer(p AddressPolicy, source string) *net.Dialer {
+	return &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: p.control(source)}
 }
 
 // result is an attempt and what the response asked of the next one.

@@ -136,7 +136,7 @@ func (q *Queue) newDispatcher(w Webhook) (*dispatcher, error) {
 		diskMore:   true,
 		wake:       make(chan struct{}, 1),
 		work:       make(chan *pending),
-		client:     q.hookClient(),
+		client:     q.hookClient(w.Source),
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.reqCtx, h.abort = context.WithCancel(context.Background())

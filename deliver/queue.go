@@ -51,6 +51,7 @@ type Options struct {
 	Concurrency   int                          // workers per webhook, default 16
 	Client        *http.Client                 // default: keep-alive transport that never follows redirects
 	MaxBodyBytes  int                          // the largest body a template renders; default DefaultMaxBodyBytes
+	Policy        AddressPolicy                // which addresses webhooks may connect to (not applied to Client)
 }
 
 // Stats are a webhook's call counters and queue sizes.
@@ -241,6 +242,7 @@ func newClient(opts Options) *http.Client {
 	t.MaxIdleConnsPerHost = opts.Concurrency
 	t.DisableCompression = true // no Accept-Encoding: gzip on every request; bodies are read 4 KiB deep only
 	t.MaxResponseHeaderBytes = maxResponseHeader
+	t.DialContext = policyDialer(opts.Policy, SourceAPI).DialContext // the strictest: a webhook's own client is used where there is one
 	return &http.Client{Transport: t, CheckRedirect: noRedirect}
 }
 

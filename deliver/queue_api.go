@@ -542,7 +542,7 @@ func (q *Queue) Test(ctx context.Context, name string) (Attempt, error) {
 	w, enc, signer := h.w.clone(), h.enc, h.signer
 	h.mu.Unlock()
 	id := "ping-" + randomID(8)
-	res := q.attempt(ctx, &w, signer, request{id: id, event: "ping", body: enc.encodePing(id, time.Now()), attempt: 1})
+	res := q.attempt(ctx, &w, signer, request{id: id, event: "ping", body: enc.encodePing(id, time.Now()), attempt: 1, client: h.client})
 	q.logAttempt(h, &w, id, "ping", 1, res)
 	ok := res.att.Status >= 200 && res.att.Status < 300
 	h.mu.Lock()
