@@ -23,7 +23,11 @@ import (
 // leader lock: only the leader reads the slot and delivers. Meanwhile the
 // admin address answers as a standby: /healthz 200, /readyz 503 naming the
 // leader, /metrics with walhook_leader 0.
-func lead(ctx context.Context, cfg *Config, logger *slog.Logger, reg prometheus.Registerer) (*store.Leader, error) {
+//
+// At the first start a store that cannot be reached is an error; later (a
+// leader lock lost with its session, when the store's server restarts) it
+// tries again every few seconds until the store is back.
+func lead(ctx context.Context, cfg *Config, logger *slog.Logger, reg prometheus.Registerer, first bool) (*store.Leader, error) {
 	if cfg.Store.Kind != storePostgres {
 		return nil, nil
 	}
@@ -40,14 +44,25 @@ func lead(ctx context.Context, cfg *Config, logger *slog.Logger, reg prometheus.
 	host, _ := os.Hostname()
 	name := fmt.Sprintf("%s %s pid %d", host, *cfg.Admin.Listen, os.Getpid())
 	var told string
-	l, err := store.AcquireLeader(ctx, cfg.Store.DSN, cfg.Store.Schema, name, func(h store.Holder) {
+	waiting := func(h store.Holder) {
 		msg := "standby: the leader is " + h.String()
 		standby.Store(&msg)
 		if msg != told {
 			logger.Info("waiting as a standby: another walhook leads the store", "leader", h.String())
 			told = msg
 		}
-	})
+	}
+	l, err := store.AcquireLeader(ctx, cfg.Store.DSN, cfg.Store.Schema, name, waiting)
+	for err != nil && !first && ctx.Err() == nil {
+		msg := "standby: the store cannot be reached: " + err.Error()
+		standby.Store(&msg)
+		logger.Error("the store cannot be reached; trying again in 5 s", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Second):
+		}
+		l, err = store.AcquireLeader(ctx, cfg.Store.DSN, cfg.Store.Schema, name, waiting)
+	}
 	if err != nil {
 		return nil, err
 	}

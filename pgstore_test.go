@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"walhook/internal/pgcluster"
 )
 
 // appendFile appends text to the file at path.
@@ -173,4 +175,54 @@ func httpGet(url string) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
+}
+
+// TestPostgresStoreRestart stops the store's PostgreSQL (immediate) while
+// changes are written and starts it again: walhook stops reading and
+// confirming, /readyz answers 503 meanwhile, it leads again when the store
+// is back, and nothing is lost.
+func TestPostgresStoreRestart(t *testing.T) {
+	ctx := context.Background()
+	st, err := pgcluster.Start(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dsn := itemsDatabase(t)
+	rc, url := newKeyReceiver(t, nil)
+	admin := freeAddr(t)
+	cfg := crashConfig(t, dsn, url, admin)
+	appendFile(t, cfg, pgStoreSection(st.DSN("postgres"), "walhook"))
+	startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
+	readyz := func() int { return httpStatus("http://" + admin + "/readyz") }
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return readyz() == 200 })
+
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	c := newChurn(1000, 11)
+	if err := c.run(ctx, db, 3000); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.StopServer(ctx, "immediate"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz 503 while the store is down", time.Minute, func() bool { return readyz() == 503 })
+	if err := c.run(ctx, db, 4500); err != nil { // the application goes on
+		t.Fatal(err)
+	}
+	if err := st.StartServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.run(ctx, db, 6000); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz 200 after the store's restart", time.Minute, func() bool { return readyz() == 200 })
+	deadline := time.Now().Add(3 * time.Minute)
+	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, c.keys)
 }
