@@ -302,6 +302,7 @@ func checkTables(ctx context.Context, conn *pgx.Conn, cfg *Config, f *roleFacts,
 		}
 	}
 	checkShadowedTables(ctx, conn, cfg, rep)
+	checkFilters(ctx, conn, cfg, rep)
 }
 
 // checkBareNames fails each bare name in the webhooks' events whose table
@@ -602,7 +603,8 @@ func addAPIWebhooks(ctx context.Context, cfg *Config, rep *checkReport) {
 	names := make([]string, len(hooks))
 	for i, w := range hooks {
 		names[i] = w.Name
-		cfg.Webhooks = append(cfg.Webhooks, WebhookConfig{Name: w.Name, URL: w.URL, Events: w.Events, Actions: w.Actions})
+		cfg.Webhooks = append(cfg.Webhooks, WebhookConfig{Name: w.Name, URL: w.URL, Events: w.Events, Actions: w.Actions,
+			When: w.When, Columns: w.Columns, ExcludeColumns: w.ExcludeColumns})
 	}
 	rep.ok("%d webhook(s) created through the admin API, read from %s, are checked too: %s", len(hooks), from, strings.Join(names, ", "))
 }
