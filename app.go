@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +47,8 @@ type App struct {
 	lag    *cdc.SlotLag // the slot's lag against max_lag_mb
 	admin  *http.Server
 	ln     net.Listener
+
+	adminSrv *admin.Server // admin's handler, whose token a reload changes
 
 	notifier *notify.Notifier // failure e-mails
 
@@ -133,10 +137,10 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 	}
 	q.OnChange(a.webhooksChanged)
 	if listen := *cfg.Admin.Listen; listen != "" {
-		ln, err := net.Listen("tcp", listen)
+		ln, err := adminListener(cfg.Admin)
 		if err != nil {
 			q.Close()
-			return nil, fmt.Errorf("admin.listen: %w", err)
+			return nil, err
 		}
 		a.ln = ln
 		srv := admin.New(admin.Options{
@@ -146,7 +150,8 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 			Problems:  a.problems,
 			Backfills: a,
 		})
-		a.admin = &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+		a.adminSrv = srv
+		a.admin = newAdminServer(srv)
 	}
 	return a, nil
 }
@@ -295,13 +300,59 @@ func (a *App) Reload(cfg *Config) error {
 		return err
 	}
 	a.mu.Lock()
+	old := a.cfg
 	a.cfg = cfg
 	a.mu.Unlock()
 	if err := a.queue.SetConfigWebhooks(cfg.DeliverWebhooks()); err != nil {
 		return err
 	}
 	a.notifier.SetOptions(cfg.SMTPOptions())
+	if cfg.Admin.Token != old.Admin.Token && a.adminSrv != nil {
+		a.adminSrv.SetToken(cfg.Admin.Token)
+		a.logger.Info("reload: the new [admin] token is in force")
+	}
+	oa, na := old.Admin, cfg.Admin
+	if *oa.Listen != *na.Listen || oa.TLSCert != na.TLSCert || oa.TLSKey != na.TLSKey {
+		a.logger.Warn("reload: [admin] listen, tls_cert and tls_key are read at start: the change needs a restart")
+	}
+	if !reflect.DeepEqual(old.Delivery, cfg.Delivery) {
+		a.logger.Warn("reload: [delivery] is read at start: the change needs a restart")
+	}
 	return nil
+}
+
+// adminListener listens on [admin] listen, with TLS when tls_cert and
+// tls_key are set.
+func adminListener(c AdminConfig) (net.Listener, error) {
+	var tc *tls.Config
+	if c.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("admin.tls_cert, admin.tls_key: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	ln, err := net.Listen("tcp", *c.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("admin.listen: %w", err)
+	}
+	if tc != nil {
+		ln = tls.NewListener(ln, tc)
+	}
+	return ln, nil
+}
+
+// newAdminServer serves the admin handler with every timeout set: an idle
+// keep-alive connection, a slow request and a slow reader each end (the
+// test route extends its own write deadline to the webhook's timeout).
+func newAdminServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
 }
 
 // AdminAddr is the admin server's address, "" when disabled.
@@ -338,7 +389,13 @@ func (a *App) Run(ctx context.Context) error {
 				a.logger.Error("admin server", "err", err)
 			}
 		}()
-		a.logger.Info("admin page", "url", "http://"+a.AdminAddr()+"/")
+		scheme := "http://"
+		a.mu.Lock()
+		if a.cfg.Admin.TLSCert != "" {
+			scheme = "https://"
+		}
+		a.mu.Unlock()
+		a.logger.Info("admin page", "url", scheme+a.AdminAddr()+"/")
 	}
 	a.resumeBackfill()
 	lagCtx, stopLag := context.WithCancel(ctx)

@@ -58,6 +58,7 @@ func checkCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	addAPIWebhooks(ctx, cfg, rep)
 	checkDatabase(ctx, cfg, rep)
 	checkWebhooks(cfg, rep)
+	checkAdmin(cfg, rep)
 	if rep.problems > 0 {
 		fmt.Fprintf(stdout, "%d problem(s)\n", rep.problems)
 		return errCheckFailed
@@ -556,11 +557,22 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, cfg *Config, rep *checkRepor
 	rep.ok("slot %s: %s, lag %d bytes", slot, state, bytes)
 }
 
+// checkAdmin warns of an admin server reachable off this machine over
+// plain HTTP: its token and every webhook's definition cross the network
+// readable.
+func checkAdmin(cfg *Config, rep *checkReport) {
+	listen := *cfg.Admin.Listen
+	if host, _, err := net.SplitHostPort(listen); listen == "" || err != nil || isLoopback(host) || cfg.Admin.TLSCert != "" {
+		return
+	}
+	rep.warn("admin: listen = %q serves plain HTTP off this machine, the token readable on the way: set [admin] tls_cert and tls_key, or listen on 127.0.0.1 behind a TLS proxy", listen)
+}
+
 func checkWebhooks(cfg *Config, rep *checkReport) {
 	for _, w := range cfg.DeliverWebhooks() {
 		u, err := url.Parse(w.URL)
 		if err != nil {
-			rep.fail("webhook %s: url: %v", w.Name, err)
+			rep.fail("webhook %s: url: %q does not parse", w.Name, deliver.RedactURL(w.URL))
 			continue
 		}
 		if w.Signature != "" && len(w.Secrets) == 0 {
@@ -574,7 +586,7 @@ func checkWebhooks(cfg *Config, rep *checkReport) {
 		case plain && w.BasicAuthPassword != "":
 			rep.warn("webhook %s: basic_auth to %s over plain http sends the password readable on the way: use https", w.Name, u.Host)
 		default:
-			rep.ok("webhook %s -> %s", w.Name, w.URL)
+			rep.ok("webhook %s -> %s", w.Name, deliver.RedactURL(w.URL))
 		}
 	}
 }

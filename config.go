@@ -60,8 +60,10 @@ type LogConfig struct {
 
 // AdminConfig is [admin].
 type AdminConfig struct {
-	Listen *string `toml:"listen"`
-	Token  string  `toml:"token"`
+	Listen  *string `toml:"listen"`
+	Token   string  `toml:"token"`
+	TLSCert string  `toml:"tls_cert"` // PEM files: the admin serves HTTPS with them
+	TLSKey  string  `toml:"tls_key"`
 }
 
 // DeliveryConfig is [delivery]: what every webhook's requests are held to.
@@ -142,8 +144,8 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	base := filepath.Dir(abs)
-	for _, d := range []*string{&cfg.Store.Dir, &cfg.Log.Dir} {
-		if !filepath.IsAbs(*d) {
+	for _, d := range []*string{&cfg.Store.Dir, &cfg.Log.Dir, &cfg.Admin.TLSCert, &cfg.Admin.TLSKey} {
+		if *d != "" && !filepath.IsAbs(*d) {
 			*d = filepath.Join(base, *d)
 		}
 	}
@@ -259,6 +261,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("admin.token: required when admin.listen (%q) is not a loopback address (or set $WALHOOK_ADMIN_TOKEN)", listen)
 		}
 	}
+	if (c.Admin.TLSCert == "") != (c.Admin.TLSKey == "") {
+		return errors.New("admin.tls_cert, admin.tls_key: give both or neither")
+	}
 	if err := c.Delivery.validate(); err != nil {
 		return err
 	}
@@ -283,6 +288,9 @@ func (c *Config) Validate() error {
 	for i, w := range c.Webhooks {
 		if w.Name == "" {
 			return fmt.Errorf("webhook[%d].name: missing", i)
+		}
+		if len(w.Name) > deliver.MaxNameLen {
+			return fmt.Errorf("webhook[%d].name: at most %d bytes, it names the webhook's .log file (got %d)", i, deliver.MaxNameLen, len(w.Name))
 		}
 		if !nameRE.MatchString(w.Name) {
 			return fmt.Errorf("webhook %q: name: only letters, digits, _ . - allowed", w.Name)

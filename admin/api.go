@@ -142,6 +142,11 @@ type testResult struct {
 }
 
 func (s *Server) testWebhook(w http.ResponseWriter, r *http.Request) {
+	// The ping may take the webhook's timeout, longer than the server's
+	// write timeout allows a route.
+	if h, ok := s.opts.Queue.Webhook(r.PathValue("name")); ok {
+		http.NewResponseController(w).SetWriteDeadline(time.Now().Add(h.Timeout + 10*time.Second))
+	}
 	att, err := s.opts.Queue.Test(r.Context(), r.PathValue("name"))
 	if err != nil {
 		writeErr(w, err)

@@ -103,3 +103,53 @@ func TestValidationOutsideLocks(t *testing.T) {
 		t.Error("other is still active")
 	}
 }
+
+// TestSetToken: a new token (a reload of [admin] token) is in force at
+// once; the old one is refused.
+func TestSetToken(t *testing.T) {
+	q, err := deliver.Open(deliver.Options{Dir: filepath.Join(t.TempDir(), "data"), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	a := admin.New(admin.Options{Token: "old-token", Queue: q, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	get := func(tok string) int {
+		req, _ := http.NewRequest("GET", srv.URL+"/api/webhooks", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := get("old-token"); st != 200 {
+		t.Fatalf("old token before the change: %d", st)
+	}
+	a.SetToken("new-token")
+	if st := get("old-token"); st != 401 {
+		t.Errorf("old token after the change: %d, want 401", st)
+	}
+	if st := get("new-token"); st != 200 {
+		t.Errorf("new token: %d, want 200", st)
+	}
+}
+
+// TestLimitsAPI: a name longer than 100 bytes (its .log file could not be
+// opened) and a notify_email with a CR LF are answered 422 naming the key.
+func TestLimitsAPI(t *testing.T) {
+	e := newEnv(t)
+	long, _ := json.Marshal(map[string]any{"name": strings.Repeat("n", 101), "url": "http://127.0.0.1:9/", "events": []string{"*"}})
+	mail, _ := json.Marshal(map[string]any{"name": "m", "url": "http://127.0.0.1:9/", "events": []string{"*"}, "notify_email": "ops@example.com (x\r\nBcc: victim@evil.example)"})
+	for _, tc := range []struct{ body, want string }{
+		{string(long), "name: at most 100 bytes"},
+		{string(mail), "notify_email: contains a control character"},
+	} {
+		r := e.do("POST", "/api/webhooks", tc.body)
+		if r.status != 422 || !strings.Contains(r.errorText(t), tc.want) {
+			t.Errorf("%d %s, want 422: %s", r.status, r.body, tc.want)
+		}
+	}
+}

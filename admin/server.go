@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -74,10 +75,15 @@ type Options struct {
 
 // Server is the admin HTTP handler.
 type Server struct {
-	opts Options
-	mux  *http.ServeMux
-	csrf *http.CrossOriginProtection
+	opts  Options
+	mux   *http.ServeMux
+	csrf  *http.CrossOriginProtection
+	token atomic.Pointer[string] // Options.Token, or SetToken's
 }
+
+// SetToken replaces the admin token (a reload of [admin] token): requests
+// from now on need the new one.
+func (s *Server) SetToken(token string) { s.token.Store(&token) }
 
 // New builds the handler.
 func New(opts Options) *Server {
@@ -85,6 +91,7 @@ func New(opts Options) *Server {
 		opts.Logger = slog.Default()
 	}
 	s := &Server{opts: opts, mux: http.NewServeMux(), csrf: http.NewCrossOriginProtection()}
+	s.SetToken(opts.Token)
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -128,7 +135,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 // that change something.
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.Token == "" && !loopbackHost(r.Host) {
+		if *s.token.Load() == "" && !loopbackHost(r.Host) {
 			// Without a token only the loopback listener protects the
 			// admin; a page that rebinds its own DNS name to 127.0.0.1
 			// would reach it under a foreign Host.
@@ -151,7 +158,8 @@ func (s *Server) guard(next http.Handler) http.Handler {
 // authorized checks the bearer token or the basic-auth password in
 // constant time.
 func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.Token == "" {
+	token := *s.token.Load()
+	if token == "" {
 		return true
 	}
 	given := ""
@@ -160,7 +168,7 @@ func (s *Server) authorized(r *http.Request) bool {
 	} else if _, pw, ok := r.BasicAuth(); ok {
 		given = pw
 	}
-	return subtle.ConstantTimeCompare([]byte(given), []byte(s.opts.Token)) == 1
+	return subtle.ConstantTimeCompare([]byte(given), []byte(token)) == 1
 }
 
 // loopbackHost reports whether a Host header names this machine.

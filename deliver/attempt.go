@@ -365,13 +365,25 @@ func randomID(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// RedactURL hides a password in the URL's user info.
+// RedactURL hides a password in the URL's user info and the values of
+// its query, where tokens are often passed.
 func RedactURL(raw string) string {
-	if !strings.Contains(raw, "@") {
-		return raw // no user info: spare a parse per logged attempt
+	if !strings.ContainsAny(raw, "@?") {
+		return raw // no user info or query: spare a parse per logged attempt
 	}
-	if u, err := url.Parse(raw); err == nil {
-		return u.Redacted()
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "[unparsable url]"
 	}
-	return "[unparsable url]"
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k, vs := range q {
+			for i := range vs {
+				vs[i] = "xxxxx"
+			}
+			q[k] = vs
+		}
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }

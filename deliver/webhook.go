@@ -98,6 +98,10 @@ func ApplyDefaults(w *Webhook) {
 	w.IncludeEntity = true
 }
 
+// MaxNameLen is the longest webhook name: <name>.log and its rotated
+// copies must fit a file name (255 bytes on most file systems).
+const MaxNameLen = 100
+
 var (
 	nameRE  = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 	tokenRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -106,12 +110,15 @@ var (
 // Validate checks every field and returns an error naming the first bad one,
 // e.g. `max_attempts: must be 1..8 (got 12)`.
 func (w *Webhook) Validate() error {
+	if len(w.Name) > MaxNameLen {
+		return fmt.Errorf("name: at most %d bytes, it names the webhook's .log file (got %d)", MaxNameLen, len(w.Name))
+	}
 	if !nameRE.MatchString(w.Name) {
 		return fmt.Errorf("name: must match [A-Za-z0-9_.-]+ (got %q)", w.Name)
 	}
 	u, err := url.Parse(w.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("url: must be an absolute http or https URL (got %q)", w.URL)
+		return fmt.Errorf("url: must be an absolute http or https URL (got %q)", RedactURL(w.URL))
 	}
 	if len(w.Events) == 0 {
 		return errors.New(`events: must name at least one entity or "*"`)
