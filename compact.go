@@ -26,6 +26,9 @@ func compactCommand(_ context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
+		if cfg.Store.Kind == storePostgres {
+			return fmt.Errorf("compact: the store is in PostgreSQL, whose autovacuum gives space back; nothing to do")
+		}
 		*dir = cfg.Store.Dir
 	}
 	before, after, err := deliver.CompactStore(*dir)

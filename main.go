@@ -29,6 +29,7 @@ usage:
   walhook check [-config FILE]    check the config and the database; exit 1 with one line per problem
   walhook teardown -config FILE -yes   drop the slot and the publication walhook created
   walhook compact [-config FILE | -store DIR]   give the store's free space back to the disk (walhook stopped)
+  walhook move-store [-config FILE] [-from DIR]  copy a bbolt store into the PostgreSQL store the config names (walhook stopped)
   walhook demo                    a throwaway PostgreSQL, a sample table, a receiver, the admin page
   walhook bench [flags]           the end-to-end benchmark against the machine's own ceilings (-h: flags)
   walhook version                 version and build info
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return teardownCommand(ctx, args[1:], stdout, stderr)
 	case "compact":
 		return compactCommand(ctx, args[1:], stdout, stderr)
+	case "move-store":
+		return moveStoreCommand(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		return versionCommand(stdout)
 	case "help", "-h", "-help", "--help":

@@ -6,8 +6,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -225,4 +228,84 @@ func TestPostgresStoreRestart(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	rc.verify(t, c.keys)
+}
+
+// TestMoveStore: a walhook on the bbolt store whose receiver does not
+// answer holds pending deliveries and an API webhook; it is stopped, `walhook
+// move-store` copies its store into PostgreSQL, and walhook started on the
+// PostgreSQL store delivers every pending change, each under one id, in
+// order per row, with the API webhook kept. (TestMoveToPostgres compares
+// every record, counter and switch-off of a moved store.)
+func TestMoveStore(t *testing.T) {
+	dsn := itemsDatabase(t)
+	// The receiver holds the first requests unanswered: every delivery is
+	// pending when walhook stops.
+	var held atomic.Int64
+	up := make(chan struct{})
+	var upOnce sync.Once
+	open := func() { upOnce.Do(func() { close(up) }) }
+	t.Cleanup(open)
+	rc, url := newKeyReceiver(t, func() bool {
+		select {
+		case <-up:
+			return false
+		default:
+		}
+		held.Add(1)
+		<-up
+		return true
+	})
+	admin, dir := freeAddr(t), t.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	text := postgresSection(dsn) + fmt.Sprintf("[store]\ndir = %q\n[admin]\nlisten = %q\n[[webhook]]\nname = \"items\"\nurl = %q\nevents = [\"public.items\"]\nretry_mode = \"test\"\n",
+		filepath.Join(dir, "data"), admin, url)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startProcess(t, filepath.Join(dir, "walhook.log"), "run", "-config", cfg)
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	resp, err := http.Post("http://"+admin+"/api/webhooks", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"name": "api-made", "url": %q, "events": ["public.items"], "active": false}`, url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("creating the API webhook: %s", resp.Status)
+	}
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	c := newChurn(50, 3)
+	if err := c.run(ctx, db, 300); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "requests held", time.Minute, func() bool { return held.Load() >= 5 })
+	p.kill()
+
+	text = strings.Replace(text, "[store]\n", "[store]\nkind = \"postgres\"\n"+fmt.Sprintf("dsn = %q\n", newDatabase(t)), 1)
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(walhookBinary(t), "move-store", "-config", cfg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "moved the store in ") || !strings.Contains(string(out), "1 API webhooks") {
+		t.Fatalf("move-store: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+
+	open()
+	p = startProcess(t, filepath.Join(dir, "walhook2.log"), "run", "-config", cfg)
+	waitFor(t, "/readyz 200 on the PostgreSQL store", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	deadline := time.Now().Add(90 * time.Second)
+	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, c.keys)
+	code, body := httpGet("http://" + admin + "/api/webhooks")
+	if code != 200 || !strings.Contains(body, `"api-made"`) {
+		t.Errorf("GET /api/webhooks after the move: %d %s", code, body)
+	}
 }

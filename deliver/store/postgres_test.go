@@ -2,14 +2,19 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"walhook/cdc"
 	"walhook/deliver"
 	"walhook/deliver/store"
 	"walhook/deliver/store/storetest"
@@ -93,4 +98,110 @@ func TestPostgresUnreachable(t *testing.T) {
 	if msg := err.Error(); strings.Contains(msg, "s3cret-pw") || !strings.Contains(msg, "postgres://walhook:xxxxx@") {
 		t.Fatalf("error %q: want the DSN named with its password masked", msg)
 	}
+}
+
+// TestMoveToPostgres: a bbolt store moved into PostgreSQL reads the same
+// through the store's API: pending, failed and kept deliveries under their
+// sequences with their attempts and events, counters, API webhooks,
+// switch-offs, the durable position and a backfill's state; new
+// deliveries come after the moved ones. A store that holds a queue is not
+// moved into.
+func TestMoveToPostgres(t *testing.T) {
+	b, err := store.OpenBolt(t.TempDir(), store.BoltOptions{Retention: 10, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	tx := &cdc.Tx{CommitLSN: 0x1000, EndLSN: 0x1001, CommitTime: time.Date(2026, 12, 6, 1, 2, 3, 0, time.UTC)}
+	var targets [][]string
+	for i := range 4 {
+		tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(0x1000, uint32(i)), CommitLSN: 0x1000, Index: uint32(i), CommitTime: tx.CommitTime,
+			Schema: "public", Table: "orders", Action: cdc.ActionCreate, Entity: "orders", EntityID: fmt.Sprint(i),
+			Data: map[string]any{"id": int64(i), "amount": json.Number("12.50")}})
+		targets = append(targets, []string{"a", "b"})
+	}
+	queued, err := b.Commit(&store.Batch{Appends: []store.Append{{Tx: tx, Targets: targets}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC)
+	var outcomes []store.Outcome
+	for i, status := range map[int]string{0: store.StatusSuccess, 2: store.StatusFailed, 4: store.StatusPending} {
+		rec := *queued[i].Record
+		rec.Status = status
+		rec.Attempts = []store.Attempt{{N: 1, At: at, Status: 500 - 300*boolInt(status == store.StatusSuccess), ResponseBody: "answer"}}
+		outcomes = append(outcomes, store.Outcome{Webhook: queued[i].Webhook, Seq: queued[i].Seq, Record: &rec, Done: status == store.StatusSuccess})
+	}
+	counters := map[string]store.Counters{"a": {LatestStatus: 500, SuccessfulCalls: 1, TotalCalls: 3, LastAttemptAt: at}}
+	if _, err := b.Commit(&store.Batch{Outcomes: outcomes, Counters: counters}); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []func() error{
+		func() error { return b.PutWebhook("api", []byte(`{"name":"api"}`)) },
+		func() error { return b.SetSwitchedOff("b", "http://b/", true) },
+		func() error { return b.SetBackfill([]byte(`{"state":1}`)) },
+	} {
+		if err := f(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p, err := openPostgres(t, "walhook_moved", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	moved, err := store.MoveToPostgres(t.Context(), b, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved.Events != 4 || moved.Deliveries != 8 || moved.Webhooks != 1 || moved.Counters != 1 || moved.SwitchedOff != 1 || moved.Durable != 0x1001 {
+		t.Errorf("moved %v", moved)
+	}
+	for _, name := range []string{"a", "b"} {
+		want, _ := b.Deliveries(name, 100, "")
+		got, err := p.Deliveries(name, 100, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d deliveries moved, want %d", name, len(got), len(want))
+		}
+		for i := range want {
+			w, g := want[i], got[i]
+			if g.Seq != w.Seq || !reflect.DeepEqual(g.Record, w.Record) || !reflect.DeepEqual(g.Event, w.Event) {
+				t.Errorf("%s: moved delivery\n%+v %+v %+v\nwant\n%+v %+v %+v", name, g.Seq, g.Record, g.Event, w.Seq, w.Record, w.Event)
+			}
+		}
+		wq, _ := b.Queue(name)
+		if gq, err := p.Queue(name); err != nil || !reflect.DeepEqual(gq, wq) {
+			t.Errorf("%s: queue %+v, %v; want %+v", name, gq, err, wq)
+		}
+	}
+	if defs, _ := p.WebhookDefs(); string(defs["api"]) != `{"name":"api"}` {
+		t.Errorf("API webhooks moved: %q", defs)
+	}
+	if off, _ := p.SwitchedOff("b", "http://b/"); !off {
+		t.Error("the switch-off was not moved")
+	}
+	if st, _ := p.Backfill(); string(st) != `{"state":1}` {
+		t.Errorf("backfill state moved: %q", st)
+	}
+	if p.Durable() != 0x1001 {
+		t.Errorf("durable position %X, want 1001", p.Durable())
+	}
+	next, err := p.Commit(&store.Batch{Appends: []store.Append{{Tx: &cdc.Tx{CommitLSN: 0x2000, EndLSN: 0x2001, Events: []cdc.Event{{ID: cdc.EventID(0x2000, 0), Schema: "public", Table: "orders", Action: cdc.ActionCreate}}}, Targets: [][]string{{"a"}}}}})
+	if err != nil || len(next) != 1 || next[0].Seq <= queued[len(queued)-1].Seq {
+		t.Errorf("a delivery after the move: %+v, %v; want a sequence after %d", next, err, queued[len(queued)-1].Seq)
+	}
+	if _, err := store.MoveToPostgres(t.Context(), b, p); !errors.Is(err, store.ErrNotEmpty) {
+		t.Errorf("moving into a store that holds a queue: %v, want ErrNotEmpty", err)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
