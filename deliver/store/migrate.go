@@ -15,7 +15,7 @@ import (
 // Moved counts what MoveToPostgres copied.
 type Moved struct {
 	Events, Deliveries, Webhooks, Counters, SwitchedOff int
-	Durable                                            uint64
+	Durable                                             uint64
 }
 
 func (m Moved) String() string {
