@@ -318,12 +318,19 @@ func TestFaultHugeBody(t *testing.T) {
 	}
 }
 
-// TestFaultSlowBody: a body that drips a byte at a time for ever does not
-// hold the webhook: each attempt ends at the timeout and the next event goes.
+// TestFaultSlowBody: a body that sends 6 KiB at once and then drips a
+// byte at a time for ever does not hold the webhook: each attempt ends at
+// the timeout and the next event goes, and the attempt keeps the body's
+// first 4 KiB, no more.
 func TestFaultSlowBody(t *testing.T) {
 	t.Parallel()
+	head := make([]byte, 6<<10) // more than is kept, in a pattern whose start is recognisable
+	for i := range head {
+		head[i] = "0123456789abcdef"[i%16]
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
+		w.Write(head)
 		for {
 			if _, err := w.Write([]byte("x")); err != nil {
 				return
@@ -344,8 +351,8 @@ func TestFaultSlowBody(t *testing.T) {
 	waitFor(t, "three attempts over", time.Minute, func() bool { return q.Stats("drip").TotalCalls >= 3 })
 	for _, d := range settled(t, q, "drip", "success", 3) {
 		for _, a := range d.Attempts {
-			if len(a.ResponseBody) > 4<<10 {
-				t.Errorf("attempt kept %d bytes of the body", len(a.ResponseBody))
+			if a.ResponseBody != string(head[:4<<10]) {
+				t.Errorf("attempt %d of %s kept %d bytes of the body, want its first 4 KiB", a.N, d.EventID, len(a.ResponseBody))
 			}
 			if a.Status != http.StatusOK {
 				t.Errorf("attempt %d of %s: status %d error %q", a.N, d.EventID, a.Status, a.Error)
