@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -115,7 +116,7 @@ events = ["public.people"]
 // TestCheck runs `walhook check` against one fresh database per case. In
 // setup, extra and expect, {db}, {role} and {slot} stand for the test's
 // database, a role of its own (roles are cluster-wide) and its slot and
-// publication name.
+// publication name; {major} for the running server's major version.
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -133,7 +134,7 @@ func TestCheck(t *testing.T) {
 			setup: `CREATE TABLE people (id int PRIMARY KEY, name text)`,
 			extra: checkHooks,
 			ok:    true,
-			expect: []string{"ok    postgres 15", "ok    wal_level = logical", "ok    max_wal_senders", "ok    role postgres is a superuser",
+			expect: []string{"ok    postgres {major}.", "ok    wal_level = logical", "ok    max_wal_senders", "ok    role postgres is a superuser",
 				"ok    role postgres can open a replication connection", "REPLICA IDENTITY DEFAULT (primary key)",
 				`ALTER TABLE "public"."people" REPLICA IDENTITY FULL;`, "ok    publication {slot} does not exist yet; walhook will create it",
 				"ok    slot {slot} does not exist yet; walhook will create it (pgoutput)", "ok    webhook a -> http://127.0.0.1:9/x", "walhook can run with this config"},
@@ -419,11 +420,12 @@ basic_auth = { username = "u", password = "s3cret" }`,
 			expect: []string{`FAIL  `, `webhook "a": url: must be an absolute http or https URL (got "hooks.example.com/x")`},
 		},
 	}
+	major := serverMajor(t)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dsn := newDatabase(t)
 			db := dbName(dsn)
-			fill := strings.NewReplacer("{db}", db, "{role}", "r_"+db, "{slot}", slotFor(dsn)).Replace
+			fill := strings.NewReplacer("{db}", db, "{role}", "r_"+db, "{slot}", slotFor(dsn), "{major}", major).Replace
 			t.Cleanup(func() { dropSlot(t, slotFor(dsn)) })
 			if tc.setup != "" {
 				execSQL(t, dsn, fill(tc.setup))
@@ -585,4 +587,17 @@ func TestCheckBackfillSlot(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// serverMajor is the test cluster's major version ("15"), as its
+// server_version_num says.
+func serverMajor(t *testing.T) string {
+	t.Helper()
+	conn := testkit.Connect(t, cluster.DSN("postgres"))
+	defer conn.Close(context.Background())
+	var num int
+	if err := conn.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int`).Scan(&num); err != nil {
+		t.Fatal(err)
+	}
+	return strconv.Itoa(num / 10000)
 }
