@@ -106,12 +106,33 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	att := Attempt{N: r.attempt, At: start.UTC()}
 	ctx, cancel := context.WithTimeout(ctx, w.Timeout)
 	defer cancel()
+	req, err := q.newRequest(ctx, w, signer, r, start, &att)
+	if err != nil {
+		att.Error = err.Error()
+		return result{att: att}
+	}
+	client := r.client
+	if client == nil {
+		client = q.client
+	}
+	resp, err := roundTrip(client, req)
+	if err != nil {
+		att.Duration = time.Since(start)
+		att.Error = truncate([]byte(describe(err, w.Timeout)), keepError)
+		return result{att: att}
+	}
+	return readResponse(resp, start, att)
+}
+
+// newRequest builds an attempt's request: the webhook's request template
+// with the body, walhook's headers, the webhook's own and its signature.
+// It records the headers (secrets redacted) and the body in att.
+func (q *Queue) newRequest(ctx context.Context, w *Webhook, signer *Signer, r request, start time.Time, att *Attempt) (*http.Request, error) {
 	tmpl := r.tmpl
 	if tmpl == nil {
 		var err error
 		if tmpl, err = requestTemplate(w); err != nil {
-			att.Error = err.Error()
-			return result{att: att}
+			return nil, err
 		}
 	}
 	// What NewRequestWithContext makes of a bytes.Reader. GetBody lets the
@@ -127,6 +148,36 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }
 		}
 	}
+	req.Header = q.headers(w, signer, r, start.Unix())
+	if w.BasicAuthUser != "" {
+		req.SetBasicAuth(w.BasicAuthUser, w.BasicAuthPassword)
+	} else if u := req.URL.User; u != nil {
+		// What http.Client does for user info in the URL; roundTrip calls
+		// the transport itself.
+		pw, _ := u.Password()
+		req.SetBasicAuth(u.Username(), pw)
+	}
+	// The transport only reads the request's headers, and nothing writes
+	// them once it is sent: the attempt keeps the map itself unless a value
+	// must be redacted.
+	hd := req.Header
+	att.RequestHeaders = hd
+	if len(w.Headers) > 0 || hd["Authorization"] != nil {
+		att.RequestHeaders = hd.Clone()
+		for k := range w.Headers {
+			att.RequestHeaders.Set(k, redacted)
+		}
+		if att.RequestHeaders.Get("Authorization") != "" {
+			att.RequestHeaders.Set("Authorization", redacted)
+		}
+	}
+	att.RequestBody = bodyText(r.body.data)
+	return req, nil
+}
+
+// headers are an attempt's headers but for authorization: walhook's, the
+// webhook's own and the signature over the id, the timestamp ts and the body.
+func (q *Queue) headers(w *Webhook, signer *Signer, r request, ts int64) http.Header {
 	names := r.names
 	if names == nil {
 		names = newHeaderNames(w.HeaderPrefix)
@@ -134,7 +185,6 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 	// One backing array for the values instead of one slice per Set; the
 	// names are canonical already.
 	hd := make(http.Header, 12+len(w.Headers))
-	req.Header = hd
 	vals := make([]string, 0, 10)
 	set := func(k, v string) {
 		vals = append(vals, v)
@@ -144,10 +194,8 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 		set("Content-Type", r.body.contentType)
 	}
 	set("User-Agent", q.userAgent)
-	ts := start.Unix()
-	tsText := strconv.FormatInt(ts, 10)
 	set("Webhook-Id", r.id)
-	set("Webhook-Timestamp", tsText)
+	set("Webhook-Timestamp", strconv.FormatInt(ts, 10))
 	set(names.event, r.event)
 	set(names.eventID, r.id)
 	set(names.webhook, w.Name)
@@ -166,39 +214,13 @@ func (q *Queue) attempt(ctx context.Context, w *Webhook, signer *Signer, r reque
 			hd.Set(w.SignatureHeader, sig)
 		}
 	}
-	if w.BasicAuthUser != "" {
-		req.SetBasicAuth(w.BasicAuthUser, w.BasicAuthPassword)
-	} else if u := req.URL.User; u != nil {
-		// What http.Client does for user info in the URL; roundTrip calls
-		// the transport itself.
-		pw, _ := u.Password()
-		req.SetBasicAuth(u.Username(), pw)
-	}
-	// The transport only reads the request's headers, and nothing writes
-	// them once it is sent: the attempt keeps the map itself unless a value
-	// must be redacted.
-	att.RequestHeaders = hd
-	if len(w.Headers) > 0 || hd["Authorization"] != nil {
-		att.RequestHeaders = hd.Clone()
-		for k := range w.Headers {
-			att.RequestHeaders.Set(k, redacted)
-		}
-		if att.RequestHeaders.Get("Authorization") != "" {
-			att.RequestHeaders.Set("Authorization", redacted)
-		}
-	}
-	att.RequestBody = bodyText(r.body.data)
+	return hd
+}
 
-	client := r.client
-	if client == nil {
-		client = q.client
-	}
-	resp, err := roundTrip(client, req)
-	if err != nil {
-		att.Duration = time.Since(start)
-		att.Error = truncate([]byte(describe(err, w.Timeout)), keepError)
-		return result{att: att}
-	}
+// readResponse completes att, started at start, with what resp says: its
+// status, the part of its headers and body an attempt keeps, and what it
+// asks of the next attempt.
+func readResponse(resp *http.Response, start time.Time, att Attempt) result {
 	kept := readKept(resp)
 	if resp.ContentLength != 0 && int64(len(kept)) != resp.ContentLength {
 		io.CopyN(io.Discard, resp.Body, drainResponse) // the rest, so the connection is reused

@@ -130,7 +130,7 @@ const maxOutcomes = 8192
 // chunks of a big transaction (see cdc.Tx) wait for the store rather than
 // pile up in memory. One batch's worth: while it commits the reader decodes
 // the next; letting a second batch wait as well only grew the heap
-// (testdata/bench/2026-11-29-5-perf.txt).
+// (docs/bench-records/2026-11-29-5-perf.txt).
 const maxWaitingEvents = maxBatchEvents
 
 // eventGate counts the events handed to the committer and not yet

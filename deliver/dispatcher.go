@@ -419,38 +419,83 @@ func (h *dispatcher) take() *pending {
 
 // deliver makes one attempt and files its outcome.
 func (h *dispatcher) deliver(p *pending) {
+	w, res, n := h.try(p)
+	ev := p.ev
+	h.q.logAttempt(h, &w, ev.ID, p.rec.Event, n, res)
+	h.stat.duration.Observe(res.att.Duration.Seconds())
+
+	h.mu.Lock()
+	o := h.fileLocked(p, &w, res, n)
+	h.mu.Unlock()
+
+	h.stat.depth.Set(float64(o.queued))
+	switch {
+	case o.ok:
+		h.stat.success.Inc()
+		h.q.metrics.endToEnd.Observe(time.Since(ev.CommitTime).Seconds())
+	case o.final:
+		h.stat.failed.Inc()
+	default:
+		h.stat.retry.Inc()
+	}
+	h.q.send(o.update)
+	if !o.final {
+		// Only now: its next attempt must not overtake this update.
+		h.mu.Lock()
+		heap.Push(&h.ready, p)
+		h.mu.Unlock()
+	}
+	h.poke()
+	if o.gone {
+		h.q.switchOff(h, w)
+	}
+	if o.final && !o.ok {
+		if !o.gone {
+			h.q.log.Warn("delivery failed for good", "webhook", h.name, "event_id", ev.ID, "attempts", n)
+		}
+		h.q.failed(w, o.failed)
+	}
+}
+
+// try makes attempt n of p with the webhook's definition as it is now,
+// which it returns.
+func (h *dispatcher) try(p *pending) (w Webhook, res result, n int) {
 	h.mu.Lock()
 	// A shallow copy: h.w's maps and slices are replaced, never changed.
 	w, enc, signer, names, tmpl := h.w, h.enc, h.signer, h.names, h.tmpl
 	h.mu.Unlock()
-	n := len(p.rec.Attempts) + 1
+	n = len(p.rec.Attempts) + 1
 	ev := p.ev
 	b, err := enc.encode(ev)
-	var res result
 	if err != nil {
-		res = result{att: Attempt{N: n, At: time.Now().UTC(), Error: "encode body: " + err.Error()}}
-	} else {
-		res = h.q.attempt(h.reqCtx, &w, signer, request{
-			id: ev.ID, event: p.rec.Event, entityID: ev.EntityID, entityURL: ev.EntityURL, body: b, attempt: n,
-			client: h.client, names: names, tmpl: tmpl,
-		})
+		return w, result{att: Attempt{N: n, At: time.Now().UTC(), Error: "encode body: " + err.Error()}}, n
 	}
+	return w, h.q.attempt(h.reqCtx, &w, signer, request{
+		id: ev.ID, event: p.rec.Event, entityID: ev.EntityID, entityURL: ev.EntityURL, body: b, attempt: n,
+		client: h.client, names: names, tmpl: tmpl,
+	}), n
+}
+
+// filed is what fileLocked decided of an attempt.
+type filed struct {
+	ok, final, gone bool     // a success; the delivery's last attempt; a 410
+	update          *update  // for the committer
+	failed          Delivery // when it failed for good
+	queued          int      // the webhook's queue after it
+}
+
+// fileLocked records attempt n's result on p: its status, its next due
+// time or its end, the counters, a 410's switch-off; h.mu held.
+func (h *dispatcher) fileLocked(p *pending, w *Webhook, res result, n int) filed {
 	att := res.att
-	h.q.logAttempt(h, &w, ev.ID, p.rec.Event, n, res)
-	m := h.q.metrics
-	h.stat.duration.Observe(att.Duration.Seconds())
-
-	ok := att.Status >= 200 && att.Status < 300
-	gone := att.Status == 410
-	final := ok || gone || n >= w.MaxAttempts
-
-	h.mu.Lock()
+	o := filed{ok: att.Status >= 200 && att.Status < 300, gone: att.Status == 410}
+	o.final = o.ok || o.gone || n >= w.MaxAttempts
 	p.rec.Attempts = append(p.rec.Attempts, att)
-	h.countLocked(att, ok)
+	h.countLocked(att, o.ok)
 	switch {
-	case ok:
+	case o.ok:
 		p.rec.Status = StatusSuccess
-	case final:
+	case o.final:
 		p.rec.Status = StatusFailed
 		h.failedN++
 	default:
@@ -461,57 +506,28 @@ func (h *dispatcher) deliver(p *pending) {
 		p.due = att.At.Add(h.backoff(n, wait))
 		p.rec.Due = p.due
 	}
-	if gone {
+	if o.gone {
 		// Before the entity's next delivery is freed: nothing more goes out.
 		// switchOff persists it; a reload meanwhile must keep it off.
 		h.active.Store(false)
 		h.w.Active = false
 		h.goneURL = w.URL
 	}
-	if final {
+	if o.final {
 		p.rec.Due = time.Time{}
 		h.queued--
 		h.completeLocked(p)
 	}
-	u := &update{h: h, seq: p.seq, done: ok, stats: true, record: p.rec}
-	if !final {
+	o.update = &update{h: h, seq: p.seq, done: o.ok, stats: true, record: p.rec}
+	if !o.final {
 		rec := *p.rec // the next attempt changes p.rec again
-		u.record = &rec
+		o.update.record = &rec
 	}
-	queued := h.queued
-	var d Delivery
-	if final && !ok {
-		d = h.deliveryLocked(p.seq, p.rec)
+	if o.final && !o.ok {
+		o.failed = h.deliveryLocked(p.seq, p.rec)
 	}
-	h.mu.Unlock()
-
-	h.stat.depth.Set(float64(queued))
-	switch {
-	case ok:
-		h.stat.success.Inc()
-		m.endToEnd.Observe(time.Since(ev.CommitTime).Seconds())
-	case final:
-		h.stat.failed.Inc()
-	default:
-		h.stat.retry.Inc()
-	}
-	h.q.send(u)
-	if !final {
-		// Only now: its next attempt must not overtake this update.
-		h.mu.Lock()
-		heap.Push(&h.ready, p)
-		h.mu.Unlock()
-	}
-	h.poke()
-	if gone {
-		h.q.switchOff(h, w)
-	}
-	if final && !ok {
-		if !gone {
-			h.q.log.Warn("delivery failed for good", "webhook", h.name, "event_id", ev.ID, "attempts", n)
-		}
-		h.q.failed(w, d)
-	}
+	o.queued = h.queued
+	return o
 }
 
 // countLocked adds an attempt to the call counters.
