@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,6 +167,7 @@ func TestBackfillUnderWrites(t *testing.T) {
 
 	stop := make(chan struct{})
 	writerDone := make(chan error, 1)
+	var updates atomic.Int64 // committed by the writer
 	go func() {
 		ctx := context.Background()
 		db, err := pgx.Connect(ctx, h.dsn)
@@ -187,6 +189,7 @@ func TestBackfillUnderWrites(t *testing.T) {
 				writerDone <- err
 				return
 			}
+			updates.Add(1)
 		}
 	}()
 	startBackfill(t, h.app.AdminAddr(), "sync")
@@ -195,7 +198,8 @@ func TestBackfillUnderWrites(t *testing.T) {
 		st = backfillStatus(h.app.AdminAddr(), "sync")
 		return st != nil && st["state"] != "running"
 	})
-	time.Sleep(200 * time.Millisecond) // a few more changes after the backfill
+	after := updates.Load() + 20
+	waitFor(t, "20 more updates after the backfill", 30*time.Second, func() bool { return updates.Load() >= after || len(writerDone) > 0 })
 	close(stop)
 	if err := <-writerDone; err != nil {
 		t.Fatal(err)
