@@ -99,3 +99,47 @@ signature = "sha256"
 		t.Errorf("secret_env not applied: %v %q", len(h.Secrets), h.Signature)
 	}
 }
+
+// TestConfigValidation: each validation of config.go, fed one bad key in
+// an otherwise valid config, fails with an error that names the key (and
+// the bad value where there is one).
+func TestConfigValidation(t *testing.T) {
+	config := func(postgres, rest, entities, webhooks string) string {
+		return "[postgres]\ndsn = \"postgres://u@127.0.0.1/x\"\n" + postgres + rest +
+			"[[entity]]\nname = \"e\"\ntable = \"public.t\"\n" + entities +
+			"[[webhook]]\nname = \"a\"\nurl = \"http://127.0.0.1/x\"\nevents = [\"e\"]\n" + webhooks
+	}
+	if _, err := ParseConfig(strings.NewReader(config("", "", "", ""))); err != nil {
+		t.Fatalf("the config the cases change: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		text string
+		want []string // in the error: the key, then the value
+	}{
+		{"postgres.slot", config("slot = \"Bad-Slot\"\n", "", "", ""), []string{"postgres.slot:", `"Bad-Slot"`}},
+		{"postgres.max_lag_mb", config("max_lag_mb = -1\n", "", "", ""), []string{"postgres.max_lag_mb:", "-1"}},
+		{"store.retention", config("", "[store]\nretention = -3\n", "", ""), []string{"store.retention:", "-3"}},
+		{"admin.listen", config("", "[admin]\nlisten = \"8080\"\n", "", ""), []string{"admin.listen:", `"8080"`}},
+		{"entity name missing", config("", "", "[[entity]]\ntable = \"public.u\"\n", ""), []string{"entity[1].name:", "missing"}},
+		{"entity name duplicate", config("", "", "[[entity]]\nname = \"e\"\ntable = \"public.u\"\n", ""), []string{`entity "e": name:`, "duplicate"}},
+		{"entity table missing", config("", "", "[[entity]]\nname = \"f\"\n", ""), []string{`entity "f": table:`, "missing"}},
+		{"webhook name missing", config("", "", "", "[[webhook]]\nurl = \"http://127.0.0.1/y\"\nevents = [\"e\"]\n"), []string{"webhook[1].name:", "missing"}},
+		{"webhook events missing", config("", "", "", "[[webhook]]\nname = \"b\"\nurl = \"http://127.0.0.1/y\"\n"), []string{`webhook "b": events:`, "missing"}},
+		{"secret with secrets", config("", "", "", "secret = \"s1\"\nsecrets = [\"s2\", \"s3\"]\n"), []string{`webhook "a": secret:`, "secrets"}},
+		{"timeout_ms zero", config("", "", "", "timeout_ms = 0\n"), []string{`webhook "a": timeout_ms:`}},
+		{"timeout_ms negative", config("", "", "", "timeout_ms = -5\n"), []string{`webhook "a": timeout_ms:`, "-5"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig(strings.NewReader(tc.text))
+			if err == nil {
+				t.Fatalf("no error for\n%s", tc.text)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not say %q", err, want)
+				}
+			}
+		})
+	}
+}
