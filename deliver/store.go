@@ -23,6 +23,11 @@ type Store interface {
 	Queue(webhook string) (store.Queue, error)
 	Window(webhook string, from uint64, limit int) (store.Window, error)
 	Deliveries(webhook string, limit int, status string) ([]store.Pending, error)
+	// Find searches a webhook's stored deliveries, a page at a time.
+	Find(webhook string, q store.Query) (store.Page, error)
+	// Chart reads the buckets of a webhook's charts that commits stored
+	// (Batch.Charts).
+	Chart(webhook string) (store.Chart, error)
 	FailedSince(webhook string, since time.Time) ([]uint64, error)
 	Redeliver(webhook string, seq uint64) (store.Redelivered, error)
 	RedeliverFailed(webhook string, seqs []uint64) ([]store.Redelivered, error)

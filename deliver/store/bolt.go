@@ -40,6 +40,9 @@ var (
 func queueBucket(name string) []byte { return []byte("q/" + name) }
 func doneBucket(name string) []byte  { return []byte("d/" + name) }
 
+// chartBucket holds a webhook's chart: slot (2 bytes) → encoded Bucket.
+func chartBucket(name string) []byte { return []byte("c/" + name) }
+
 // FileName is the store's file in its directory.
 const FileName = "walhook.db"
 

@@ -55,6 +55,9 @@ func (s *Bolt) Commit(b *Batch) ([]Queued, error) {
 				return err
 			}
 		}
+		if err := putCharts(btx, b.Charts); err != nil {
+			return err
+		}
 		for i := range b.Outcomes {
 			o := &b.Outcomes[i]
 			if err := c.apply(o, added, skip[o]); err != nil {
@@ -101,7 +104,7 @@ func (s *Bolt) Commit(b *Batch) ([]Queued, error) {
 
 // Empty reports whether b has nothing to store.
 func (b *Batch) Empty() bool {
-	if len(b.Outcomes) > 0 || len(b.Counters) > 0 {
+	if len(b.Outcomes) > 0 || len(b.Counters) > 0 || len(b.Charts) > 0 {
 		return false
 	}
 	for _, a := range b.Appends {

@@ -309,7 +309,7 @@ func (s *Bolt) DropQueue(name string) error {
 			// Empty now, in this transaction: a delivery queued again
 			// (Redeliver) between two chunks has been dropped with its
 			// reference too.
-			for _, bk := range [][]byte{queueBucket(name), doneBucket(name)} {
+			for _, bk := range [][]byte{queueBucket(name), doneBucket(name), chartBucket(name)} {
 				if tx.Bucket(bk) != nil {
 					if err := tx.DeleteBucket(bk); err != nil {
 						return err

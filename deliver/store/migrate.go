@@ -80,7 +80,7 @@ func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved
 			}
 			seq := binary.BigEndian.Uint64(k)
 			maxSeq = max(maxSeq, seq)
-			deliveries = append(deliveries, []any{webhook, int64(seq), string(v[:1]), rec.EventID, v})
+			deliveries = append(deliveries, []any{webhook, int64(seq), string(v[:1]), rec.EventID, v, rec.EntityID, rec.Event, rec.CreatedAt})
 			return nil
 		})
 	})
@@ -90,7 +90,7 @@ func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved
 	if m.Events, err = copyRows(ctx, tx, table("events"), []string{"id", "refs", "body"}, events); err != nil {
 		return m, err
 	}
-	if m.Deliveries, err = copyRows(ctx, tx, table("deliveries"), []string{"webhook", "seq", "status", "event_id", "record"}, deliveries); err != nil {
+	if m.Deliveries, err = copyRows(ctx, tx, table("deliveries"), []string{"webhook", "seq", "status", "event_id", "record", "entity_id", "event", "created_at"}, deliveries); err != nil {
 		return m, err
 	}
 	if maxSeq > 0 {
@@ -121,6 +121,21 @@ func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved
 		return m, err
 	}
 	if m.SwitchedOff, err = copyRows(ctx, tx, table("switched_off"), []string{"name", "url"}, off); err != nil {
+		return m, err
+	}
+	var charts [][]any
+	btx.ForEach(func(name []byte, b *bolt.Bucket) error {
+		if webhook, ok := strings.CutPrefix(string(name), "c/"); ok {
+			b.ForEach(func(k, v []byte) error {
+				if len(k) == 2 && len(v) == BucketBytes {
+					charts = append(charts, []any{webhook, int16(binary.BigEndian.Uint16(k)), v})
+				}
+				return nil
+			})
+		}
+		return nil
+	})
+	if _, err = copyRows(ctx, tx, table("charts"), []string{"webhook", "slot", "bucket"}, charts); err != nil {
 		return m, err
 	}
 	meta := btx.Bucket(bucketMeta)

@@ -22,7 +22,7 @@ import (
 // PostgresVersion is the version of the tables this walhook writes. A store
 // whose tables are newer is refused: an older binary must not write into a
 // layout it does not know.
-const PostgresVersion = 1
+const PostgresVersion = 2
 
 // callTimeout bounds each call on the store's database: a database that
 // stops answering fails the call, which the caller retries or reports,
@@ -137,6 +137,18 @@ CREATE TABLE {s}.webhooks (name text PRIMARY KEY, def bytea NOT NULL);
 CREATE TABLE {s}.switched_off (name text PRIMARY KEY, url text NOT NULL);
 `
 
+// pgSchemaV2 lets the history be searched (Postgres.Find): a delivery's
+// entity id, event name and creation time, which v1 kept only inside the
+// binary record, become columns (filled from the records of v1 by
+// fillSearchColumns), with an index per entity id and per event id; and
+// it adds the charts' buckets (Postgres.Chart).
+const pgSchemaV2 = `
+ALTER TABLE {s}.deliveries ADD COLUMN entity_id text, ADD COLUMN event text, ADD COLUMN created_at timestamptz;
+CREATE INDEX deliveries_entity ON {s}.deliveries (webhook, entity_id, seq);
+CREATE INDEX deliveries_event_id ON {s}.deliveries (webhook, event_id);
+CREATE TABLE {s}.charts (webhook text NOT NULL, slot smallint NOT NULL, bucket bytea NOT NULL, PRIMARY KEY (webhook, slot));
+`
+
 // migrate creates the schema's tables, or brings them to PostgresVersion,
 // under a transaction-scoped advisory lock so that walhooks starting
 // together migrate once.
@@ -162,14 +174,74 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	case version == PostgresVersion:
 		return nil
 	}
-	if _, err := tx.Exec(ctx, s.sql(pgSchemaV1)); err != nil {
-		return fmt.Errorf("create the tables (version 1): %w", err)
+	if version < 1 {
+		if _, err := tx.Exec(ctx, s.sql(pgSchemaV1)); err != nil {
+			return fmt.Errorf("create the tables (version 1): %w", err)
+		}
+		if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.schema_version VALUES (1)`)); err != nil {
+			return err
+		}
 	}
-	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.schema_version VALUES (1)`)); err != nil {
-		return err
+	if version < 2 {
+		if _, err := tx.Exec(ctx, s.sql(pgSchemaV2)); err != nil {
+			return fmt.Errorf("migrate the tables to version 2: %w", err)
+		}
+		if err := s.fillSearchColumns(ctx, tx); err != nil {
+			return fmt.Errorf("migrate the tables to version 2: %w", err)
+		}
+		// One row, the version: what an older walhook reads and refuses.
+		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.schema_version SET version = 2`)); err != nil {
+			return err
+		}
 	}
-	s.log.Info("store tables created", "schema", s.schema, "version", PostgresVersion)
+	s.log.Info("store tables created", "schema", s.schema, "from_version", version, "version", PostgresVersion)
 	return tx.Commit(ctx)
+}
+
+// fillSearchColumns copies the entity id, event name and creation time of
+// the deliveries stored before version 2 out of their records into the
+// columns version 2 added, a chunk of rows per statement.
+func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
+	for {
+		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, record FROM {s}.deliveries WHERE created_at IS NULL LIMIT 10000`))
+		if err != nil {
+			return err
+		}
+		var (
+			names, entities, events []string
+			seqs                    []int64
+			created                 []time.Time
+		)
+		for rows.Next() {
+			var name string
+			var seq int64
+			var v []byte
+			if err := rows.Scan(&name, &seq, &v); err != nil {
+				rows.Close()
+				return err
+			}
+			rec := &Record{}
+			if r, err := decodeRecord(v); err == nil {
+				rec = r
+			} else {
+				s.log.Error("unreadable delivery left out of searches", "webhook", name, "seq", seq, "err", err)
+			}
+			names, seqs = append(names, name), append(seqs, seq)
+			entities, events, created = append(entities, rec.EntityID), append(events, rec.Event), append(created, rec.CreatedAt)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET entity_id = u.entity_id, event = u.event, created_at = u.created_at
+			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(webhook, seq, entity_id, event, created_at)
+			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, entities, events, created); err != nil {
+			return err
+		}
+	}
 }
 
 // Schema is the store's schema, quoted.
@@ -239,6 +311,9 @@ func (c *pgCommit) run(b *Batch) (uint64, error) {
 		persisted = binary.BigEndian.Uint64(v)
 	}
 	if err := c.counters(b.Counters); err != nil {
+		return 0, err
+	}
+	if err := c.putCharts(b.Charts); err != nil {
 		return 0, err
 	}
 	if err := c.outcomes(b.Outcomes); err != nil {
@@ -438,6 +513,8 @@ func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
 		dnames, deids []string
 		dseqs         []int64
 		drecs         [][]byte
+		dentities     []string // the search columns (pgSchemaV2)
+		devents       []string
 	)
 	now := time.Now().UTC()
 	for _, q := range queue {
@@ -454,15 +531,16 @@ func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
 			seqs = seqs[1:]
 			rec := &Record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, PrevEntityID: ev.PrevEntityID, CreatedAt: now}
 			dnames, deids, dseqs, drecs = append(dnames, h), append(deids, ev.ID), append(dseqs, int64(seq)), append(drecs, encodeRecord(rec))
+			dentities, devents = append(dentities, rec.EntityID), append(devents, name)
 			c.queued = append(c.queued, Queued{Append: q.i, Webhook: h, Seq: seq, Record: rec, Event: ev})
 		}
 	}
 	if _, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.events (id, refs, body) SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])`), eids, erefs, bodies); err != nil {
 		return 0, err
 	}
-	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record)
-		SELECT u.webhook, u.seq, 'p', u.event_id, u.record FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[]) AS u(webhook, seq, event_id, record)`),
-		dnames, dseqs, deids, drecs)
+	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at)
+		SELECT u.webhook, u.seq, 'p', u.event_id, u.record, u.entity_id, u.event, $7 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::text[]) AS u(webhook, seq, event_id, record, entity_id, event)`),
+		dnames, dseqs, deids, drecs, dentities, devents, now)
 	return stored, err
 }
 
@@ -731,7 +809,8 @@ func (s *Postgres) redeliverIn(ctx context.Context, tx pgx.Tx, name string, seq 
 		return Redelivered{}, err
 	}
 	rec := &Record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, PrevEntityID: old.PrevEntityID, CreatedAt: time.Now().UTC()}
-	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record) VALUES ($1, $2, 'p', $3, $4)`), name, nseq, old.EventID, encodeRecord(rec)); err != nil {
+	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at) VALUES ($1, $2, 'p', $3, $4, $5, $6, $7)`),
+		name, nseq, old.EventID, encodeRecord(rec), rec.EntityID, rec.Event, rec.CreatedAt); err != nil {
 		return Redelivered{}, err
 	}
 	r := Redelivered{Pending: Pending{Seq: uint64(nseq), Record: rec, Event: ev}}
@@ -796,6 +875,9 @@ func (s *Postgres) DropQueue(name string) error {
 				return nil
 			}
 			_, err := tx.Exec(ctx, s.sql(`DELETE FROM {s}.counters WHERE webhook = $1; `), name)
+			if err == nil {
+				_, err = tx.Exec(ctx, s.sql(`DELETE FROM {s}.charts WHERE webhook = $1`), name)
+			}
 			if err == nil {
 				_, err = tx.Exec(ctx, s.sql(`DELETE FROM {s}.switched_off WHERE name = $1`), name)
 			}

@@ -205,3 +205,53 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// A store of version 1 (no search columns, no charts) is migrated to
+// version 2 when opened: its deliveries are found by entity id, event id
+// and time queued, and new ones are too.
+func TestPostgresMigratesV1(t *testing.T) {
+	const schema = "walhook_v1"
+	s, err := openPostgres(t, schema, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := &cdc.Tx{CommitLSN: 0x1000, EndLSN: 0x1001}
+	var targets [][]string
+	for i := range 3 {
+		tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(0x1000, uint32(i)), CommitLSN: 0x1000, Index: uint32(i),
+			Schema: "public", Table: "orders", Action: cdc.ActionCreate, Entity: "orders", EntityID: fmt.Sprint(41 + i)})
+		targets = append(targets, []string{"h"})
+	}
+	queued, err := s.Commit(&store.Batch{Appends: []store.Append{{Tx: tx, Targets: targets}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	conn := testkit.Connect(t, cluster.DSN("postgres"))
+	defer conn.Close(t.Context())
+	// Back to version 1's layout, the rows as version 1 wrote them.
+	if _, err := conn.Exec(t.Context(), `ALTER TABLE walhook_v1.deliveries DROP COLUMN entity_id, DROP COLUMN event, DROP COLUMN created_at;
+		DROP INDEX walhook_v1.deliveries_event_id; DROP TABLE walhook_v1.charts; UPDATE walhook_v1.schema_version SET version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = openPostgres(t, schema, 10); err != nil {
+		t.Fatalf("opening a version 1 store: %v", err)
+	}
+	defer s.Close()
+	var version int
+	if err := conn.QueryRow(t.Context(), `SELECT max(version) FROM walhook_v1.schema_version`).Scan(&version); err != nil || version != store.PostgresVersion {
+		t.Errorf("schema version %d, %v after the migration; want %d", version, err, store.PostgresVersion)
+	}
+	for _, q := range []store.Query{{EntityID: "42"}, {EventID: queued[1].Record.EventID}, {Since: queued[1].Record.CreatedAt.Add(-time.Second), EntityID: "42"}} {
+		p, err := s.Find("h", q)
+		if err != nil || len(p.Deliveries) != 1 || p.Deliveries[0].Seq != queued[1].Seq {
+			t.Errorf("Find(%+v) after the migration: %+v, %v; want delivery %d", q, p, err, queued[1].Seq)
+		}
+	}
+	if _, err := s.Commit(&store.Batch{Charts: []store.ChartBucket{{Webhook: "h", Slot: 1, Bucket: store.Bucket{Start: 60, OK: 1}}}}); err != nil {
+		t.Fatalf("a chart after the migration: %v", err)
+	}
+	if c, err := s.Chart("h"); err != nil || c[1].OK != 1 {
+		t.Errorf("chart after the migration: %+v, %v", c[1], err)
+	}
+}

@@ -82,6 +82,8 @@ type Batch struct {
 	Outcomes []Outcome
 	// Counters replace the stored counters of these webhooks.
 	Counters map[string]Counters
+	// Charts replace these buckets of the webhooks' charts.
+	Charts []ChartBucket
 }
 
 // Append queues the deliveries of one transaction's events. A transaction

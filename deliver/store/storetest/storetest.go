@@ -42,6 +42,8 @@ func Run(t *testing.T, newPlace NewPlace) {
 		{"WebhookDefinitions", testWebhookDefinitions},
 		{"SwitchedOff", testSwitchedOff},
 		{"Backfill", testBackfill},
+		{"Find", testFind},
+		{"Charts", testCharts},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.f(t, newPlace) })
 	}
@@ -509,5 +511,183 @@ func testBackfill(t *testing.T, newPlace NewPlace) {
 	}
 	if q := queueOf(t, s, "h"); q.Pending != 3 {
 		t.Errorf("%d pending, want 3 (a change and two rows)", q.Pending)
+	}
+}
+
+// find reads every page of q's answer, checking each page's cursor, and
+// returns the sequences found, in order.
+func find(t *testing.T, s deliver.Store, webhook string, q store.Query) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	for pages := 0; ; pages++ {
+		if pages > 100 {
+			t.Fatalf("Find(%+v): no end after 100 pages", q)
+		}
+		p, err := s.Find(webhook, q)
+		if err != nil {
+			t.Fatalf("Find(%+v): %v", q, err)
+		}
+		for _, d := range p.Deliveries {
+			if d.Record == nil || d.Event == nil || d.Event.ID != d.Record.EventID {
+				t.Errorf("Find(%+v): delivery %d without its record or event: %+v", q, d.Seq, d)
+			}
+			if q.Before != 0 && d.Seq >= q.Before {
+				t.Errorf("Find(%+v): delivery %d is not before the cursor", q, d.Seq)
+			}
+			seqs = append(seqs, d.Seq)
+		}
+		if n := len(p.Deliveries); n > 0 && n == q.Limit && p.Next != p.Deliveries[n-1].Seq {
+			t.Errorf("Find(%+v): a full page's Next is %d, want its last sequence %d", q, p.Next, p.Deliveries[n-1].Seq)
+		}
+		if p.Next == 0 {
+			return seqs
+		}
+		q.Before = p.Next
+	}
+}
+
+// Find answers a search of the history a page at a time, newest first:
+// by status, action, entity id, event id and time queued, all together,
+// from a cursor on; another webhook's deliveries of the same events are
+// not in it.
+func testFind(t *testing.T, newPlace NewPlace) {
+	o := newPlace(t, 10)
+	s := open(t, o)
+	first := tx(100, 101, 0, 9)
+	for i := range first.Events {
+		ev := &first.Events[i]
+		ev.EntityID = fmt.Sprint(40 + i%3) // 40, 41, 42, 40, ...
+		if i%2 == 1 {
+			ev.Action = cdc.ActionModify
+		}
+	}
+	queued := commit(t, s, to(first, "h", "other"))
+	var mine []store.Queued // h's, in queue order
+	for _, q := range queued {
+		if q.Webhook == "h" {
+			mine = append(mine, q)
+		}
+	}
+	// Queued a moment later: a time range between the two commits.
+	mid := time.Now().UTC()
+	for time.Since(mid) < 2*time.Millisecond {
+	}
+	second := tx(200, 201, 0, 3)
+	for i := range second.Events {
+		second.Events[i].EntityID = "42"
+	}
+	for _, q := range commit(t, s, to(second, "h")) {
+		mine = append(mine, q)
+	}
+	at := time.Now().UTC()
+	record(t, s,
+		outcome(pendingOf(mine[2]), "h", 500, at, store.StatusFailed),
+		outcome(pendingOf(mine[5]), "h", 200, at, store.StatusSuccess),
+		outcome(pendingOf(mine[11]), "h", 500, at, store.StatusFailed),
+	)
+	s = reopen(t, s, o)
+
+	// want is h's deliveries that pass keep, newest first.
+	want := func(keep func(i int, q store.Queued) bool) []uint64 {
+		var out []uint64
+		for i := len(mine) - 1; i >= 0; i-- {
+			if keep(i, mine[i]) {
+				out = append(out, mine[i].Seq)
+			}
+		}
+		return out
+	}
+	status := func(i int) string {
+		switch i {
+		case 2, 11:
+			return store.StatusFailed
+		case 5:
+			return store.StatusSuccess
+		}
+		return store.StatusPending
+	}
+	for _, tc := range []struct {
+		name string
+		q    store.Query
+		keep func(i int, q store.Queued) bool
+	}{
+		{"all in pages of 5", store.Query{Limit: 5}, func(int, store.Queued) bool { return true }},
+		{"all in one page", store.Query{Limit: 100}, func(int, store.Queued) bool { return true }},
+		{"entity 42", store.Query{EntityID: "42", Limit: 2}, func(_ int, q store.Queued) bool { return q.Record.EntityID == "42" }},
+		{"failed", store.Query{Status: store.StatusFailed}, func(i int, _ store.Queued) bool { return status(i) == store.StatusFailed }},
+		{"failed of entity 42", store.Query{Status: store.StatusFailed, EntityID: "42"}, func(i int, q store.Queued) bool {
+			return status(i) == store.StatusFailed && q.Record.EntityID == "42"
+		}},
+		{"modify", store.Query{Action: cdc.ActionModify, Limit: 3}, func(_ int, q store.Queued) bool { return q.Event.Action == cdc.ActionModify }},
+		{"an event id", store.Query{EventID: mine[4].Record.EventID}, func(i int, _ store.Queued) bool { return i == 4 }},
+		{"an event id of another webhook's only", store.Query{EventID: "nothing"}, func(int, store.Queued) bool { return false }},
+		{"queued since mid", store.Query{Since: mid}, func(i int, _ store.Queued) bool { return i >= 9 }},
+		{"queued until mid", store.Query{Until: mid, Limit: 4}, func(i int, _ store.Queued) bool { return i < 9 }},
+		{"before the 8th", store.Query{Before: mine[7].Seq, Limit: 3}, func(i int, _ store.Queued) bool { return i < 7 }},
+		{"entity 40, create, before the 10th", store.Query{EntityID: "40", Action: cdc.ActionCreate, Before: mine[9].Seq}, func(i int, q store.Queued) bool {
+			return i < 9 && q.Record.EntityID == "40" && q.Event.Action == cdc.ActionCreate
+		}},
+	} {
+		got := find(t, s, "h", tc.q)
+		if w := want(tc.keep); !slices.Equal(got, w) {
+			t.Errorf("%s: found %v, want %v", tc.name, got, w)
+		}
+	}
+	p, err := s.Find("h", store.Query{EventID: mine[2].Record.EventID, Status: store.StatusFailed})
+	if err != nil || len(p.Deliveries) != 1 || p.Next != 0 {
+		t.Fatalf("failed deliveries of event %s: %+v, %v; want mine[2] alone", mine[2].Record.EventID, p, err)
+	}
+	d := p.Deliveries[0]
+	if d.Seq != mine[2].Seq || len(d.Record.Attempts) != 1 || d.Record.Attempts[0].Status != 500 || d.Event.EntityID != "42" {
+		t.Errorf("found %d %+v; want delivery %d with its 500 attempt and event", d.Seq, d.Record, mine[2].Seq)
+	}
+	if p, err := s.Find("nobody", store.Query{}); err != nil || len(p.Deliveries) != 0 || p.Next != 0 {
+		t.Errorf("Find of a webhook without deliveries: %+v, %v", p, err)
+	}
+}
+
+// A webhook's chart buckets are stored with a commit (a batch of nothing
+// else is one too), replaced slot by slot, survive a reopen and go with
+// the webhook's queue.
+func testCharts(t *testing.T, newPlace NewPlace) {
+	o := newPlace(t, 10)
+	s := open(t, o)
+	bucket := func(start int64, ok, failed uint32) store.Bucket {
+		b := store.Bucket{Start: start, OK: ok, Failed: failed, Depth: ok + failed}
+		b.Durations[store.DurationBin(3*time.Millisecond)] = ok
+		b.Durations[store.DurationBins-1] = failed
+		return b
+	}
+	if _, err := s.Commit(&store.Batch{Charts: []store.ChartBucket{
+		{Webhook: "h", Slot: 0, Bucket: bucket(60, 5, 1)},
+		{Webhook: "h", Slot: store.ChartSlots - 1, Bucket: bucket(900, 7, 0)},
+		{Webhook: "x", Slot: 3, Bucket: bucket(180, 1, 1)},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, to(tx(100, 101, 0, 1), "h"))
+	if _, err := s.Commit(&store.Batch{Charts: []store.ChartBucket{{Webhook: "h", Slot: 0, Bucket: bucket(3660, 2, 9)}}}); err != nil {
+		t.Fatal(err)
+	}
+	s = reopen(t, s, o)
+	var want store.Chart
+	want[0], want[store.ChartSlots-1] = bucket(3660, 2, 9), bucket(900, 7, 0)
+	if got, err := s.Chart("h"); err != nil || got != want {
+		t.Errorf("h's chart: %v\n%+v\nwant\n%+v", err, got, want)
+	}
+	if got, err := s.Chart("x"); err != nil || got[3] != bucket(180, 1, 1) {
+		t.Errorf("x's slot 3: %+v, %v", got[3], err)
+	}
+	if got, err := s.Chart("nobody"); err != nil || got != (store.Chart{}) {
+		t.Errorf("the chart of a webhook never charted: %v, want empty buckets", err)
+	}
+	if err := s.DropQueue("h"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Chart("h"); err != nil || got != (store.Chart{}) {
+		t.Errorf("h's chart after its queue was dropped: %v, want empty buckets", err)
+	}
+	if got, err := s.Chart("x"); err != nil || got[3].OK != 1 {
+		t.Errorf("x's chart after h's drop: %+v, %v", got[3], err)
 	}
 }
