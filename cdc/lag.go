@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -33,6 +34,7 @@ type SlotLag struct {
 	log *slog.Logger
 
 	bytes    atomic.Uint64
+	seconds  atomic.Uint64 // math.Float64bits of the slot's flush_lag
 	exceeded atomic.Bool
 
 	bytesGauge    prometheus.Gauge
@@ -80,6 +82,12 @@ func NewSlotLag(cfg SlotLagConfig) (*SlotLag, error) {
 // Bytes is the lag last measured, 0 before the first measurement and while
 // the slot does not exist.
 func (s *SlotLag) Bytes() uint64 { return s.bytes.Load() }
+
+// Seconds is how far the slot's confirmed position trailed the WAL in
+// time at the last measurement: pg_stat_replication's flush_lag of the
+// walsender reading the slot, 0 while nothing is outstanding or nobody
+// reads it.
+func (s *SlotLag) Seconds() float64 { return math.Float64frombits(s.seconds.Load()) }
 
 // Limit is MaxBytes.
 func (s *SlotLag) Limit() uint64 { return s.cfg.MaxBytes }
@@ -129,10 +137,12 @@ func (s *SlotLag) measure(ctx context.Context, conn *pgx.Conn) (*pgx.Conn, error
 		}
 	}
 	var lag int64
+	var secs float64
 	err := conn.QueryRow(ctx, `
 		SELECT coalesce((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END
-		                 - confirmed_flush_lsn)::bigint, 0)
-		FROM pg_replication_slots WHERE slot_name = $1`, s.cfg.Slot).Scan(&lag)
+		                 - confirmed_flush_lsn)::bigint, 0),
+		       coalesce((SELECT extract(epoch FROM r.flush_lag)::float8 FROM pg_stat_replication r WHERE r.pid = s.active_pid), 0)
+		FROM pg_replication_slots s WHERE slot_name = $1`, s.cfg.Slot).Scan(&lag, &secs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		err, lag = nil, 0 // not created yet: it keeps nothing
 	}
@@ -140,6 +150,7 @@ func (s *SlotLag) measure(ctx context.Context, conn *pgx.Conn) (*pgx.Conn, error
 		conn.Close(context.Background())
 		return nil, err
 	}
+	s.seconds.Store(math.Float64bits(max(secs, 0)))
 	s.record(uint64(max(lag, 0)))
 	return conn, nil
 }

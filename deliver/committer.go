@@ -344,6 +344,7 @@ func (q *Queue) batch(batch []commitItem, hooks map[string]target) (*store.Batch
 		}
 		b.Appends = append(b.Appends, a)
 	}
+	b.Charts = takeCharts(hooks, nil)
 	return b, plan
 }
 
@@ -381,12 +382,15 @@ func eventTargets(ev *cdc.Event, names []string, hooks map[string]target) []stri
 // countEvents adds the batch's events to walhook_events_total once it is
 // committed, leaving out the transactions PostgreSQL sent again.
 func (q *Queue) countEvents(batch []commitItem, durable uint64) {
+	n := 0
+	defer func() { q.rate.add(time.Now(), n) }()
 	for _, it := range batch {
 		tx := it.tx
 		if tx == nil || it.backfill != nil || store.Repeated(tx, durable) {
 			continue
 		}
 		durable = max(durable, tx.EndLSN) // a repeat later in the same batch is left out too
+		n += len(tx.Events)
 		for i := range tx.Events {
 			ev := &tx.Events[i]
 			entity := ev.Entity

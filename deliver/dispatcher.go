@@ -87,6 +87,7 @@ type dispatcher struct {
 	names           *headerNames
 	tmpl            *http.Request // the method and parsed URL every request copies; nil if the URL does not parse (each attempt then says why)
 	stats           store.Counters
+	chart           chart // the admin page's charts, stored as the counters are
 	queued          int
 	failedN         int
 	entities        map[entityKey][]*pending // per entity, in commit order; the head may be in flight
@@ -169,6 +170,9 @@ func (h *dispatcher) load() error {
 		return err
 	}
 	h.stats, h.queued, h.failedN = sq.Counters, sq.Pending, sq.Failed
+	if h.chart.c, err = h.q.st.Chart(h.name); err != nil {
+		return err
+	}
 	if h.w.Source == SourceConfig {
 		off, err := h.q.st.SwitchedOff(h.name, h.w.URL)
 		if err != nil {
@@ -251,6 +255,7 @@ func (h *dispatcher) enqueue(ps []*pending) {
 		}
 	}
 	q := h.queued
+	h.chart.depth(time.Now(), q)
 	h.mu.Unlock()
 	h.stat.depth.Set(float64(q))
 	h.poke()
@@ -426,6 +431,7 @@ func (h *dispatcher) deliver(p *pending) {
 
 	h.mu.Lock()
 	o := h.fileLocked(p, &w, res, n)
+	h.chart.attempt(res.att.At, o.ok, res.att.Duration, o.queued)
 	h.mu.Unlock()
 
 	h.stat.depth.Set(float64(o.queued))

@@ -156,6 +156,7 @@ type Queue struct {
 	hooks    map[string]*dispatcher
 	backfill *Backfill  // the one under way
 	types    tableTypes // column types of the tables filters saw
+	rate     eventRate  // events committed per second, for Overview
 	onChange []func()
 }
 
