@@ -149,6 +149,7 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 			Validate:  a.validateAPIWebhook,
 			Problems:  a.problems,
 			Backfills: a,
+			Slot:      a.slotState,
 		})
 		a.adminSrv = srv
 		a.admin = newAdminServer(srv)
@@ -365,6 +366,15 @@ func (a *App) AdminAddr() string {
 
 // Queue exposes the delivery queue (for the demo and tests).
 func (a *App) Queue() *deliver.Queue { return a.queue }
+
+// slotState is the slot as the admin page's overview strip shows it.
+func (a *App) slotState() admin.SlotState {
+	st := admin.SlotState{Reading: a.reader.Ready(), LagBytes: a.lag.Bytes(), LagSeconds: a.lag.Seconds(), MaxLagBytes: a.lag.Limit()}
+	if !st.Reading {
+		st.Waiting = "not connected to PostgreSQL, retrying"
+	}
+	return st
+}
 
 // ready is /readyz: a slot above max_lag_mb is named first, because it is
 // what fills the database's disk.

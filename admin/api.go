@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"walhook/cdc"
 	"walhook/deliver"
 )
 
@@ -35,6 +36,7 @@ func (s *Server) routeAPI() {
 	s.handleFunc("GET /api/webhooks/{name}/backfill", s.getBackfill)
 	s.handleFunc("POST /api/deliveries/{id}/redeliver", s.redeliver)
 	s.handleFunc("GET /api/entities", s.listEntities)
+	s.routeOverview()
 	s.handleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such route: %s %s", r.Method, r.URL.Path)
 	})
@@ -208,32 +210,77 @@ func showDelivery(d deliver.Delivery) deliveryJSON {
 // maxDeliveries caps ?limit=.
 const maxDeliveries = 1000
 
-// deliveries reads ?limit= and ?status= and returns the webhook's latest
-// deliveries.
-func (s *Server) deliveries(r *http.Request) ([]deliver.Delivery, error) {
-	limit := 100
-	if v := r.URL.Query().Get("limit"); v != "" {
+// deliveryQuery reads a search of the history: ?limit= and ?status= as
+// before, and ?action=, ?entity_id=, ?event_id=, ?since= and ?until=
+// (RFC 3339, of when the delivery was queued) and ?before= (a page's
+// cursor: a delivery id or its hexadecimal sequence).
+func deliveryQuery(r *http.Request) (deliver.DeliveryQuery, error) {
+	get := r.URL.Query().Get
+	q := deliver.DeliveryQuery{Limit: 100, Status: get("status"), Action: get("action"), EntityID: get("entity_id"), EventID: get("event_id")}
+	if v := get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxDeliveries {
-			return nil, badRequest("limit: must be 1..%d (got %q)", maxDeliveries, v)
+			return q, badRequest("limit: must be 1..%d (got %q)", maxDeliveries, v)
 		}
-		limit = n
+		q.Limit = n
 	}
-	status := r.URL.Query().Get("status")
-	switch status {
+	switch q.Status {
 	case "", deliver.StatusPending, deliver.StatusSuccess, deliver.StatusFailed:
 	default:
-		return nil, badRequest("status: must be pending, success or failed (got %q)", status)
+		return q, badRequest("status: must be pending, success or failed (got %q)", q.Status)
 	}
-	return s.opts.Queue.Deliveries(r.PathValue("name"), limit, status)
+	switch q.Action {
+	case "", cdc.ActionCreate, cdc.ActionModify, cdc.ActionDelete, cdc.ActionTruncate:
+	default:
+		return q, badRequest("action: must be create, modify, delete or truncate (got %q)", q.Action)
+	}
+	for _, t := range []struct {
+		key string
+		to  *time.Time
+	}{{"since", &q.Since}, {"until", &q.Until}} {
+		if v := get(t.key); v != "" {
+			at, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				return q, badRequest("%s: must be an RFC 3339 time such as 2026-12-06T10:00:00Z (got %q)", t.key, v)
+			}
+			*t.to = at
+		}
+	}
+	if v := get("before"); v != "" {
+		seq, err := deliver.ParseCursor(r.PathValue("name"), v)
+		if err != nil {
+			return q, badRequest("%v", err)
+		}
+		q.Before = seq
+	}
+	return q, nil
 }
 
+// deliveries searches the webhook's history as the request asks.
+func (s *Server) deliveries(r *http.Request, payloads bool) (deliver.DeliveryPage, error) {
+	q, err := deliveryQuery(r)
+	if err != nil {
+		return deliver.DeliveryPage{}, err
+	}
+	return s.opts.Queue.FindDeliveries(r.PathValue("name"), q, payloads)
+}
+
+// listDeliveries answers the page's deliveries as a JSON array, as it
+// always has; the next page's cursor is in the X-Walhook-Next-Before
+// header and a Link rel="next", absent on the last page.
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request) {
-	ds, err := s.deliveries(r)
+	page, err := s.deliveries(r, true)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
+	if page.Next != "" {
+		next := r.URL.Query()
+		next.Set("before", page.Next)
+		w.Header().Set("X-Walhook-Next-Before", page.Next)
+		w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
+	}
+	ds := page.Deliveries
 	out := make([]deliveryJSON, len(ds))
 	for i, d := range ds {
 		out[i] = showDelivery(d)

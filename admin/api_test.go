@@ -350,6 +350,7 @@ func TestTestReportsFailures(t *testing.T) {
 // delivery is the API's view of a delivery.
 type delivery struct {
 	ID, Event, Status, Payload string
+	EntityID                   string `json:"entity_id"`
 	Attempts                   []struct {
 		N               int
 		Status          int

@@ -162,21 +162,90 @@ func TestBrowser(t *testing.T) {
 	if hook.Active {
 		t.Error("the switch did not switch the webhook off")
 	}
-	screenshot("2-table.png")
 
-	run("open its history", chromedp.Click(chromedp.CSS(row+` td.name a`)), chromedp.WaitVisible(chromedp.CSS(`article.delivery`)))
+	// The overview strip and the sparklines show what happened.
+	strip := `#overview`
+	if got := text(strip + ` [data-field=state]`); got != "reading the slot" {
+		t.Errorf("the strip's state: %q", got)
+	}
+	if got := text(strip + ` [data-field=rate]`); got == "0.00/s" || !strings.HasSuffix(got, "/s") {
+		t.Errorf("the strip's events per second after two row changes: %q", got)
+	}
+	if got := text(strip + ` [data-field=lag]`); !strings.Contains(got, "max 1.0 GiB") {
+		t.Errorf("the strip's slot lag: %q, want it against max_lag_mb", got)
+	}
+	var bars int
+	bars = evaluate[int](t, ctx, `document.querySelectorAll('`+row+` svg.spark rect.ok').length`)
+	if bars == 0 {
+		t.Error("the sparkline shows no delivery after two")
+	}
+	if got := evaluate[string](t, ctx, `document.querySelector('`+row+` svg.spark title').textContent`); !strings.Contains(got, "2 delivered, 0 failed") { // the row change and its backfill; the ping is no delivery
+		t.Errorf("the sparkline's title: %q", got)
+	}
+	screenshot("2-overview.png")
+
+	// A failing receiver: its failure is red in its sparkline, and the
+	// strip's script counts it without a reload.
+	failing := newReceiver(t, func(int) int { return 500 })
+	if status := w.post(t, "/api/webhooks", fmt.Sprintf(`{"name": "failing", "url": %q, "events": ["item"], "max_attempts": 1}`, failing.URL)); status != 201 {
+		t.Fatalf("creating the failing webhook: %d", status)
+	}
+	w.exec(t, `INSERT INTO items (id, name) VALUES (8, 'gadget')`)
+	waitFor(t, "the failure", func() bool {
+		var hook webhook
+		w.api(t, "GET", "/api/webhooks/failing", &hook)
+		return hook.Stats.Failed == 1
+	})
+	run("the strip counts the failure", chromedp.Poll[chromedp.Void](`document.querySelector('#overview [data-field=failed]').textContent === "1"`,
+		chromedp.WithPollingTimeout(15*time.Second)))
+	run("reload the table", chromedp.Navigate(w.url+"/"), chromedp.WaitVisible(chromedp.CSS(`tr[data-name="failing"]`)))
+	bars = evaluate[int](t, ctx, `document.querySelectorAll('tr[data-name="failing"] svg.spark rect.bad').length`)
+	if bars == 0 {
+		t.Error("the failing webhook's sparkline shows no failure in red")
+	}
+	var red string
+	red = evaluate[string](t, ctx, `getComputedStyle(document.querySelector('tr[data-name="failing"] svg.spark rect.bad')).fill`)
+	if red != "rgb(179, 38, 30)" {
+		t.Errorf("the failure's bar is filled %q, want the page's red", red)
+	}
+	if got := text(strip + ` [data-field=failed]`); got != "1" {
+		t.Errorf("the strip's failed: %q", got)
+	}
+	screenshot("3-failure.png")
+
+	// Every delivery of entity 7 in one search; one's attempts opened.
+	run("open its history", chromedp.Click(chromedp.CSS(row+` td.name a`)), chromedp.WaitVisible(chromedp.CSS(`table.history`)))
+	run("search entity 7", chromedp.SendKeys(chromedp.CSS(`#search-form input[name=entity_id]`), "7"),
+		chromedp.Submit(chromedp.CSS(`#search-form`)), chromedp.WaitVisible(chromedp.CSS(`#search-form input[name=entity_id][value="7"]`)))
+	var found []string
+	found = evaluate[[]string](t, ctx, `[...document.querySelectorAll('table.history tbody tr')].map(tr => tr.cells[2].textContent.trim() + " " + tr.cells[1].textContent.trim() + " " + tr.cells[0].textContent.trim())`)
+	if want := []string{"7 item.create success", "7 item.create success"}; fmt.Sprint(found) != fmt.Sprint(want) {
+		t.Errorf("the search for entity 7 found %q, want the change and its backfill, %q", found, want)
+	}
+	var charts int
+	charts = evaluate[int](t, ctx, `document.querySelectorAll('.charts svg.chart').length`)
+	if charts != 3 {
+		t.Errorf("%d charts on the webhook's page, want 3", charts)
+	}
+	screenshot("4-search.png")
+	run("open a delivery's attempts", chromedp.Click(chromedp.CSS(`table.history tbody tr:last-child a.open`)),
+		chromedp.WaitVisible(chromedp.CSS(`article.delivery details.attempt`)))
 	payload := text(`article.delivery .payload pre`)
 	for _, want := range []string{`"event": "item.create"`, `"name": "widget"`, "\n  \"data\": {"} {
 		if !strings.Contains(payload, want) {
 			t.Errorf("the payload shown lacks %q:\n%s", want, payload)
 		}
 	}
-	if got := text(`article.delivery .status`); got != "success" {
+	if got := text(`article.delivery details.attempt summary`); !strings.Contains(got, "Attempt 1") || !strings.Contains(got, "200") {
+		t.Errorf("the attempt shown: %q", got)
+	}
+	screenshot("5-delivery.png")
+	run("back to the history", chromedp.Navigate(w.url+"/webhooks/browser-hook/deliveries"), chromedp.WaitVisible(chromedp.CSS(`table.history`)))
+	if got := text(`tr.delivery .status`); got != "success" {
 		t.Errorf("delivery status %q", got)
 	}
-	screenshot("3-history.png")
-	run("redeliver", chromedp.Click(chromedp.CSS(`article.delivery button[data-action=redeliver]`)),
-		chromedp.WaitVisible(chromedp.CSS(`article.delivery.pending`)))
+	run("redeliver", chromedp.Click(chromedp.CSS(`tr.delivery button[data-action=redeliver]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr.delivery.pending`)))
 
 	run("delete it", chromedp.Navigate(w.url+"/"), chromedp.WaitVisible(chromedp.CSS(row)),
 		chromedp.Click(chromedp.CSS(row+` button[data-action=delete]`)), chromedp.WaitNotPresent(chromedp.CSS(row)))
@@ -342,6 +411,31 @@ func (w *walhook) exec(t *testing.T, sql string) {
 	if _, err := conn.Exec(context.Background(), sql); err != nil {
 		t.Fatalf("%s: %v", sql, err)
 	}
+}
+
+// evaluate runs a script in the page and returns its value.
+func evaluate[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(sctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
+// post sends body to walhook's API with the token and returns the status.
+func (w *walhook) post(t *testing.T, path, body string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", w.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return readResponse(t, resp).status
 }
 
 // api calls walhook's API with the token and decodes a 2xx answer into v;

@@ -24,7 +24,7 @@ var files embed.FS
 // pages are parsed once: each page is the layout plus its own file.
 var pages = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, p := range []string{"index", "form", "history"} {
+	for _, p := range []string{"index", "form", "history", "delivery"} {
 		out[p] = template.Must(template.New("").Funcs(funcs).ParseFS(files,
 			"templates/layout.html", "templates/row.html", "templates/"+p+".html"))
 	}
@@ -79,8 +79,9 @@ func render(w http.ResponseWriter, page, name string, data any) {
 // rowView is one line of the webhook table.
 type rowView struct {
 	webhookJSON
-	Latest      string // the latest response's status, "error" or "N/A"
-	LatestClass string // ok, bad or na: green, red or grey
+	Latest      string        // the latest response's status, "error" or "N/A"
+	LatestClass string        // ok, bad or na: green, red or grey
+	Spark       template.HTML // the last hour's deliveries per minute (see sparkline)
 }
 
 func newRowView(w deliver.Webhook, st deliver.Stats) rowView {
@@ -102,19 +103,27 @@ func (s *Server) row(name string) (rowView, bool) {
 	if !ok {
 		return rowView{}, false
 	}
-	return newRowView(w, s.opts.Queue.Stats(name)), true
+	return s.withSpark(newRowView(w, s.opts.Queue.Stats(name))), true
+}
+
+// withSpark draws the row's sparkline.
+func (s *Server) withSpark(r rowView) rowView {
+	if c, ok := s.opts.Queue.Chart(r.Name, deliver.ChartHour, time.Now()); ok {
+		r.Spark = sparkline(c)
+	}
+	return r
 }
 
 func (s *Server) indexPage(w http.ResponseWriter, r *http.Request) {
 	var rows []rowView
 	for _, h := range s.opts.Queue.Webhooks() {
-		rows = append(rows, newRowView(h, s.opts.Queue.Stats(h.Name)))
+		rows = append(rows, s.withSpark(newRowView(h, s.opts.Queue.Stats(h.Name))))
 	}
 	var problems []string
 	if s.opts.Problems != nil {
 		problems = s.opts.Problems()
 	}
-	render(w, "index", "layout", map[string]any{"Title": "Webhooks", "Rows": rows, "Problems": problems})
+	render(w, "index", "layout", map[string]any{"Title": "Webhooks", "Rows": rows, "Problems": problems, "Overview": s.overview(time.Now())})
 }
 
 // rowFragment is one table row, for the page's refresh button.
@@ -219,15 +228,44 @@ func (s *Server) form(r *http.Request, title string, hook deliver.Webhook, isNew
 	return v
 }
 
-// historyView is a webhook's delivery history.
+// historyView is a webhook's delivery history: its charts and a search.
 type historyView struct {
 	Title      string
 	Row        rowView
 	Status     string // the filter, "" for all
 	Statuses   []string
-	Deliveries []deliveryView
+	Actions    []string
+	Filter     map[string]string // the search form's values
+	Deliveries []historyRow
+	Next       string // the next page's URL; "" on the last
 	Since      string // the recover form's default
 	Error      string
+	Charts     []chartView
+}
+
+// historyRow is one compact line of the history; its payload and attempts
+// are on the delivery's own page.
+type historyRow struct {
+	deliveryJSON
+	LastStatus  string // of the latest attempt: its code, "error" or "—"
+	StatusClass string
+	DurationMS  float64 // of the latest attempt
+}
+
+func newHistoryRow(d deliver.Delivery) historyRow {
+	row := historyRow{deliveryJSON: showDelivery(d), LastStatus: "—", StatusClass: "na"}
+	if n := len(d.Attempts); n > 0 {
+		a := d.Attempts[n-1]
+		row.DurationMS = float64(a.Duration.Microseconds()) / 1000
+		row.LastStatus, row.StatusClass = "error", "bad"
+		if a.Status != 0 {
+			row.LastStatus = strconv.Itoa(a.Status)
+		}
+		if a.Status >= 200 && a.Status < 300 {
+			row.StatusClass = "ok"
+		}
+	}
+	return row
 }
 
 type deliveryView struct {
@@ -255,16 +293,47 @@ func (s *Server) historyPage(w http.ResponseWriter, r *http.Request) {
 		Title: name + ": deliveries", Row: newRowView(hook, s.opts.Queue.Stats(name)),
 		Status:   r.URL.Query().Get("status"),
 		Statuses: []string{deliver.StatusPending, deliver.StatusSuccess, deliver.StatusFailed},
+		Actions:  []string{cdc.ActionCreate, cdc.ActionModify, cdc.ActionDelete, cdc.ActionTruncate},
+		Filter:   map[string]string{},
 		Since:    time.Now().UTC().Add(-24 * time.Hour).Truncate(time.Minute).Format(time.RFC3339),
 	}
-	ds, err := s.deliveries(r)
+	for _, k := range []string{"status", "action", "entity_id", "event_id", "since", "until"} {
+		v.Filter[k] = r.URL.Query().Get(k)
+	}
+	if c, ok := s.opts.Queue.Chart(name, deliver.ChartDay, time.Now()); ok {
+		v.Charts = dayCharts(c)
+	}
+	page, err := s.deliveries(r, false)
 	if err != nil {
 		v.Error = err.Error()
 	}
-	for _, d := range ds {
-		v.Deliveries = append(v.Deliveries, newDeliveryView(hook, d))
+	for _, d := range page.Deliveries {
+		v.Deliveries = append(v.Deliveries, newHistoryRow(d))
+	}
+	if page.Next != "" {
+		next := r.URL.Query()
+		next.Set("before", page.Next)
+		v.Next = r.URL.Path + "?" + next.Encode()
 	}
 	render(w, "history", "layout", v)
+}
+
+// deliveryPage is one delivery: its payload and every attempt.
+func (s *Server) deliveryPage(w http.ResponseWriter, r *http.Request) {
+	d, err := s.opts.Queue.Delivery(r.PathValue("id"))
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	hook, ok := s.opts.Queue.Webhook(d.Webhook)
+	if !ok {
+		writeError(w, http.StatusNotFound, "webhook %q: not found", d.Webhook)
+		return
+	}
+	render(w, "delivery", "layout", map[string]any{
+		"Title": d.Webhook + ": " + d.Event + " " + d.EntityID, "Row": newRowView(hook, s.opts.Queue.Stats(d.Webhook)),
+		"D": newDeliveryView(hook, d),
+	})
 }
 
 func newDeliveryView(hook deliver.Webhook, d deliver.Delivery) deliveryView {

@@ -30,6 +30,10 @@ type Queue interface {
 	DeleteWebhook(name string) error
 	Test(ctx context.Context, name string) (deliver.Attempt, error)
 	Deliveries(name string, limit int, status string) ([]deliver.Delivery, error)
+	FindDeliveries(name string, q deliver.DeliveryQuery, payloads bool) (deliver.DeliveryPage, error)
+	Delivery(id string) (deliver.Delivery, error)
+	Chart(name, span string, now time.Time) (deliver.Chart, bool)
+	Overview(now time.Time) deliver.Overview
 	Redeliver(id string) error
 	Recover(name string, since time.Time) (int, error)
 	LogPath(name string) string
@@ -71,6 +75,9 @@ type Options struct {
 	Problems func() []string
 	// Backfills runs backfills; nil: none.
 	Backfills Backfiller
+	// Slot says whether the slot is read and how far it lags, for the
+	// overview strip; nil: reading, no lag known.
+	Slot func() SlotState
 }
 
 // Server is the admin HTTP handler.

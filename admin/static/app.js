@@ -237,3 +237,30 @@ document.addEventListener("submit", (ev) => {
   if (ev.target.id === "recover-form") onRecover(ev);
   if (ev.target.id === "backfill-form") onBackfill(ev);
 });
+
+// The overview strip on / reads /api/overview every 5 s, and the rows'
+// figures and sparklines are drawn again every 30 s.
+async function refreshOverview(strip) {
+  try {
+    const o = await api("GET", strip.dataset.src);
+    for (const el of strip.querySelectorAll("[data-field]")) {
+      el.textContent = o.text[el.dataset.field];
+    }
+    strip.classList.toggle("waiting", !o.reading);
+    strip.classList.toggle("exceeded", o.lag_exceeded);
+    strip.querySelector("[data-field=failed]").classList.toggle("bad-text", o.failed > 0);
+    strip.dataset.updated = new Date().toISOString();
+  } catch (e) {
+    strip.dataset.error = e.message;
+  }
+}
+
+const strip = document.getElementById("overview");
+if (strip) {
+  setInterval(() => refreshOverview(strip), 5000);
+  setInterval(() => {
+    for (const tr of document.querySelectorAll("table.webhooks tr[data-name]")) {
+      if (!tr.contains(document.activeElement)) refreshRow(tr);
+    }
+  }, 30000);
+}
