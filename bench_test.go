@@ -46,6 +46,57 @@ func TestBenchSmoke(t *testing.T) {
 	}
 }
 
+// TestBenchStoreSmoke runs walhook bench -store postgres -instances 2
+// -when with tiny sizes: the PostgreSQL store's phases and the filter's
+// report positive figures under their JSON keys. It asserts no timing.
+func TestBenchStoreSmoke(t *testing.T) {
+	res, err := bench.Run(t.Context(), bench.Options{
+		Changes: 200, TxSize: 10, Webhooks: 1, RowWidth: 64, Concurrency: 4,
+		Rate: 400, Duration: time.Second, Backlog: 100,
+		Store: bench.StorePostgres, Instances: 2, When: true,
+		Ceiling: 300 * time.Millisecond, Exe: walhookBinary(t), SelfExe: walhookBinary(t), Cluster: cluster,
+	}, t.Output())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{
+		"pg_store_e2e_eps", "pg_store_e2e_cpu_us_per_event", "pg_store_backend_cpu_us_per_event", "pg_store_bbolt_rerun_eps",
+		"pg_store_ratio_eps", "pg_store_ratio_cpu", "pg_store_p99_ms", "pg_store_ratio_p99",
+		"pg_store_bytes_per_delivery", "pg_store_ratio_bytes", "pg_store_delivery_rows_after_drain", "pg_store_event_rows_after_drain",
+		"when_none_cpu_us_per_event", "when_pass_cpu_us_per_event", "when_reject_cpu_us_per_event", "when_reject_ratio",
+	} {
+		v, ok := got[key].(float64)
+		if !ok || !(v > 0) {
+			t.Errorf("%s = %v, want a positive number", key, got[key])
+		}
+	}
+	// Retention keeps at most 100 successes per webhook.
+	if res.PGDeliveryRows > 100 {
+		t.Errorf("pg_store_delivery_rows_after_drain = %d, want at most the retention of 100", res.PGDeliveryRows)
+	}
+	if len(res.PGInstancesDPS) != 2 || !(res.PGInstancesDPS[0] > 0) || !(res.PGInstancesDPS[1] > 0) {
+		t.Errorf("pg_store_instances_dps = %v, want 2 positive figures", res.PGInstancesDPS)
+	}
+	if len(res.WhenRunsCPU) != 6 {
+		t.Errorf("when_runs_cpu_us = %v, want 6 runs", res.WhenRunsCPU)
+	}
+	var table bytes.Buffer
+	bench.Print(&table, bench.Options{Store: bench.StorePostgres, When: true, Concurrency: 4}, res)
+	for _, want := range []string{"the queue in PostgreSQL", "store backends' CPU per delivery", "2 instance(s)", "a filter that rejects"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table has no %q:\n%s", want, table.String())
+		}
+	}
+}
+
 // TestBenchHelp: walhook bench -h lists the user's flags and none of the
 // subprocesses' own, and no usage text names the hidden helper.
 func TestBenchHelp(t *testing.T) {
@@ -54,7 +105,7 @@ func TestBenchHelp(t *testing.T) {
 		t.Fatalf("bench -h: err = %v, want errUsage", err)
 	}
 	help := stderr.String()
-	for _, flag := range []string{"-changes", "-backlog", "-exe", "-json"} {
+	for _, flag := range []string{"-changes", "-backlog", "-exe", "-json", "-store", "-instances", "-when"} {
 		if !strings.Contains(help, flag) {
 			t.Errorf("bench -h does not list %s:\n%s", flag, help)
 		}

@@ -30,6 +30,9 @@ type Options struct {
 	Backfill    int
 	CPUProfile  string // prefix of the walhook processes' CPU profiles
 	MemProfile  string // prefix of their heap profiles, taken at the peak
+	Store       string // "postgres": the PostgreSQL store's phases beside bbolt's; "" or "bbolt": none
+	Instances   int    // with Store "postgres": 1 to Instances walhooks on one store, a 50 ms receiver (0: skip)
+	When        bool   // the phases of a webhook's when filter
 
 	Ceiling time.Duration      // of each HTTP ceiling measurement; default 3s
 	Exe     string             // the walhook binary to run; default this executable
@@ -41,6 +44,14 @@ type Options struct {
 func (o Options) Validate() error {
 	if o.Changes < 1 || o.TxSize < 1 || o.Webhooks < 1 || o.RowWidth < 0 || o.Concurrency < 1 || o.Rate < 1 || o.Backlog < 0 || o.BigTx < 0 || o.Backfill < 0 {
 		return errors.New("sizes must be positive")
+	}
+	switch o.Store {
+	case "", StoreBolt, StorePostgres:
+	default:
+		return fmt.Errorf("-store: must be %s or %s (got %q)", StoreBolt, StorePostgres, o.Store)
+	}
+	if o.Instances < 0 || o.Instances > 0 && o.Store != StorePostgres {
+		return errors.New("-instances: wants -store postgres and a count ≥ 1")
 	}
 	return nil
 }
@@ -60,6 +71,8 @@ type harness struct {
 	peakRSS  float64
 	peakAnon float64
 	sample   []byte // a request body walhook sent
+	storeDB  string // -store postgres: the store's database
+	storeDSN string
 }
 
 // Run runs every phase o asks for and writes its progress to progress.
@@ -126,6 +139,11 @@ func (h *harness) setUp(ctx context.Context) error {
 		return err
 	}
 	h.payload = randomText(h.o.RowWidth)
+	if h.o.Store == StorePostgres {
+		if err := h.setUpStore(ctx); err != nil {
+			return err
+		}
+	}
 	h.rc, err = newReceiver(h.o.Latency)
 	return err
 }
@@ -146,10 +164,37 @@ func (h *harness) phases(ctx context.Context, res *Result) error {
 	res.RatioPipeline4 = res.Pipeline4RPS / res.HTTPCeiling4RPS
 	res.Ratio4 = res.E2E4RPS / res.HTTPCeiling4RPS
 
+	if o.Store == StorePostgres {
+		if err := h.storeLatency(ctx, res); err != nil {
+			return err
+		}
+		res.PGRatioEPS = res.PGE2EEPS / ((res.E2EEPS + res.PGBoltRerunEPS) / 2)
+		res.PGRatioCPU = res.PGE2ECPU / ((res.E2ECPU + res.PGBoltRerunCPU) / 2)
+		res.PGRatioP99 = res.PGP99MS / res.P99MS
+	}
+
 	if o.Backlog > 0 {
 		h.logf("backlog of %d deliveries", o.Backlog)
 		if err := h.backlogPhase(ctx, res); err != nil {
 			return fmt.Errorf("backlog: %w", err)
+		}
+		if o.Store == StorePostgres {
+			h.logf("backlog of %d deliveries, the queue in PostgreSQL", o.Backlog)
+			if err := h.storeBacklog(ctx, res); err != nil {
+				return fmt.Errorf("backlog, PostgreSQL store: %w", err)
+			}
+			res.PGRatioBytes = res.PGBytesPerDelivery / res.StoreBytesPerDelivery
+		}
+	}
+	if o.Instances > 0 {
+		if err := h.storeInstances(ctx, res); err != nil {
+			return err
+		}
+	}
+	if o.When {
+		h.logf("when: %d changes each with no filter, one that passes and one that rejects", o.Changes)
+		if err := h.whenPhase(ctx, res); err != nil {
+			return err
 		}
 	}
 	if o.Backfill > 0 {
@@ -171,6 +216,7 @@ func (h *harness) phases(ctx context.Context, res *Result) error {
 // written once and each reader has its own slot.
 type throughputSlots struct {
 	decode, e2e1, e2e4, pipe1, pipe4 string
+	pg, bolt                         string // -store postgres: its end to end, then bbolt's again
 }
 
 // throughput writes the workload and measures the decode ceiling, then
@@ -178,8 +224,13 @@ type throughputSlots struct {
 // each between HTTP ceilings.
 func (h *harness) throughput(ctx context.Context, res *Result) error {
 	o := h.o
-	s := throughputSlots{h.slotName(), h.slotName(), h.slotName(), h.slotName(), h.slotName()}
-	for _, name := range []string{s.decode, s.e2e1, s.e2e4, s.pipe1, s.pipe4} {
+	s := throughputSlots{decode: h.slotName(), e2e1: h.slotName(), e2e4: h.slotName(), pipe1: h.slotName(), pipe4: h.slotName()}
+	names := []string{s.decode, s.e2e1, s.e2e4, s.pipe1, s.pipe4}
+	if o.Store == StorePostgres {
+		s.pg, s.bolt = h.slotName(), h.slotName()
+		names = append(names, s.pg, s.bolt)
+	}
+	for _, name := range names {
 		if err := h.createSlot(ctx, name); err != nil {
 			return err
 		}
@@ -203,6 +254,11 @@ func (h *harness) throughput(ctx context.Context, res *Result) error {
 	c1, c2, err := h.oneWebhook(ctx, res, s)
 	if err != nil {
 		return err
+	}
+	if o.Store == StorePostgres {
+		if err := h.storeEndToEnd(ctx, res, s.pg, s.bolt); err != nil {
+			return err
+		}
 	}
 	c3, c4, err := h.manyWebhooks(ctx, res, s)
 	if err != nil {

@@ -21,45 +21,94 @@ import (
 // start to the first 2xx, and its CPU microseconds per delivery (start
 // included).
 func (h *harness) endToEnd(ctx context.Context, phase, slot string, webhooks, want int) (rate float64, first time.Duration, cpuUS float64, err error) {
+	r, err := h.endToEndOn(ctx, phase, slot, "", webhooks, want)
+	h.peakRSS, h.peakAnon = max(h.peakRSS, r.rssMB), max(h.peakAnon, r.anonMB)
+	return r.rate, r.first, r.cpuUS, err
+}
+
+// e2eRun is what one end-to-end phase measured.
+type e2eRun struct {
+	rate       float64       // deliveries/s from the first 2xx to the last
+	first      time.Duration // walhook's start → its first 2xx
+	cpuUS      float64       // walhook's CPU µs per delivery, its start included
+	storeCPUUS float64       // the store's PostgreSQL backends' CPU µs per delivery (schema set)
+	rssMB      float64       // walhook's peak RSS
+	anonMB     float64       // of which anonymous
+}
+
+// endToEndOn is endToEnd with the queue in schema of the store database
+// when schema is set; it then also measures the store's backends' CPU.
+func (h *harness) endToEndOn(ctx context.Context, phase, slot, schema string, webhooks, want int) (e2eRun, error) {
 	var hooks []webhook
 	for i := range webhooks {
 		hooks = append(hooks, webhook{name: fmt.Sprintf("h%d", i+1), path: fmt.Sprintf("/h%d", i+1), timeoutMS: 10000, retryMode: "production"})
 	}
+	var backends *backendCPU
+	if schema != "" {
+		var err error
+		if backends, err = h.watchStoreBackends(ctx); err != nil {
+			return e2eRun{}, err
+		}
+	}
 	start := time.Now()
-	p, err := h.launch(ctx, phase, slot, hooks, false)
+	p, err := h.launchOn(ctx, phase, slot, schema, hooks, false)
 	if err != nil {
-		return 0, 0, 0, err
+		if backends != nil {
+			backends.stop()
+		}
+		return e2eRun{}, err
 	}
 	total := want * webhooks
 	err = h.waitReceived(ctx, p, total, time.Duration(total/200+60)*time.Second)
 	firstAt, last := h.rc.firstAt(), h.rc.lastAt()
 	cpu := p.cpuSeconds()
-	h.peakRSS, h.peakAnon = max(h.peakRSS, p.rssMB()), max(h.peakAnon, p.anonMB())
+	var storeCPU float64
+	if backends != nil {
+		storeCPU = backends.stop()
+	}
+	rss, anon := p.rssMB(), p.anonMB()
 	p.stop()
 	h.dropSlot(ctx, slot)
 	if err != nil {
-		return 0, 0, 0, err
+		return e2eRun{}, err
 	}
 	if s := h.rc.sampleBody(); s != nil && h.sample == nil {
 		h.sample = s
 	}
-	rate = float64(total) / last.Sub(start).Seconds()
+	r := e2eRun{first: firstAt.Sub(start), cpuUS: cpu * 1e6 / float64(total), storeCPUUS: storeCPU * 1e6 / float64(total), rssMB: rss, anonMB: anon}
+	r.rate = float64(total) / last.Sub(start).Seconds()
 	if last.After(firstAt) {
-		rate = float64(total-1) / last.Sub(firstAt).Seconds()
+		r.rate = float64(total-1) / last.Sub(firstAt).Seconds()
 	}
-	return rate, firstAt.Sub(start), cpu * 1e6 / float64(total), nil
+	return r, nil
 }
 
 // latencyPhase offers a fixed load to a running walhook and measures
 // commit → receipt from each payload's occurred_at.
 func (h *harness) latencyPhase(ctx context.Context, res *Result) error {
-	slot := h.slotName()
-	if err := h.createSlot(ctx, slot); err != nil {
-		return err
-	}
-	p, err := h.launch(ctx, "latency", slot, oneHook, true)
+	r, err := h.latencyOn(ctx, "latency", "")
 	if err != nil {
 		return err
+	}
+	res.OfferedEPS, res.P50MS, res.P99MS, res.P999MS = r.offered, r.p50, r.p99, r.p999
+	h.peakRSS, h.peakAnon = max(h.peakRSS, r.rssMB), max(h.peakAnon, r.anonMB)
+	return nil
+}
+
+// latencyRun is what one latency phase measured, in changes/s and ms,
+// and walhook's peak RSS and anonymous memory in MB.
+type latencyRun struct{ offered, p50, p99, p999, rssMB, anonMB float64 }
+
+// latencyOn is the latency phase with the queue in schema of the store
+// database when schema is set.
+func (h *harness) latencyOn(ctx context.Context, phase, schema string) (latencyRun, error) {
+	slot := h.slotName()
+	if err := h.createSlot(ctx, slot); err != nil {
+		return latencyRun{}, err
+	}
+	p, err := h.launchOn(ctx, phase, slot, schema, oneHook, true)
+	if err != nil {
+		return latencyRun{}, err
 	}
 	defer h.dropSlot(ctx, slot)
 	defer p.stop()
@@ -67,22 +116,24 @@ func (h *harness) latencyPhase(ctx context.Context, res *Result) error {
 	n, pace := h.offeredLoad()
 	took, err := h.insert(ctx, n, h.o.TxSize, 4, pace)
 	if err != nil {
-		return err
+		return latencyRun{}, err
 	}
-	res.OfferedEPS = float64(n) / took.Seconds()
 	if err := h.waitReceived(ctx, p, n, time.Minute); err != nil {
-		return err
+		return latencyRun{}, err
 	}
-	h.peakRSS, h.peakAnon = max(h.peakRSS, p.rssMB()), max(h.peakAnon, p.anonMB())
 	lat := h.rc.latencies()
 	if len(lat) == 0 {
-		return errors.New("no latencies recorded")
+		return latencyRun{}, errors.New("no latencies recorded")
 	}
 	slices.Sort(lat)
-	res.P50MS = percentile(lat, 0.50)
-	res.P99MS = percentile(lat, 0.99)
-	res.P999MS = percentile(lat, 0.999)
-	return nil
+	return latencyRun{
+		offered: float64(n) / took.Seconds(),
+		p50:     percentile(lat, 0.50),
+		p99:     percentile(lat, 0.99),
+		p999:    percentile(lat, 0.999),
+		rssMB:   p.rssMB(),
+		anonMB:  p.anonMB(),
+	}, nil
 }
 
 // percentile is the p-th of sorted latencies, in milliseconds.

@@ -26,6 +26,7 @@ type webhook struct {
 	name, path string
 	timeoutMS  int
 	retryMode  string
+	when       string // a CEL filter, none when empty
 }
 
 // process is a walhook subprocess.
@@ -39,8 +40,15 @@ type process struct {
 }
 
 // writeConfig writes the config of a walhook on slot with hooks to a
-// folder of its own, with a free admin port and a new token.
+// folder of its own, with a free admin port and a new token, and its
+// queue in a bbolt file there.
 func (h *harness) writeConfig(name, slot string, hooks []webhook) (dir, admin, token string, err error) {
+	return h.writeConfigOn(name, slot, "", hooks)
+}
+
+// writeConfigOn is writeConfig with the queue in schema of the bench's
+// store database when schema is set (-store postgres).
+func (h *harness) writeConfigOn(name, slot, schema string, hooks []webhook) (dir, admin, token string, err error) {
 	dir = filepath.Join(h.tmp, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", "", err
@@ -54,10 +62,17 @@ func (h *harness) writeConfig(name, slot string, hooks []webhook) (dir, admin, t
 	token = randomText(24)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "[postgres]\ndsn = %q\nslot = %q\npublication = \"bench\"\nmanage_publication = false\n", h.dsn, slot)
-	fmt.Fprintf(&sb, "[store]\ndir = \"data\"\n[log]\ndir = \"logs\"\n[admin]\nlisten = %q\ntoken = %q\n", admin, token)
+	fmt.Fprintf(&sb, "[store]\ndir = \"data\"\n")
+	if schema != "" {
+		fmt.Fprintf(&sb, "kind = \"postgres\"\ndsn = %q\nschema = %q\n", h.storeDSN, schema)
+	}
+	fmt.Fprintf(&sb, "[log]\ndir = \"logs\"\n[admin]\nlisten = %q\ntoken = %q\n", admin, token)
 	for _, wh := range hooks {
 		fmt.Fprintf(&sb, "[[webhook]]\nname = %q\nurl = %q\nevents = [\"public.bench\"]\nsecret = \"whsec_%s\"\ntimeout_ms = %d\nretry_mode = %q\nmax_attempts = 8\n",
 			wh.name, h.rc.url+wh.path, base64.StdEncoding.EncodeToString([]byte("bench-secret-bench-secret")), wh.timeoutMS, wh.retryMode)
+		if wh.when != "" {
+			fmt.Fprintf(&sb, "when = %q\n", wh.when)
+		}
 	}
 	return dir, admin, token, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(sb.String()), 0o600)
 }
@@ -65,6 +80,12 @@ func (h *harness) writeConfig(name, slot string, hooks []webhook) (dir, admin, t
 // startWalhook runs walhook with its config in dir and waits until it is
 // ready; phase names the CPU profile.
 func (h *harness) startWalhook(ctx context.Context, dir, admin, token, phase string) (*process, error) {
+	return h.startWalhookUntil(ctx, dir, admin, token, phase, "/readyz")
+}
+
+// startWalhookUntil is startWalhook waiting until ready answers 200: a
+// standby on a PostgreSQL store answers /healthz but never /readyz.
+func (h *harness) startWalhookUntil(ctx context.Context, dir, admin, token, phase, ready string) (*process, error) {
 	args := []string{HelperCommand, "serve", "-config", filepath.Join(dir, "config.toml"), "-concurrency", strconv.Itoa(h.o.Concurrency)}
 	if h.o.CPUProfile != "" {
 		args = append(args, "-cpuprofile", h.o.CPUProfile+"."+phase)
@@ -90,7 +111,7 @@ func (h *harness) startWalhook(ctx context.Context, dir, admin, token, phase str
 	}()
 	go p.sampleAnon()
 	deadline := time.Now().Add(30 * time.Second)
-	for p.get("/readyz") != http.StatusOK {
+	for p.get(ready) != http.StatusOK {
 		select {
 		case <-p.done:
 			return nil, fmt.Errorf("walhook exited: %s", p.logTail())
@@ -232,7 +253,13 @@ var oneHook = []webhook{{name: "h1", path: "/h1", timeoutMS: 10000, retryMode: "
 // launch writes a config for phase and starts walhook on slot with a reset
 // receiver; keepLatency makes the receiver record commit → receipt times.
 func (h *harness) launch(ctx context.Context, phase, slot string, hooks []webhook, keepLatency bool) (*process, error) {
-	dir, admin, token, err := h.writeConfig(phase, slot, hooks)
+	return h.launchOn(ctx, phase, slot, "", hooks, keepLatency)
+}
+
+// launchOn is launch with the queue in schema of the store database when
+// schema is set.
+func (h *harness) launchOn(ctx context.Context, phase, slot, schema string, hooks []webhook, keepLatency bool) (*process, error) {
+	dir, admin, token, err := h.writeConfigOn(phase, slot, schema, hooks)
 	if err != nil {
 		return nil, err
 	}
@@ -242,19 +269,8 @@ func (h *harness) launch(ctx context.Context, phase, slot string, hooks []webhoo
 
 // cpuSeconds is the user and system CPU time walhook used so far.
 func (p *process) cpuSeconds() float64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// The fields after the command name, which is in parentheses.
-	_, rest, ok := strings.Cut(string(raw), ") ")
-	f := strings.Fields(rest)
-	if !ok || len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	return (utime + stime) / 100 // USER_HZ is 100 on Linux
+	s, _ := procCPUSeconds(p.cmd.Process.Pid)
+	return s
 }
 
 // waitReceived waits until n distinct deliveries came.

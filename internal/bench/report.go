@@ -70,6 +70,46 @@ type Result struct {
 	BackfillOtherP99  float64 `json:"backfill_other_p99_ms,omitempty"` // the same at the other webhook
 	BackfillOtherMaxM float64 `json:"backfill_other_max_ms,omitempty"`
 
+	// -store postgres: walhook with its queue in PostgreSQL (another
+	// database of the bench's cluster) beside the bbolt figures above.
+	PGE2EEPS       float64 `json:"pg_store_e2e_eps,omitempty"`                  // 1 webhook, from the first 2xx to the last, as e2e_eps
+	PGE2EFirstMS   float64 `json:"pg_store_e2e_first_delivery_ms,omitempty"`    // its start → its first 2xx
+	PGE2ECPU       float64 `json:"pg_store_e2e_cpu_us_per_event,omitempty"`     // walhook's process only, as e2e_cpu_us_per_event
+	PGBackendCPU   float64 `json:"pg_store_backend_cpu_us_per_event,omitempty"` // the store database's backends (walhook's store connections, autovacuum there), from /proc: not in the figure above
+	PGBoltRerunEPS float64 `json:"pg_store_bbolt_rerun_eps,omitempty"`          // bbolt again, just after the PostgreSQL run
+	PGBoltRerunCPU float64 `json:"pg_store_bbolt_rerun_cpu_us_per_event,omitempty"`
+	PGRatioEPS     float64 `json:"pg_store_ratio_eps,omitempty"` // pg_store_e2e_eps / mean(e2e_eps, pg_store_bbolt_rerun_eps)
+	PGRatioCPU     float64 `json:"pg_store_ratio_cpu,omitempty"` // the same for walhook's CPU per delivery
+	PGOfferedEPS   float64 `json:"pg_store_latency_offered_eps,omitempty"`
+	PGP50MS        float64 `json:"pg_store_p50_ms,omitempty"`
+	PGP99MS        float64 `json:"pg_store_p99_ms,omitempty"`
+	PGP999MS       float64 `json:"pg_store_p999_ms,omitempty"`
+	PGRatioP99     float64 `json:"pg_store_ratio_p99,omitempty"`   // pg_store_p99_ms / p99_ms
+	PGPeakRSSMB    float64 `json:"pg_store_peak_rss_mb,omitempty"` // walhook's VmHWM in the two phases above
+	// The backlog (-backlog deliveries, the receiver hung) in PostgreSQL:
+	// pg_total_relation_size of the schema's tables before and after, and
+	// its rows once drained, with the default retention of 100.
+	PGBacklogQueueEPS  float64 `json:"pg_store_backlog_queue_eps,omitempty"`
+	PGBytesPerDelivery float64 `json:"pg_store_bytes_per_delivery,omitempty"`
+	PGRatioBytes       float64 `json:"pg_store_ratio_bytes,omitempty"` // pg_store_bytes_per_delivery / store_bytes_per_delivery
+	PGDeliveryRows     int     `json:"pg_store_delivery_rows_after_drain,omitempty"`
+	PGEventRows        int     `json:"pg_store_event_rows_after_drain,omitempty"`
+	// -instances N: deliveries/s of 1..N walhooks on one PostgreSQL
+	// store, the receiver taking 50 ms per request.
+	PGInstancesDPS     []float64 `json:"pg_store_instances_dps,omitempty"`
+	PGInstancesChanges int       `json:"pg_store_instances_changes,omitempty"`
+
+	// -when: walhook's CPU µs per event read (from ready to the last 2xx,
+	// its start left out), one webhook with no filter, with WhenPass and
+	// with WhenReject; each the mean of two runs.
+	WhenEvents      int       `json:"when_events,omitempty"` // per run
+	WhenNoneCPU     float64   `json:"when_none_cpu_us_per_event,omitempty"`
+	WhenPassCPU     float64   `json:"when_pass_cpu_us_per_event,omitempty"`
+	WhenRejectCPU   float64   `json:"when_reject_cpu_us_per_event,omitempty"`
+	WhenFilterShare float64   `json:"when_filter_share,omitempty"` // (pass - none) / none: the filter's share of a delivery
+	WhenRejectRatio float64   `json:"when_reject_ratio,omitempty"` // reject / none
+	WhenRunsCPU     []float64 `json:"when_runs_cpu_us,omitempty"`  // in the order none, pass, reject, reject, pass, none
+
 	Load string `json:"load"` // /proc/loadavg before and after
 }
 
@@ -166,5 +206,85 @@ func Print(w io.Writer, o Options, r *Result) {
 		row("big transaction: peak RSS", fmt.Sprintf("%.1f MB", r.BigTxRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 256 MB at 1,000,000: %s", r.BigTxAnonMB, check(r.BigTxRSSMB < 256)))
 	}
 	row("(bench wrote the workload at)", num(r.WriteEPS, "rows/s"), "")
+	tw.Flush()
+	if o.Store == StorePostgres {
+		printStore(w, o, r)
+	}
+	if o.When {
+		printWhen(w, r)
+	}
+}
+
+// printStore writes the table of -store postgres: the PostgreSQL store's
+// figures beside bbolt's of the same run.
+func printStore(w io.Writer, o Options, r *Result) {
+	fmt.Fprintf(w, "\nthe queue in PostgreSQL (another database of the bench's cluster) beside bbolt\n\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
+	check := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "MISSED"
+	}
+	fmt.Fprintf(tw, "\tpostgres\tbbolt\tpostgres/bbolt\n")
+	fmt.Fprintf(tw, "end to end, 1 webhook\t%.0f events/s\t%.0f events/s\t%.2f\tbbolt: mean of %.0f before and %.0f after; target ≥ 0.5: %s\n",
+		r.PGE2EEPS, (r.E2EEPS+r.PGBoltRerunEPS)/2, r.PGRatioEPS, r.E2EEPS, r.PGBoltRerunEPS, check(r.PGRatioEPS >= 0.5))
+	fmt.Fprintf(tw, "walhook CPU per delivery\t%.0f µs\t%.0f µs\t%.2f\twalhook's process only\n",
+		r.PGE2ECPU, (r.E2ECPU+r.PGBoltRerunCPU)/2, r.PGRatioCPU)
+	fmt.Fprintf(tw, "store backends' CPU per delivery\t%.0f µs\t\t\tthe store database's PostgreSQL backends, from /proc; not in the line above\n", r.PGBackendCPU)
+	fmt.Fprintf(tw, "latency p50 at %.0f / %.0f changes/s\t%.1f ms\t%.1f ms\t\t\n", r.PGOfferedEPS, r.OfferedEPS, r.PGP50MS, r.P50MS)
+	fmt.Fprintf(tw, "latency p99\t%.1f ms\t%.1f ms\t%.2f\ttarget < 100 ms: %s\n", r.PGP99MS, r.P99MS, r.PGRatioP99, check(r.PGP99MS < 100))
+	fmt.Fprintf(tw, "latency p99.9\t%.1f ms\t%.1f ms\t\t\n", r.PGP999MS, r.P999MS)
+	fmt.Fprintf(tw, "walhook start → first delivery\t%.0f ms\t%.0f ms\t\t\n", r.PGE2EFirstMS, r.E2EFirstMS)
+	fmt.Fprintf(tw, "peak RSS (VmHWM)\t%.1f MB\t%.1f MB\t\tend to end and latency\n", r.PGPeakRSSMB, r.PeakRSSMB)
+	if r.BacklogN > 0 {
+		fmt.Fprintf(tw, "backlog of %d: queued at\t%.0f deliveries/s\t%.0f deliveries/s\t\t\n", r.BacklogN, r.PGBacklogQueueEPS, r.BacklogQueueEPS)
+		fmt.Fprintf(tw, "store bytes per queued delivery\t%.0f B\t%.0f B\t%.2f\tpostgres: pg_total_relation_size of the schema's tables, before and after\n",
+			r.PGBytesPerDelivery, r.StoreBytesPerDelivery, r.PGRatioBytes)
+		fmt.Fprintf(tw, "rows after the drain\t%d deliveries, %d events\t\t\tretention 100\n", r.PGDeliveryRows, r.PGEventRows)
+	}
+	tw.Flush()
+	if len(r.PGInstancesDPS) > 0 {
+		fmt.Fprintf(w, "\n%d changes, 1 webhook, %d workers, the receiver taking %s; every instance on one PostgreSQL store\n\n",
+			r.PGInstancesChanges, o.Concurrency, instancesReceiverDelay)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for i, v := range r.PGInstancesDPS {
+			note := ""
+			if i > 0 {
+				note = fmt.Sprintf("%.2f × 1 instance", v/r.PGInstancesDPS[0])
+			}
+			if i == 2 {
+				note += ", target ≥ 2.5: " + check(v/r.PGInstancesDPS[0] >= 2.5)
+			}
+			row(fmt.Sprintf("%d instance(s)", i+1), fmt.Sprintf("%.0f deliveries/s", v), note)
+		}
+		tw.Flush()
+	}
+}
+
+// printWhen writes the table of -when.
+func printWhen(w io.Writer, r *Result) {
+	fmt.Fprintf(w, "\nwhen: %d events per run, 1 webhook; walhook's CPU per event read, from ready to the last 2xx, mean of 2 runs each\n", r.WhenEvents)
+	fmt.Fprintf(w, "  pass:   %s\n  reject: %s (the last row only)\n\n", WhenPass, WhenReject)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
+	check := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "MISSED"
+	}
+	runs := func(i, j int) string {
+		if len(r.WhenRunsCPU) < 6 {
+			return ""
+		}
+		return fmt.Sprintf("runs %.1f and %.1f µs", r.WhenRunsCPU[i], r.WhenRunsCPU[j])
+	}
+	row("no filter", fmt.Sprintf("%.1f µs", r.WhenNoneCPU), runs(0, 5))
+	row("a filter that passes", fmt.Sprintf("%.1f µs", r.WhenPassCPU), runs(1, 4))
+	row("a filter that rejects", fmt.Sprintf("%.1f µs", r.WhenRejectCPU), runs(2, 3))
+	row("the filter's cost", fmt.Sprintf("%+.1f %%", 100*r.WhenFilterShare), "of a delivery, (pass - none) / none; target < 10 %: "+check(r.WhenFilterShare < 0.10))
+	row("a rejected event", fmt.Sprintf("%.2f × a delivered one", r.WhenRejectRatio), "reject / none; target < 1: "+check(r.WhenRejectRatio < 1))
 	tw.Flush()
 }
