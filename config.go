@@ -125,6 +125,9 @@ type WebhookConfig struct {
 	RetryMode       string            `toml:"retry_mode"`
 	NotifyEmail     string            `toml:"notify_email"`
 	NotifyOnFailure bool              `toml:"notify_on_failure"`
+
+	BatchSize   *int `toml:"batch_size"`    // events per request; default 1
+	BatchWaitMS *int `toml:"batch_wait_ms"` // how long a partial batch waits for more; default 0
 }
 
 // LoadConfig reads and validates the file at path; relative directories in
@@ -311,6 +314,9 @@ func (c *Config) Validate() error {
 		if w.MaxAttempts != nil && (*w.MaxAttempts < 1 || *w.MaxAttempts > 8) {
 			return fmt.Errorf("webhook %q: max_attempts: must be 1..8 (got %d)", w.Name, *w.MaxAttempts)
 		}
+		if w.BatchSize != nil && (*w.BatchSize < 1 || *w.BatchSize > deliver.MaxBatchSize) {
+			return fmt.Errorf("webhook %q: batch_size: must be 1..%d (got %d)", w.Name, deliver.MaxBatchSize, *w.BatchSize)
+		}
 		if w.TimeoutMS != nil && *w.TimeoutMS <= 0 {
 			return fmt.Errorf("webhook %q: timeout_ms: must be positive (got %d)", w.Name, *w.TimeoutMS)
 		}
@@ -431,6 +437,12 @@ func (w WebhookConfig) Webhook() deliver.Webhook {
 	}
 	if w.MaxAttempts != nil {
 		h.MaxAttempts = *w.MaxAttempts
+	}
+	if w.BatchSize != nil {
+		h.BatchSize = *w.BatchSize
+	}
+	if w.BatchWaitMS != nil {
+		h.BatchWait = time.Duration(*w.BatchWaitMS) * time.Millisecond
 	}
 	deliver.ApplyDefaults(&h)
 	// After ApplyDefaults, which switches both on.

@@ -68,7 +68,7 @@ func TestSampleConfig(t *testing.T) {
 		"username", "password", "from", "name", "table", "id", "url", "active", "events", "actions",
 		"method", "content_type", "include_entity", "template", "when", "exclude_columns", "header_prefix", "secret", "signature",
 		"signature_header", "headers", "basic_auth", "timeout_ms", "max_attempts", "retry_mode",
-		"notify_email", "notify_on_failure"}
+		"notify_email", "notify_on_failure", "batch_size", "batch_wait_ms"}
 	for _, k := range contract {
 		if !keys[k] {
 			t.Errorf("config.toml lacks key %q", k)

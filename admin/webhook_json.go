@@ -42,6 +42,9 @@ type webhookJSON struct {
 	NotifyOnFailure bool              `json:"notify_on_failure"`
 	Source          string            `json:"source"`
 	Stats           statsJSON         `json:"stats"`
+
+	BatchSize   int   `json:"batch_size"`
+	BatchWaitMS int64 `json:"batch_wait_ms"`
 }
 
 // statsJSON are a webhook's counters; last_attempt_at is null before the
@@ -73,6 +76,7 @@ func showWebhook(w deliver.Webhook, st deliver.Stats) webhookJSON {
 		SignatureHeader: w.SignatureHeader, TimeoutMS: w.Timeout.Milliseconds(),
 		MaxAttempts: w.MaxAttempts, RetryMode: w.RetryMode, NotifyEmail: w.NotifyEmail,
 		NotifyOnFailure: w.NotifyOnFailure, Source: w.Source,
+		BatchSize: max(w.BatchSize, 1), BatchWaitMS: w.BatchWait.Milliseconds(),
 		Stats: statsJSON{
 			LatestStatus: st.LatestStatus, SuccessfulCalls: st.SuccessfulCalls, TotalCalls: st.TotalCalls,
 			Queued: st.Queued, Failed: st.Failed,
@@ -121,6 +125,9 @@ type webhookInput struct {
 	RetryMode       *string            `json:"retry_mode"`
 	NotifyEmail     *string            `json:"notify_email"`
 	NotifyOnFailure *bool              `json:"notify_on_failure"`
+
+	BatchSize   *int   `json:"batch_size"`
+	BatchWaitMS *int64 `json:"batch_wait_ms"`
 }
 
 type basicAuthInput struct {
@@ -167,6 +174,15 @@ func (in *webhookInput) apply(w *deliver.Webhook) (generated string, err error) 
 	set(&w.NotifyOnFailure, in.NotifyOnFailure)
 	if in.MaxAttempts != nil {
 		w.MaxAttempts = *in.MaxAttempts
+	}
+	if in.BatchSize != nil {
+		if *in.BatchSize < 1 {
+			return "", invalid("batch_size: must be 1..%d (got %d)", deliver.MaxBatchSize, *in.BatchSize)
+		}
+		w.BatchSize = *in.BatchSize
+	}
+	if in.BatchWaitMS != nil {
+		w.BatchWait = time.Duration(*in.BatchWaitMS) * time.Millisecond
 	}
 	if in.TimeoutMS != nil {
 		w.Timeout = time.Duration(*in.TimeoutMS) * time.Millisecond

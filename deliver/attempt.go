@@ -46,6 +46,7 @@ type request struct {
 	id, event, entityID, entityURL string
 	body                           body
 	attempt                        int
+	count                          int           // of a batch: its events (id is the batch's, event "batch"); 0 for one event
 	client                         *http.Client  // nil: the queue's
 	names                          *headerNames  // nil: made from the webhook's prefix
 	tmpl                           *http.Request // nil: made from the webhook's method and URL (requestTemplate)
@@ -54,7 +55,7 @@ type request struct {
 // headerNames are the canonical names of a webhook's prefixed headers,
 // made once per definition rather than concatenated per request.
 type headerNames struct {
-	event, eventID, webhook, entityID, entityURL, attempt string
+	event, eventID, webhook, entityID, entityURL, attempt, count string
 }
 
 func newHeaderNames(prefix string) *headerNames {
@@ -62,6 +63,7 @@ func newHeaderNames(prefix string) *headerNames {
 	return &headerNames{
 		event: c(prefix + "Event"), eventID: c(prefix + "Event-Id"), webhook: c(prefix + "Webhook"),
 		entityID: c(prefix + "Entity-Id"), entityURL: c(prefix + "Entity-Url"), attempt: c(prefix + "Attempt"),
+		count: c(prefix + "Event-Count"),
 	}
 }
 
@@ -199,9 +201,14 @@ func (q *Queue) headers(w *Webhook, signer *Signer, r request, ts int64) http.He
 	set(names.event, r.event)
 	set(names.eventID, r.id)
 	set(names.webhook, w.Name)
-	set(names.entityID, r.entityID)
-	if r.entityURL != "" {
-		set(names.entityURL, r.entityURL)
+	if r.count > 0 {
+		// A batch's events each have their entity: the body says which.
+		set(names.count, strconv.Itoa(r.count))
+	} else {
+		set(names.entityID, r.entityID)
+		if r.entityURL != "" {
+			set(names.entityURL, r.entityURL)
+		}
 	}
 	set(names.attempt, strconv.Itoa(r.attempt))
 	for k, v := range w.Headers {
@@ -347,8 +354,9 @@ func truncate(b []byte, n int) string {
 	return strings.ToValidUTF8(string(b[:n]), "")
 }
 
-// logAttempt writes the attempt's line to the webhook's .log file.
-func (q *Queue) logAttempt(h *dispatcher, w *Webhook, id, event string, n int, res result) {
+// logAttempt writes the attempt's line to the webhook's .log file; a
+// batch's line (count > 0) says how many events it carried.
+func (q *Queue) logAttempt(h *dispatcher, w *Webhook, id, event string, count, n int, res result) {
 	if h.log == nil {
 		return
 	}
@@ -362,6 +370,9 @@ func (q *Queue) logAttempt(h *dispatcher, w *Webhook, id, event string, n int, r
 	line = a.At.AppendFormat(line, time.RFC3339)
 	line = append(append(line, " id="...), id...)
 	line = append(append(line, " event="...), event...)
+	if count > 0 {
+		line = strconv.AppendInt(append(line, " events="...), int64(count), 10)
+	}
 	line = strconv.AppendInt(append(line, " attempt="...), int64(n), 10)
 	line = strconv.AppendInt(append(line, '/'), int64(w.MaxAttempts), 10)
 	line = append(append(line, " status="...), status...)

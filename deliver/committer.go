@@ -29,6 +29,7 @@ type update struct {
 	record *store.Record // nobody changes it until it is committed
 	done   bool          // completed successfully: enters the retention index
 	stats  bool          // the webhook's counters changed
+	batch  []*update     // the other deliveries of a batch, committed with this one
 }
 
 // commitLoop is the single writer. Transactions from the WAL are
@@ -324,6 +325,9 @@ func (q *Queue) batch(batch []commitItem, hooks map[string]target) (*store.Batch
 			}
 			if u.seq != 0 {
 				b.Outcomes = append(b.Outcomes, store.Outcome{Webhook: u.h.name, Seq: u.seq, Record: u.record, Done: u.done})
+			}
+			for _, m := range u.batch {
+				b.Outcomes = append(b.Outcomes, store.Outcome{Webhook: m.h.name, Seq: m.seq, Record: m.record, Done: m.done})
 			}
 			continue
 		}

@@ -21,7 +21,8 @@ type pending struct {
 	rec   *store.Record
 	ev    *event
 	due   time.Time
-	index int // in the ready heap; -1 when not in it
+	index int    // in the ready heap; -1 when not in it
+	batch *batch // the batch it goes out in, once formed
 }
 
 // entityKey names the entity whose deliveries go out in commit order.
@@ -96,6 +97,9 @@ type dispatcher struct {
 	nextLoad        uint64 // first sequence not yet considered for the window
 	diskMore        bool   // pending deliveries may wait on disk beyond the window
 	queuedMeanwhile bool   // enqueue left deliveries on disk while a refill read it
+
+	forming []*pending        // due deliveries a batch is being formed of (batch_size > 1)
+	stored  map[string]*batch // batches read back from the store, by their stored id, until they go out
 
 	fileActive bool   // of a config webhook: active as the file sets it (w.Active may be switched off in the store)
 	goneURL    string // the URL that answered 410 Gone, until switchOff has persisted it (or found it superseded)
@@ -267,7 +271,7 @@ func (h *dispatcher) addLocked(p *pending) {
 		h.entities[key] = append(h.entities[key], p)
 	}
 	p.index = -1
-	if h.headLocked(p) {
+	if !h.joinLocked(p) && h.headLocked(p) {
 		heap.Push(&h.ready, p)
 	}
 	h.inWindow++
@@ -357,13 +361,7 @@ func (h *dispatcher) schedule() {
 			h.refill()
 			h.mu.Lock()
 		}
-		if h.active.Load() && h.ready.Len() > 0 {
-			if d := time.Until(h.ready[0].due); d <= 0 {
-				next = heap.Pop(&h.ready).(*pending)
-			} else {
-				wait = d
-			}
-		}
+		next, wait = h.nextLocked(time.Now())
 		h.mu.Unlock()
 		if next != nil {
 			select {
@@ -412,21 +410,48 @@ func (h *dispatcher) worker() {
 	}
 }
 
-// take pops the earliest due delivery, nil when none is due.
+// take pops the earliest due delivery (or batch, see nextLocked), nil
+// when none is due.
 func (h *dispatcher) take() *pending {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.active.Load() || h.ready.Len() == 0 || h.ready[0].due.After(time.Now()) {
-		return nil
+	p, _ := h.nextLocked(time.Now())
+	return p
+}
+
+// nextLocked pops what goes out next at now: a delivery, or the leader of
+// a batch (p.batch). With nothing due it says how long until something
+// may be, -1 when nothing waits.
+func (h *dispatcher) nextLocked(now time.Time) (*pending, time.Duration) {
+	if !h.active.Load() {
+		return nil, -1
 	}
-	return heap.Pop(&h.ready).(*pending)
+	if h.w.batchSize() > 1 || len(h.forming) > 0 {
+		return h.nextBatchLocked(now)
+	}
+	if h.ready.Len() == 0 {
+		return nil, -1
+	}
+	if d := h.ready[0].due.Sub(now); d > 0 {
+		return nil, d
+	}
+	p := heap.Pop(&h.ready).(*pending)
+	if p.batch != nil { // formed before batch_size went back to 1
+		h.readyLocked(p.batch)
+		h.dissolveLocked(p.batch)
+	}
+	return p, 0
 }
 
 // deliver makes one attempt and files its outcome.
 func (h *dispatcher) deliver(p *pending) {
+	if p.batch != nil {
+		h.deliverBatch(p.batch)
+		return
+	}
 	w, res, n := h.try(p)
 	ev := p.ev
-	h.q.logAttempt(h, &w, ev.ID, p.rec.Event, n, res)
+	h.q.logAttempt(h, &w, ev.ID, p.rec.Event, 0, n, res)
 	h.stat.duration.Observe(res.att.Duration.Seconds())
 
 	h.mu.Lock()
@@ -493,11 +518,19 @@ type filed struct {
 // fileLocked records attempt n's result on p: its status, its next due
 // time or its end, the counters, a 410's switch-off; h.mu held.
 func (h *dispatcher) fileLocked(p *pending, w *Webhook, res result, n int) filed {
+	h.countLocked(res.att, res.att.Status >= 200 && res.att.Status < 300)
+	return h.recordLocked(p, w, res, n, "")
+}
+
+// recordLocked is fileLocked but for the counters, which count requests:
+// a batch's request is filed on each of its deliveries (batchID names it
+// in their records, "" for a delivery sent alone); h.mu held.
+func (h *dispatcher) recordLocked(p *pending, w *Webhook, res result, n int, batchID string) filed {
 	att := res.att
 	o := filed{ok: att.Status >= 200 && att.Status < 300, gone: att.Status == 410}
 	o.final = o.ok || o.gone || n >= w.MaxAttempts
 	p.rec.Attempts = append(p.rec.Attempts, att)
-	h.countLocked(att, o.ok)
+	p.rec.Batch = batchID
 	switch {
 	case o.ok:
 		p.rec.Status = StatusSuccess
@@ -562,8 +595,8 @@ func (h *dispatcher) completeLocked(p *pending) {
 			continue
 		}
 		h.entities[key] = list
-		if next := list[0]; next.index < 0 && h.headLocked(next) {
-			heap.Push(&h.ready, next)
+		if next := list[0]; next.index < 0 && h.headLocked(next) && (next.batch == nil || next.batch.members[0] == next) {
+			heap.Push(&h.ready, next) // a batch's other deliveries wait with its first
 		}
 	}
 	h.inWindow--
@@ -575,7 +608,7 @@ func (h *dispatcher) completeLocked(p *pending) {
 func (h *dispatcher) deliveryLocked(seq uint64, rec *store.Record) Delivery {
 	return Delivery{
 		ID: deliveryID(h.name, seq), Webhook: h.name, EventID: rec.EventID, Event: rec.Event,
-		EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts,
+		EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt, Attempts: rec.Attempts, Batch: rec.Batch,
 	}
 }
 

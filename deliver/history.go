@@ -101,6 +101,6 @@ func storedDelivery(name string, p store.Pending) Delivery {
 	return Delivery{
 		ID: deliveryID(name, p.Seq), Webhook: name, EventID: rec.EventID,
 		Event: rec.Event, EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt,
-		NextAttemptAt: rec.Due, Attempts: rec.Attempts,
+		NextAttemptAt: rec.Due, Attempts: rec.Attempts, Batch: rec.Batch,
 	}
 }

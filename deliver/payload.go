@@ -74,13 +74,18 @@ func parseTemplate(text string, maxBody int) (*bodyTemplate, error) {
 }
 
 func renderTemplate(t *bodyTemplate, webhook string, ev *cdc.Event) ([]byte, error) {
+	return t.execute(templateData(webhook, ev))
+}
+
+// templateData is what a template sees of ev, alone or in a batch.
+func templateData(webhook string, ev *cdc.Event) TemplateData {
 	op := map[string]string{cdc.ActionCreate: "INSERT", cdc.ActionModify: "UPDATE", cdc.ActionDelete: "DELETE", cdc.ActionTruncate: "TRUNCATE"}[ev.Action]
-	return t.execute(TemplateData{
+	return TemplateData{
 		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action, Op: op,
 		EntityID: ev.EntityID, EntityURL: ev.EntityURL, Table: ev.QualifiedTable(),
 		OccurredAt: ev.CommitTime.UTC().Format(time.RFC3339), OccurredAtMs: ev.CommitTime.UnixMilli(), Webhook: webhook,
 		Data: ev.Data, Old: ev.Old, Changed: ev.Changed,
-	})
+	}
 }
 
 // eventName is <entity>.<action>.

@@ -81,6 +81,10 @@ type Delivery struct {
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"` // of a pending delivery that failed before
 	Attempts      []Attempt `json:"attempts"`
 	Payload       []byte    `json:"-"` // the body as it is sent now
+
+	// Batch is the id of the batch its attempts went out in (batch_size >
+	// 1); the batch's first delivery keeps the request body.
+	Batch string `json:"batch,omitempty"`
 }
 
 // MarshalJSON shows the payload as text.

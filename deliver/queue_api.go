@@ -436,7 +436,7 @@ func (q *Queue) Deliveries(name string, limit int, status string) ([]Delivery, e
 		d := Delivery{
 			ID: deliveryID(name, p.Seq), Webhook: name, EventID: rec.EventID,
 			Event: rec.Event, EntityID: rec.EntityID, Status: rec.Status, CreatedAt: rec.CreatedAt,
-			NextAttemptAt: rec.Due, Attempts: rec.Attempts,
+			NextAttemptAt: rec.Due, Attempts: rec.Attempts, Batch: rec.Batch,
 		}
 		if p.Event != nil && enc != nil {
 			body, err := enc.encode(&event{Event: p.Event})
@@ -543,7 +543,7 @@ func (q *Queue) Test(ctx context.Context, name string) (Attempt, error) {
 	h.mu.Unlock()
 	id := "ping-" + randomID(8)
 	res := q.attempt(ctx, &w, signer, request{id: id, event: "ping", body: enc.encodePing(id, time.Now()), attempt: 1, client: h.client})
-	q.logAttempt(h, &w, id, "ping", 1, res)
+	q.logAttempt(h, &w, id, "ping", 0, 1, res)
 	ok := res.att.Status >= 200 && res.att.Status < 300
 	h.mu.Lock()
 	h.countLocked(res.att, ok)

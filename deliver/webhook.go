@@ -43,7 +43,22 @@ type Webhook struct {
 	NotifyEmail       string            `json:"notify_email,omitempty"`
 	NotifyOnFailure   bool              `json:"notify_on_failure"`
 	Source            string            `json:"source"` // config or api
+	// BatchSize is how many events one request may carry (issue 18); 0
+	// and 1 send each event alone.
+	BatchSize int `json:"batch_size,omitempty"`
+	// BatchWait is how long a partial batch may wait for more events,
+	// counted from its oldest event's commit; 0 sends what is ready.
+	BatchWait time.Duration `json:"batch_wait,omitempty"`
 }
+
+// MaxBatchSize is the largest batch_size.
+const MaxBatchSize = 1000
+
+// maxBatchWait is the longest batch_wait_ms.
+const maxBatchWait = time.Minute
+
+// batchSize is the number of events a request may carry, at least 1.
+func (w *Webhook) batchSize() int { return max(w.BatchSize, 1) }
 
 // Sources of a Webhook.
 const (
@@ -144,6 +159,20 @@ func (w *Webhook) Validate() error {
 	if w.ContentType != "json" && w.ContentType != "form" {
 		return fmt.Errorf("content_type: must be json or form (got %q)", w.ContentType)
 	}
+	if w.BatchSize < 0 || w.BatchSize > MaxBatchSize {
+		return fmt.Errorf("batch_size: must be 1..%d (got %d)", MaxBatchSize, w.BatchSize)
+	}
+	if w.BatchWait < 0 || w.BatchWait > maxBatchWait {
+		return fmt.Errorf("batch_wait_ms: must be 0..%d (got %d)", maxBatchWait.Milliseconds(), w.BatchWait.Milliseconds())
+	}
+	if w.BatchSize > 1 {
+		if w.Method == "GET" {
+			return fmt.Errorf(`batch_size: a GET request has no body to carry a batch: method = "GET" needs batch_size = 1 (got %d)`, w.BatchSize)
+		}
+		if w.ContentType == "form" {
+			return fmt.Errorf(`batch_size: a form body holds one event: content_type = "form" needs batch_size = 1 (got %d)`, w.BatchSize)
+		}
+	}
 	if w.Template != "" {
 		if w.Method == "GET" {
 			return errors.New("template: a GET request has no body")
@@ -153,7 +182,11 @@ func (w *Webhook) Validate() error {
 			return fmt.Errorf("template: %w", err)
 		}
 		ev := sampleEvent()
-		if _, err := renderTemplate(t, w.Name, &ev); err != nil {
+		if w.BatchSize > 1 {
+			if _, err := renderBatchTemplate(t, w.Name, sampleBatchID, []*cdc.Event{&ev, &ev}); err != nil {
+				return fmt.Errorf("template: rendering a sample batch (batch_size > 1: the template renders .Events): %w", err)
+			}
+		} else if _, err := renderTemplate(t, w.Name, &ev); err != nil {
 			return fmt.Errorf("template: rendering a sample event: %w", err)
 		}
 	}

@@ -164,10 +164,19 @@ func TestRecordForms(t *testing.T) {
 	}}
 	rekeyed := failed
 	rekeyed.PrevEntityID = "41" + odd // an UPDATE that changed the key
-	for name, rec := range map[string]*Record{"pending": pending, "pending with a due time": &retried, "succeeded": &done, "failed": &failed, "rekeyed": &rekeyed} {
+	batched := retried
+	batched.Batch = "batch_0123456789abcdef0123456789abcdef"
+	batched.Attempts = done.Attempts
+	rekeyedBatch := rekeyed
+	rekeyedBatch.Batch = odd
+	for name, rec := range map[string]*Record{"pending": pending, "pending with a due time": &retried, "succeeded": &done, "failed": &failed, "rekeyed": &rekeyed,
+		"batched": &batched, "rekeyed in a batch": &rekeyedBatch} {
 		v := encodeRecord(rec)
 		form := byte(binaryRecord)
-		if rec.PrevEntityID != "" {
+		switch {
+		case rec.Batch != "":
+			form = binaryRecordBatch
+		case rec.PrevEntityID != "":
 			form = binaryRecordPrev
 		}
 		if v[0] != statusByte(rec.Status) || v[1] != form {

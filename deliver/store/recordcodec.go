@@ -22,18 +22,30 @@ const binaryRecord = 0x01
 // entity id: a delivery of an UPDATE that changed the row's key.
 const binaryRecordPrev = 0x02
 
+// binaryRecordBatch is binaryRecordPrev (the previous entity id possibly
+// empty) with the batch id after the due time: a delivery whose attempts
+// went out in a batch (issue 18).
+const binaryRecordBatch = 0x03
+
 func encodeRecord(r *Record) []byte {
 	b := make([]byte, 2, recordSize(r))
 	b[0], b[1] = statusByte(r.Status), binaryRecord
 	for _, s := range []string{r.EventID, r.Event, r.Entity, r.EntityID} {
 		b = appendString(b, s)
 	}
-	if r.PrevEntityID != "" {
+	switch {
+	case r.Batch != "":
+		b[1] = binaryRecordBatch
+		b = appendString(b, r.PrevEntityID)
+	case r.PrevEntityID != "":
 		b[1] = binaryRecordPrev
 		b = appendString(b, r.PrevEntityID)
 	}
 	b = appendTime(b, r.CreatedAt)
 	b = appendTime(b, r.Due)
+	if r.Batch != "" {
+		b = appendString(b, r.Batch)
+	}
 	if len(r.Attempts) == 0 {
 		return b
 	}
@@ -79,7 +91,7 @@ func appendHeader(b []byte, h http.Header) []byte {
 
 // recordSize guesses an encoded record's length, to allocate it once.
 func recordSize(r *Record) int {
-	n := 32 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID) + len(r.PrevEntityID)
+	n := 32 + len(r.EventID) + len(r.Event) + len(r.Entity) + len(r.EntityID) + len(r.PrevEntityID) + len(r.Batch)
 	for i := range r.Attempts {
 		a := &r.Attempts[i]
 		n += 48 + len(a.RequestBody) + len(a.ResponseBody) + len(a.Error) + headerSize(a.RequestHeaders) + headerSize(a.ResponseHeaders)
@@ -102,7 +114,7 @@ func decodeRecord(v []byte) (*Record, error) {
 	if len(v) < 2 {
 		return nil, fmt.Errorf("decode delivery: %d bytes", len(v))
 	}
-	if v[1] != binaryRecord && v[1] != binaryRecordPrev {
+	if v[1] != binaryRecord && v[1] != binaryRecordPrev && v[1] != binaryRecordBatch {
 		r := &Record{}
 		if err := json.Unmarshal(v[1:], r); err != nil {
 			return nil, fmt.Errorf("decode delivery: %w", err)
@@ -112,11 +124,14 @@ func decodeRecord(v []byte) (*Record, error) {
 	}
 	r := eventReader{b: v[2:]}
 	rec := &Record{Status: statusName(v[0]), EventID: r.string(), Event: r.name(), Entity: r.name(), EntityID: r.string()}
-	if v[1] == binaryRecordPrev {
+	if v[1] == binaryRecordPrev || v[1] == binaryRecordBatch {
 		rec.PrevEntityID = r.string()
 	}
 	rec.CreatedAt = r.time()
 	rec.Due = r.time()
+	if v[1] == binaryRecordBatch {
+		rec.Batch = r.string()
+	}
 	if len(r.b) > 0 {
 		n := r.uvarint()
 		switch {

@@ -49,7 +49,11 @@ type Record struct {
 	PrevEntityID string    `json:"prev_entity_id,omitempty"`
 	CreatedAt    time.Time `json:"created_at"`
 	Due          time.Time `json:"due,omitzero"` // of the next attempt, after a failed one
-	Attempts     []Attempt `json:"attempts,omitempty"`
+	// Batch: the id of the batch its attempts went out in (issue 18); its
+	// deliveries that are still pending form that batch again after a
+	// restart.
+	Batch    string    `json:"batch,omitempty"`
+	Attempts []Attempt `json:"attempts,omitempty"`
 }
 
 // Attempt is one HTTP request of a delivery.

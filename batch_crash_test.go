@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// batchReceiver unpacks batches and hands each event to a keyReceiver as
+// if it had come alone under its own id; it notes which events each
+// Webhook-Id carried.
+type batchReceiver struct {
+	*keyReceiver
+	mu       sync.Mutex
+	batches  map[string]string // Webhook-Id: its events' ids, in order
+	requests int               // answered 200
+	refused  int               // answered 503: every tenth, so that batches wait for a retry when walhook is killed
+	repeats  int               // requests with a Webhook-Id seen before
+	events   int
+	largest  int
+	bad      []string
+}
+
+func newBatchReceiver(t *testing.T) (*batchReceiver, string) {
+	rc := &batchReceiver{keyReceiver: newKeyRecorder(nil), batches: map[string]string{}}
+	srv := httptest.NewServer(http.HandlerFunc(rc.serve))
+	t.Cleanup(srv.Close)
+	return rc, srv.URL
+}
+
+func (rc *batchReceiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	id := r.Header.Get("Webhook-Id")
+	var b struct {
+		Webhook string
+		Events  []json.RawMessage
+	}
+	err := json.Unmarshal(body, &b)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	count, _ := strconv.Atoi(r.Header.Get("X-Walhook-Event-Count"))
+	if err != nil || len(b.Events) == 0 || count != len(b.Events) || !strings.HasPrefix(id, "batch_") {
+		rc.bad = append(rc.bad, fmt.Sprintf("%s (count %d): %.200s", id, count, body))
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	ids := make([]string, len(b.Events))
+	for i, raw := range b.Events {
+		var ev struct{ ID string }
+		json.Unmarshal(raw, &ev)
+		ids[i] = ev.ID
+	}
+	joined := strings.Join(ids, ",")
+	if was, ok := rc.batches[id]; ok {
+		rc.repeats++
+		if was != joined {
+			rc.bad = append(rc.bad, fmt.Sprintf("%s carried %s, and before %s", id, joined, was))
+		}
+	}
+	rc.batches[id] = joined
+	if (rc.requests+rc.refused)%10 == 9 {
+		rc.refused++
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	for i, raw := range b.Events {
+		one := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(raw))
+		one.Header.Set("Webhook-Id", ids[i])
+		rc.keyReceiver.serve(httptest.NewRecorder(), one)
+	}
+	rc.requests++
+	rc.events += len(ids)
+	rc.largest = max(rc.largest, len(ids))
+	w.WriteHeader(http.StatusOK)
+}
+
+// TestCrashSIGKILLBatches is TestCrashSIGKILL with batch_size = 50 and
+// batch_wait_ms = 20 and a receiver that refuses every tenth request:
+// nothing is lost, each row's changes arrive in commit order, a batch that
+// comes again (a retry, before or after a restart) carries the same events
+// under the same id, nothing else arrives.
+func TestCrashSIGKILLBatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 20,000 changes")
+	}
+	dsn := itemsDatabase(t)
+	rc, url := newBatchReceiver(t)
+	admin := freeAddr(t)
+	cfg := crashConfig(t, dsn, url, admin)
+	appendFile(t, cfg, "batch_size = 50\nbatch_wait_ms = 20\n")
+	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+
+	ctx := context.Background()
+	db, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	c := newChurn(3000, seed)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	const total = 20000
+	for kill := 1; kill <= 3; kill++ {
+		if err := c.run(ctx, db, total*kill/4+rng.IntN(total/8)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond) // a random moment, not a wait for an outcome
+		p.kill()
+		t.Logf("kill %d after %d changes written, %d received", kill, len(c.keys), rc.count())
+		p.start()
+	}
+	if err := c.run(ctx, db, total); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, c.keys)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	t.Logf("%d requests answered 200 carried %d events, the largest %d; %d refused; %d batch ids, %d requests repeated one",
+		rc.requests, rc.events, rc.largest, rc.refused, len(rc.batches), rc.repeats)
+	for i, b := range rc.bad {
+		if i == 5 {
+			break
+		}
+		t.Errorf("bad batch: %s", b)
+	}
+	if rc.largest < 2 || rc.requests*2 > rc.events {
+		t.Errorf("%d requests for %d events, the largest %d: the changes were not batched", rc.requests, rc.events, rc.largest)
+	}
+	if t.Failed() {
+		logMetrics(t, admin)
+	}
+}
