@@ -6,6 +6,9 @@ import (
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"walhook/internal/pgcluster"
 )
@@ -35,7 +38,34 @@ func newDatabase(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Registered first, so run last: after the test's walhooks stopped.
+	t.Cleanup(func() { dropSlots(t, dsn) })
 	return dsn
+}
+
+// dropSlots drops the test database's slots, if walhook made any: slots are
+// cluster-wide and capped, and each keeps WAL until dropped. A walsender
+// that has not noticed its walhook's end yet is ended first.
+func dropSlots(t *testing.T, dsn string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Logf("drop the test's slot: %v", err)
+		return
+	}
+	defer conn.Close(ctx)
+	for ctx.Err() == nil {
+		_, err = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = current_database() AND active_pid IS NOT NULL`)
+		if err == nil {
+			_, err = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = current_database()`)
+		}
+		if err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("drop the test's slot: %v", err)
 }
 
 // execSQL runs the statements of sql on dsn, one at a time.

@@ -88,7 +88,7 @@ func Start(ctx context.Context, settings ...string) (*Cluster, error) {
 	c.Port = port
 	opts := []string{
 		"-c listen_addresses=127.0.0.1", "-p " + strconv.Itoa(port), "-k " + c.sockDir(),
-		"-c wal_level=logical", "-c max_replication_slots=40", "-c max_wal_senders=40",
+		"-c wal_level=logical", "-c max_replication_slots=100", "-c max_wal_senders=100",
 		"-c fsync=on", "-c max_connections=200",
 	}
 	for _, s := range settings {
