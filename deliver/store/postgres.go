@@ -49,6 +49,9 @@ type Postgres struct {
 	log       *slog.Logger
 	durable   atomic.Uint64
 	loaded    *lru.Cache[string, *cdc.Event] // events read back, shared by the webhooks that load them
+	// unpruned counts the successes stored per webhook since its last
+	// prune; Commit's alone (see pruneEvery).
+	unpruned map[string]int
 }
 
 // RedactDSN hides the password of a connection string, URL or key=value
@@ -93,7 +96,7 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 		return nil, fmt.Errorf("open store at %s: %w", RedactDSN(o.DSN), err)
 	}
 	loaded, _ := lru.New[string, *cdc.Event](loadedEvents)
-	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded}
+	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded, unpruned: map[string]int{}}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store at %s, schema %s: %w", RedactDSN(o.DSN), o.Schema, err)
@@ -286,8 +289,20 @@ func (s *Postgres) Commit(b *Batch) ([]Queued, error) {
 	if endLSN > s.durable.Load() {
 		s.durable.Store(endLSN)
 	}
+	for name, n := range c.added {
+		s.unpruned[name] += n
+	}
+	for _, name := range c.pruned {
+		delete(s.unpruned, name)
+	}
 	return c.queued, nil
 }
+
+// pruneEvery is how many successes of a webhook a prune waits for: the
+// retention keeps up to a tenth more than it says, and a commit that
+// completes deliveries rarely pays for the prune's query (it doubled the
+// cost of such a commit).
+func (s *Postgres) pruneEvery() int { return max(1, s.retention/10) }
 
 // pgCommit is one commit's transaction and what it gathered.
 type pgCommit struct {
@@ -296,7 +311,8 @@ type pgCommit struct {
 	tx     pgx.Tx
 	queued []Queued
 	derefs map[string]int32 // references dropped per event, applied at the end
-	added  map[string]bool  // webhooks with successes added, to prune
+	added  map[string]int   // successes added per webhook
+	pruned []string         // webhooks pruned
 }
 
 // run writes the batch and returns the durable position it stored.
@@ -323,10 +339,14 @@ func (c *pgCommit) run(b *Batch) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for name := range c.added {
+	for name, n := range c.added {
+		if c.s.unpruned[name]+n < c.s.pruneEvery() {
+			continue
+		}
 		if err := c.prune(name); err != nil {
 			return 0, err
 		}
+		c.pruned = append(c.pruned, name)
 	}
 	if err := c.applyDerefs(); err != nil {
 		return 0, err
@@ -401,9 +421,9 @@ func (c *pgCommit) outcomes(outcomes []Outcome) error {
 		}
 		if isDone {
 			if c.added == nil {
-				c.added = map[string]bool{}
+				c.added = map[string]int{}
 			}
-			c.added[name] = true
+			c.added[name]++
 		}
 	}
 	return rows.Err()
