@@ -127,11 +127,7 @@ func TestCrashSIGKILLBatches(t *testing.T) {
 	if err := c.run(ctx, db, total); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	rc.verify(t, c.keys)
+	rc.awaitAll(t, c.keys, 90*time.Second)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	t.Logf("%d requests answered 200 carried %d events, the largest %d; %d refused; %d batch ids, %d requests repeated one",

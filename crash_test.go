@@ -198,6 +198,17 @@ func (rc *keyReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
+// awaitAll waits up to timeout for every key to arrive, then verifies
+// what arrived (see verify).
+func (rc *keyReceiver) awaitAll(t *testing.T, keys []string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for rc.missing(keys) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	rc.verify(t, keys)
+}
+
 // missing returns how many of keys have not arrived.
 func (rc *keyReceiver) missing(keys []string) int {
 	rc.mu.Lock()
@@ -427,11 +438,7 @@ func crashSIGKILL(t *testing.T, store string) {
 	if err := c.run(ctx, db, total); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	rc.verify(t, c.keys)
+	rc.awaitAll(t, c.keys, 90*time.Second)
 	if t.Failed() {
 		logMetrics(t, admin)
 	}
@@ -498,11 +505,7 @@ func TestPostgresRestart(t *testing.T) {
 	}
 	write(6000)
 	waitFor(t, "/readyz 200 after the restart", time.Minute, func() bool { return readyz() == 200 })
-	deadline := time.Now().Add(3 * time.Minute)
-	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	rc.verify(t, c.keys)
+	rc.awaitAll(t, c.keys, 3*time.Minute)
 }
 
 // httpStatus GETs url and returns the status, 0 when unreachable.

@@ -173,11 +173,7 @@ timeout_ms = 60000
 	mount(t, "-o", "loop", img, store)
 	open.Store(true)
 	p.start()
-	deadline := time.Now().Add(time.Minute)
-	for rc.missing(keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond) // polling the receiver until every key or the deadline
-	}
-	rc.verify(t, keys)
+	rc.awaitAll(t, keys, time.Minute)
 }
 
 // currentLSN is the server's WAL write position, as a number.

@@ -159,11 +159,7 @@ func TestLeaderFailover(t *testing.T) {
 	if err := <-written; err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	rc.verify(t, c.keys)
+	rc.awaitAll(t, c.keys, 90*time.Second)
 	if t.Failed() {
 		logMetrics(t, admins[next])
 	}
@@ -223,11 +219,7 @@ func TestPostgresStoreRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "/readyz 200 after the store's restart", time.Minute, func() bool { return readyz() == 200 })
-	deadline := time.Now().Add(3 * time.Minute)
-	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	rc.verify(t, c.keys)
+	rc.awaitAll(t, c.keys, 3*time.Minute)
 }
 
 // TestMoveStore: a walhook on the bbolt store whose receiver does not
@@ -299,11 +291,7 @@ func TestMoveStore(t *testing.T) {
 	open()
 	p = startProcess(t, filepath.Join(dir, "walhook2.log"), "run", "-config", cfg)
 	waitFor(t, "/readyz 200 on the PostgreSQL store", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
-	deadline := time.Now().Add(90 * time.Second)
-	for rc.missing(c.keys) > 0 && time.Now().Before(deadline) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	rc.verify(t, c.keys)
+	rc.awaitAll(t, c.keys, 90*time.Second)
 	code, body := httpGet("http://" + admin + "/api/webhooks")
 	if code != 200 || !strings.Contains(body, `"api-made"`) {
 		t.Errorf("GET /api/webhooks after the move: %d %s", code, body)
