@@ -244,6 +244,9 @@ func (a *App) problems() []string {
 			out = append(out, "No events: "+line)
 		}
 	}
+	if err := a.queue.Healthy(); err != nil {
+		out = append(out, "Store failing, reading the WAL paused (nothing is lost; it goes on when the store writes again): "+err.Error())
+	}
 	return out
 }
 
@@ -370,8 +373,12 @@ func (a *App) Queue() *deliver.Queue { return a.queue }
 // slotState is the slot as the admin page's overview strip shows it.
 func (a *App) slotState() admin.SlotState {
 	st := admin.SlotState{Reading: a.reader.Ready(), LagBytes: a.lag.Bytes(), LagSeconds: a.lag.Seconds(), MaxLagBytes: a.lag.Limit()}
-	if !st.Reading {
+	switch err := a.queue.Healthy(); {
+	case !st.Reading:
 		st.Waiting = "not connected to PostgreSQL, retrying"
+	case err != nil:
+		// Connected, but the reader stops at the changes already waiting.
+		st.Reading, st.Waiting = false, "the store cannot commit, reading paused: "+err.Error()
 	}
 	return st
 }

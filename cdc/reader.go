@@ -583,6 +583,11 @@ type stream struct {
 	idle         uint64 // confirmable once everything written is durable
 	serverWALEnd uint64
 	next         time.Time // next standby status update
+
+	// The sink's Write waits at most until the next status update (see
+	// write); one context per status interval, not one per transaction.
+	wctx    context.Context
+	wcancel context.CancelFunc
 }
 
 func (s *stream) run(ctx context.Context) error {
@@ -591,6 +596,11 @@ func (s *stream) run(ctx context.Context) error {
 	netConn := s.conn.Conn()
 	stop := context.AfterFunc(ctx, func() { netConn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	defer func() {
+		if s.wcancel != nil {
+			s.wcancel()
+		}
+	}()
 	s.next = time.Now().Add(s.r.cfg.StatusInterval)
 	if err := netConn.SetReadDeadline(s.next); err != nil {
 		return err
@@ -671,7 +681,7 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 			s.r.pass(s.idle)
 			return nil
 		}
-		if err := s.r.sink.Write(ctx, tx); err != nil {
+		if err := s.write(ctx, tx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -684,6 +694,41 @@ func (s *stream) handle(ctx context.Context, data []byte) error {
 		s.r.pass(tx.EndLSN)
 	}
 	return nil
+}
+
+// write hands tx to the sink. A sink that cannot take it (its store
+// failing) holds the loop here, where nothing answers the server: so the
+// wait is cut at each status deadline to send a standby status update with
+// the position confirmed so far, and however long the sink waits, the
+// walsender does not time the connection out (wal_sender_timeout).
+func (s *stream) write(ctx context.Context, tx *Tx) error {
+	paused := false
+	for {
+		if s.wctx == nil || s.wctx.Err() != nil {
+			if s.wcancel != nil {
+				s.wcancel()
+			}
+			s.wctx, s.wcancel = context.WithDeadline(ctx, s.next)
+		}
+		err := s.r.sink.Write(s.wctx, tx)
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			if paused {
+				s.r.log.Debug("the sink takes changes again: reading resumes")
+			}
+			return err
+		}
+		if !paused {
+			paused = true
+			s.r.log.Debug("the sink does not take changes: reading paused, standby status updates go on", "confirmed_lsn", pglogrepl.LSN(s.r.confirmed.Load()).String())
+		}
+		if err := s.sendStatus(); err != nil {
+			return err
+		}
+		s.next = time.Now().Add(s.r.cfg.StatusInterval)
+		if err := s.conn.Conn().SetReadDeadline(s.next); err != nil {
+			return err
+		}
+	}
 }
 
 // pass records that every transaction committed before lsn has been

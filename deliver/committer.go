@@ -2,7 +2,6 @@ package deliver
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -38,7 +37,8 @@ type update struct {
 // outcomeLinger and go in with the next commit after that: nothing waits
 // for them, and in a big batch the successes that retention would prune in
 // the same commit are never written (see store.Bolt.Commit). A failed commit is
-// retried with the same items; Durable stays where it was.
+// retried with the same items and what joins them, once the store may
+// write again (see retryCommit); Durable stays where it was.
 func (q *Queue) commitLoop() {
 	defer close(q.committed)
 	var (
@@ -96,20 +96,13 @@ func (q *Queue) commitLoop() {
 			items = append(slices.Clip(batch), outcomes...)
 		}
 		if err := q.commit(items); err != nil {
-			q.log.Error("STORE COMMIT FAILED: deliveries are not persisted and the WAL position is not confirmed; retrying", "err", err, "items", len(items))
-			e := fmt.Errorf("store commit: %w", err)
-			q.health.Store(&e)
-			select {
-			case <-time.After(time.Second):
-			case <-q.ctx.Done():
-			}
-			if q.ctx.Err() != nil {
+			if !q.retryCommit(err, items) {
 				q.finalCommit(append(batch, outcomes...))
 				return
 			}
 			continue
 		}
-		q.health.Store(nil)
+		q.storeWorks()
 		q.gate.release(events)
 		batch, events = batch[:0], 0
 		if withOutcomes {
@@ -200,9 +193,10 @@ func (q *Queue) finalCommit(waiting []commitItem) {
 			return
 		}
 		if err := q.commit(batch); err != nil {
-			q.log.Error("store commit at close failed", "err", err, "items", len(batch))
+			q.notStored(err, batch)
 			return
 		}
+		q.health.Store(nil)
 		batch = nil
 	}
 }
@@ -406,8 +400,25 @@ func (q *Queue) countEvents(batch []commitItem, durable uint64) {
 	}
 }
 
-// send hands an update to the committer.
+// send hands an update to the committer. While the store cannot commit it
+// waits until it can: a worker then makes no more attempts whose outcomes
+// would pile up with nowhere to go. Counters alone (a ping's) are not worth
+// the wait.
 func (q *Queue) send(u *update) {
+	if back := q.storeWaits(); back != nil {
+		if u.seq == 0 {
+			select {
+			case q.in <- commitItem{upd: u}:
+			default:
+			}
+			return
+		}
+		select {
+		case <-back:
+		case <-q.committed:
+			return
+		}
+	}
 	select {
 	case q.in <- commitItem{upd: u}:
 	case <-q.committed:

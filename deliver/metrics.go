@@ -14,6 +14,8 @@ type metrics struct {
 	endToEnd   prometheus.Histogram
 	depth      *prometheus.GaugeVec
 	filterErrs *prometheus.CounterVec
+	// storeHealthy is 0 while commits fail (Queue.Healthy says why).
+	storeHealthy prometheus.Gauge
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -38,7 +40,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		filterErrs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "walhook_filter_errors_total", Help: "Events a webhook's when could not decide on (not sent), per webhook.",
 		}, []string{"webhook"}),
+		storeHealthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "walhook_store_healthy", Help: "1 while the store commits, 0 while its commits fail (reading the WAL then pauses).",
+		}),
 	}
+	m.storeHealthy.Set(1)
 	if r != nil {
 		m.events = register(r, m.events)
 		m.deliveries = register(r, m.deliveries)
@@ -46,6 +52,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		m.endToEnd = register(r, m.endToEnd)
 		m.depth = register(r, m.depth)
 		m.filterErrs = register(r, m.filterErrs)
+		m.storeHealthy = register(r, m.storeHealthy)
 	}
 	return m
 }

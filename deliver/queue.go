@@ -67,6 +67,9 @@ type Stats struct {
 	// the latest.
 	FilterErrors    int64        `json:"filter_errors"`
 	LastFilterError *FilterError `json:"last_filter_error,omitempty"`
+	// SwitchedOff says why the webhook switched itself off (a 410, or
+	// disable_after), until it is switched on again; "" otherwise.
+	SwitchedOff string `json:"switched_off,omitempty"`
 }
 
 // Delivery is one event queued for one webhook, with its attempts.
@@ -85,6 +88,11 @@ type Delivery struct {
 	// Batch is the id of the batch its attempts went out in (batch_size >
 	// 1); the batch's first delivery keeps the request body.
 	Batch string `json:"batch,omitempty"`
+
+	// SwitchedOff is set in OnFailed's delivery whose attempt switched the
+	// webhook off, and says why: a 410, or disable_after's failures (the
+	// delivery then stays pending until the webhook is switched on).
+	SwitchedOff string `json:"switched_off,omitempty"`
 }
 
 // MarshalJSON shows the payload as text.
@@ -145,6 +153,7 @@ type Queue struct {
 	gate      eventGate                      // bounds the events in items not yet committed
 	durable   atomic.Uint64
 	health    atomic.Pointer[error]
+	fault     storeFault // while commits fail
 	closed    atomic.Bool
 	closeOnce sync.Once
 	ctx       context.Context // canceled by Close: stops schedulers and the committer
@@ -254,7 +263,9 @@ func newClient(opts Options) *http.Client {
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // Close stops the workers (in-flight requests end within their timeout),
-// persists their outcomes and closes the store.
+// persists their outcomes and closes the store. With a store that cannot
+// commit it does not wait for it: the error wraps ErrNotStored and says
+// what was left.
 func (q *Queue) Close() error {
 	var err error
 	q.closeOnce.Do(func() {
@@ -274,6 +285,9 @@ func (q *Queue) Close() error {
 			h.closeLog()
 		}
 		err = q.st.Close()
+		if p := q.health.Load(); p != nil && errors.Is(*p, ErrNotStored) {
+			err = errors.Join(*p, err)
+		}
 	})
 	return err
 }
