@@ -128,6 +128,10 @@ type WebhookConfig struct {
 
 	BatchSize   *int `toml:"batch_size"`    // events per request; default 1
 	BatchWaitMS *int `toml:"batch_wait_ms"` // how long a partial batch waits for more; default 0
+
+	RateLimit    *float64 `toml:"rate_limit"`    // requests per second; default no limit
+	MaxInFlight  *int     `toml:"max_in_flight"` // concurrent requests; default one per worker
+	DisableAfter string   `toml:"disable_after"` // switch off after this long of failures, e.g. "72h"; default never
 }
 
 // LoadConfig reads and validates the file at path; relative directories in
@@ -317,6 +321,12 @@ func (c *Config) Validate() error {
 		if w.BatchSize != nil && (*w.BatchSize < 1 || *w.BatchSize > deliver.MaxBatchSize) {
 			return fmt.Errorf("webhook %q: batch_size: must be 1..%d (got %d)", w.Name, deliver.MaxBatchSize, *w.BatchSize)
 		}
+		if w.MaxInFlight != nil && *w.MaxInFlight < 1 {
+			return fmt.Errorf("webhook %q: max_in_flight: must be 1..%d (got %d)", w.Name, deliver.MaxInFlight, *w.MaxInFlight)
+		}
+		if _, err := deliver.ParseDisableAfter(w.DisableAfter); err != nil {
+			return fmt.Errorf("webhook %q: %w", w.Name, err)
+		}
 		if w.TimeoutMS != nil && *w.TimeoutMS <= 0 {
 			return fmt.Errorf("webhook %q: timeout_ms: must be positive (got %d)", w.Name, *w.TimeoutMS)
 		}
@@ -444,6 +454,13 @@ func (w WebhookConfig) Webhook() deliver.Webhook {
 	if w.BatchWaitMS != nil {
 		h.BatchWait = time.Duration(*w.BatchWaitMS) * time.Millisecond
 	}
+	if w.RateLimit != nil {
+		h.RateLimit = *w.RateLimit
+	}
+	if w.MaxInFlight != nil {
+		h.MaxInFlight = *w.MaxInFlight
+	}
+	h.DisableAfter, _ = deliver.ParseDisableAfter(w.DisableAfter) // checked by Validate
 	deliver.ApplyDefaults(&h)
 	// After ApplyDefaults, which switches both on.
 	if w.Active != nil {

@@ -68,7 +68,8 @@ func TestSampleConfig(t *testing.T) {
 		"username", "password", "from", "name", "table", "id", "url", "active", "events", "actions",
 		"method", "content_type", "include_entity", "template", "when", "exclude_columns", "header_prefix", "secret", "signature",
 		"signature_header", "headers", "basic_auth", "timeout_ms", "max_attempts", "retry_mode",
-		"notify_email", "notify_on_failure", "batch_size", "batch_wait_ms"}
+		"notify_email", "notify_on_failure", "batch_size", "batch_wait_ms",
+		"rate_limit", "max_in_flight", "disable_after"}
 	for _, k := range contract {
 		if !keys[k] {
 			t.Errorf("config.toml lacks key %q", k)
@@ -129,6 +130,14 @@ func TestConfigValidation(t *testing.T) {
 		{"secret with secrets", config("", "", "", "secret = \"s1\"\nsecrets = [\"s2\", \"s3\"]\n"), []string{`webhook "a": secret:`, "secrets"}},
 		{"timeout_ms zero", config("", "", "", "timeout_ms = 0\n"), []string{`webhook "a": timeout_ms:`}},
 		{"timeout_ms negative", config("", "", "", "timeout_ms = -5\n"), []string{`webhook "a": timeout_ms:`, "-5"}},
+		{"rate_limit negative", config("", "", "", "rate_limit = -1\n"), []string{`webhook "a": rate_limit:`, "-1"}},
+		{"rate_limit too high", config("", "", "", "rate_limit = 200000\n"), []string{`webhook "a": rate_limit:`, "200000"}},
+		{"max_in_flight zero", config("", "", "", "max_in_flight = 0\n"), []string{`webhook "a": max_in_flight: must be 1..16`, "0"}},
+		{"max_in_flight too high", config("", "", "", "max_in_flight = 17\n"), []string{`webhook "a": max_in_flight: must be 1..16`, "17"}},
+		{"disable_after unparsable", config("", "", "", "disable_after = \"3 days\"\n"), []string{`webhook "a": disable_after:`, `"3 days"`}},
+		{"disable_after too short", config("", "", "", "disable_after = \"500ms\"\n"), []string{`webhook "a": disable_after:`, "500ms"}},
+		{"disable_after negative", config("", "", "", "disable_after = \"-1h\"\n"), []string{`webhook "a": disable_after:`, "-1h"}},
+		{"disable_after a number", config("", "", "", "disable_after = 72\n"), []string{"disable_after"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig(strings.NewReader(tc.text))

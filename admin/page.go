@@ -148,6 +148,7 @@ type formView struct {
 	Actions       []option
 	Headers       string // one "Name: value" per line
 	Signatures    []option
+	MaxInFlight   int // max_in_flight's bound
 }
 
 type option struct {
@@ -174,7 +175,7 @@ func (s *Server) editPage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) form(r *http.Request, title string, hook deliver.Webhook, isNew bool) formView {
 	v := formView{
 		Title: title, New: isNew, ReadOnly: hook.Source == deliver.SourceConfig,
-		W: showWebhook(hook, deliver.Stats{}),
+		W: showWebhook(hook, deliver.Stats{}), MaxInFlight: deliver.MaxInFlight,
 	}
 	var entities []Entity
 	if s.opts.Entities != nil {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
@@ -45,6 +46,10 @@ type webhookJSON struct {
 
 	BatchSize   int   `json:"batch_size"`
 	BatchWaitMS int64 `json:"batch_wait_ms"`
+
+	RateLimit    float64 `json:"rate_limit"`    // requests per second; 0: no limit
+	MaxInFlight  int     `json:"max_in_flight"` // concurrent requests; the default is deliver.MaxInFlight
+	DisableAfter string  `json:"disable_after"` // e.g. "72h"; "": never
 }
 
 // statsJSON are a webhook's counters; last_attempt_at is null before the
@@ -60,6 +65,9 @@ type statsJSON struct {
 	// walhook started (not sent); LastFilterError is the latest.
 	FilterErrors    int64                `json:"filter_errors"`
 	LastFilterError *deliver.FilterError `json:"last_filter_error,omitempty"`
+	// SwitchedOff says why the webhook switched itself off (a 410, or
+	// disable_after), until it is switched on again.
+	SwitchedOff string `json:"switched_off,omitempty"`
 }
 
 type basicAuthJSON struct {
@@ -77,10 +85,12 @@ func showWebhook(w deliver.Webhook, st deliver.Stats) webhookJSON {
 		MaxAttempts: w.MaxAttempts, RetryMode: w.RetryMode, NotifyEmail: w.NotifyEmail,
 		NotifyOnFailure: w.NotifyOnFailure, Source: w.Source,
 		BatchSize: max(w.BatchSize, 1), BatchWaitMS: w.BatchWait.Milliseconds(),
+		RateLimit: w.RateLimit, MaxInFlight: cmp.Or(w.MaxInFlight, deliver.MaxInFlight), DisableAfter: deliver.FormatDuration(w.DisableAfter),
 		Stats: statsJSON{
 			LatestStatus: st.LatestStatus, SuccessfulCalls: st.SuccessfulCalls, TotalCalls: st.TotalCalls,
 			Queued: st.Queued, Failed: st.Failed,
 			FilterErrors: st.FilterErrors, LastFilterError: st.LastFilterError,
+			SwitchedOff: st.SwitchedOff,
 		},
 	}
 	if !st.LastAttemptAt.IsZero() {
@@ -128,6 +138,10 @@ type webhookInput struct {
 
 	BatchSize   *int   `json:"batch_size"`
 	BatchWaitMS *int64 `json:"batch_wait_ms"`
+
+	RateLimit    *float64 `json:"rate_limit"`
+	MaxInFlight  *int     `json:"max_in_flight"`
+	DisableAfter *string  `json:"disable_after"`
 }
 
 type basicAuthInput struct {
@@ -186,6 +200,20 @@ func (in *webhookInput) apply(w *deliver.Webhook) (generated string, err error) 
 	}
 	if in.TimeoutMS != nil {
 		w.Timeout = time.Duration(*in.TimeoutMS) * time.Millisecond
+	}
+	set(&w.RateLimit, in.RateLimit)
+	if in.MaxInFlight != nil {
+		if *in.MaxInFlight < 1 {
+			return "", invalid("max_in_flight: must be 1..%d (got %d)", deliver.MaxInFlight, *in.MaxInFlight)
+		}
+		w.MaxInFlight = *in.MaxInFlight
+	}
+	if in.DisableAfter != nil {
+		d, err := deliver.ParseDisableAfter(*in.DisableAfter)
+		if err != nil {
+			return "", invalidError{err}
+		}
+		w.DisableAfter = d
 	}
 	if in.Headers != nil {
 		headers := make(map[string]string, len(*in.Headers))

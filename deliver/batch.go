@@ -223,6 +223,18 @@ func (h *dispatcher) deliverBatch(b *batch) {
 		outs[i] = h.recordLocked(p, &w, r, n, b.id)
 		h.chart.attempt(res.att.At, ok, res.att.Duration, outs[i].queued) // per delivery, as the chart counts
 	}
+	h.inFlight--
+	disabled := !outs[0].gone && h.streakLocked(&w, res.att, ok)
+	if disabled {
+		if !outs[0].final {
+			lead := b.members[0]
+			outs[0].failed = h.deliveryLocked(lead.seq, lead.rec)
+			outs[0].failed.Attempts = slices.Clone(outs[0].failed.Attempts)
+		}
+		for i := range outs {
+			outs[i].failed.SwitchedOff = h.offReason
+		}
+	}
 	h.mu.Unlock()
 
 	o := outs[0]
@@ -249,7 +261,7 @@ func (h *dispatcher) deliverBatch(b *batch) {
 		h.mu.Unlock()
 	}
 	h.poke()
-	if o.gone {
+	if o.gone || disabled {
 		h.q.switchOff(h, w)
 	}
 	if o.final && !o.ok {
@@ -259,6 +271,8 @@ func (h *dispatcher) deliverBatch(b *batch) {
 		for _, m := range outs {
 			h.q.failed(w, m.failed)
 		}
+	} else if disabled {
+		h.q.failed(w, o.failed) // its first delivery: the batch stays pending until the webhook is switched on
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -104,6 +105,13 @@ type dispatcher struct {
 	fileActive bool   // of a config webhook: active as the file sets it (w.Active may be switched off in the store)
 	goneURL    string // the URL that answered 410 Gone, until switchOff has persisted it (or found it superseded)
 
+	// Endpoint control: rate_limit, max_in_flight, disable_after.
+	inFlight     int       // deliveries handed out whose attempt is not filed yet
+	tokens       float64   // rate_limit's bucket
+	tokensAt     time.Time // when tokens was topped up last; zero: the bucket is full
+	failingSince time.Time // the first failed attempt since the latest 2xx; zero: none failed
+	offReason    string    // why the webhook switched itself off (a 410, disable_after), until switched on
+
 	log    *logFile
 	stat   dispatcherMetrics
 	client *http.Client // the webhook's own keep-alive pool
@@ -202,6 +210,9 @@ func (h *dispatcher) setWebhook(w Webhook) error {
 	w = w.clone()
 	tmpl, _ := requestTemplate(&w)
 	h.mu.Lock()
+	if w.Active && !h.w.Active {
+		h.switchedOnLocked()
+	}
 	h.w, h.enc, h.signer, h.names, h.tmpl = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix), tmpl
 	h.filter = filter
 	h.mu.Unlock()
@@ -421,11 +432,50 @@ func (h *dispatcher) take() *pending {
 
 // nextLocked pops what goes out next at now: a delivery, or the leader of
 // a batch (p.batch). With nothing due it says how long until something
-// may be, -1 when nothing waits.
+// may be, -1 when nothing waits. What it pops counts against max_in_flight
+// until its attempt is filed, and takes a token of rate_limit's bucket.
 func (h *dispatcher) nextLocked(now time.Time) (*pending, time.Duration) {
 	if !h.active.Load() {
 		return nil, -1
 	}
+	if h.inFlight >= h.w.inFlightLimit(h.q.opts.Concurrency) {
+		return nil, -1 // the attempt filed next pokes the scheduler
+	}
+	if d := h.bucketLocked(now); d > 0 {
+		return nil, d
+	}
+	p, wait := h.popLocked(now)
+	if p != nil {
+		h.inFlight++
+		if h.w.RateLimit > 0 {
+			h.tokens--
+		}
+	}
+	return p, wait
+}
+
+// bucketLocked tops up rate_limit's bucket to now and says how long until
+// it holds a token; 0 when it does, or without a limit.
+func (h *dispatcher) bucketLocked(now time.Time) time.Duration {
+	rate := h.w.RateLimit
+	if rate <= 0 {
+		return 0
+	}
+	burst := max(1, rate)
+	if h.tokensAt.IsZero() {
+		h.tokens = burst
+	} else {
+		h.tokens = min(burst, h.tokens+max(now.Sub(h.tokensAt).Seconds(), 0)*rate)
+	}
+	h.tokensAt = now
+	if h.tokens >= 1 {
+		return 0
+	}
+	return time.Duration((1-h.tokens)/rate*float64(time.Second)) + time.Millisecond/10
+}
+
+// popLocked is nextLocked without the endpoint's limits.
+func (h *dispatcher) popLocked(now time.Time) (*pending, time.Duration) {
 	if h.w.batchSize() > 1 || len(h.forming) > 0 {
 		return h.nextBatchLocked(now)
 	}
@@ -455,6 +505,7 @@ func (h *dispatcher) deliver(p *pending) {
 	h.stat.duration.Observe(res.att.Duration.Seconds())
 
 	h.mu.Lock()
+	h.inFlight--
 	o := h.fileLocked(p, &w, res, n)
 	h.chart.attempt(res.att.At, o.ok, res.att.Duration, o.queued)
 	h.mu.Unlock()
@@ -477,7 +528,7 @@ func (h *dispatcher) deliver(p *pending) {
 		h.mu.Unlock()
 	}
 	h.poke()
-	if o.gone {
+	if o.gone || o.disabled {
 		h.q.switchOff(h, w)
 	}
 	if o.final && !o.ok {
@@ -485,6 +536,8 @@ func (h *dispatcher) deliver(p *pending) {
 			h.q.log.Warn("delivery failed for good", "webhook", h.name, "event_id", ev.ID, "attempts", n)
 		}
 		h.q.failed(w, o.failed)
+	} else if o.disabled {
+		h.q.failed(w, o.failed) // still pending: it goes out when the webhook is switched on
 	}
 }
 
@@ -510,6 +563,7 @@ func (h *dispatcher) try(p *pending) (w Webhook, res result, n int) {
 // filed is what fileLocked decided of an attempt.
 type filed struct {
 	ok, final, gone bool     // a success; the delivery's last attempt; a 410
+	disabled        bool     // disable_after switched the webhook off
 	update          *update  // for the committer
 	failed          Delivery // when it failed for good
 	queued          int      // the webhook's queue after it
@@ -518,8 +572,53 @@ type filed struct {
 // fileLocked records attempt n's result on p: its status, its next due
 // time or its end, the counters, a 410's switch-off; h.mu held.
 func (h *dispatcher) fileLocked(p *pending, w *Webhook, res result, n int) filed {
-	h.countLocked(res.att, res.att.Status >= 200 && res.att.Status < 300)
-	return h.recordLocked(p, w, res, n, "")
+	ok := res.att.Status >= 200 && res.att.Status < 300
+	h.countLocked(res.att, ok)
+	o := h.recordLocked(p, w, res, n, "")
+	if !o.gone && h.streakLocked(w, res.att, ok) {
+		o.disabled = true
+		if !o.final {
+			o.failed = h.deliveryLocked(p.seq, p.rec)
+			o.failed.Attempts = slices.Clone(o.failed.Attempts)
+		}
+		o.failed.SwitchedOff = h.offReason
+	}
+	return o
+}
+
+// streakLocked follows the webhook's run of failed attempts and reports
+// whether it has now lasted disable_after, and so switched the webhook
+// off; h.mu held.
+func (h *dispatcher) streakLocked(w *Webhook, att Attempt, ok bool) bool {
+	if ok {
+		h.failingSince = time.Time{}
+		return false
+	}
+	if h.failingSince.IsZero() {
+		h.failingSince = att.At
+	}
+	if w.DisableAfter <= 0 || !h.w.Active || att.At.Sub(h.failingSince) < w.DisableAfter {
+		return false
+	}
+	h.switchOffLocked(w.URL, fmt.Sprintf("switched off after %s of failures", FormatDuration(w.DisableAfter)))
+	return true
+}
+
+// switchOffLocked switches the webhook off at once, before anything more
+// goes out; switchOff persists it, and a reload meanwhile keeps it off
+// (goneURL). h.mu held.
+func (h *dispatcher) switchOffLocked(url, reason string) {
+	h.active.Store(false)
+	h.w.Active = false
+	h.goneURL = url
+	h.offReason = reason
+}
+
+// switchedOnLocked starts the webhook afresh when it is switched on: no
+// reason to be off, no failures counted towards disable_after; h.mu held.
+func (h *dispatcher) switchedOnLocked() {
+	h.offReason = ""
+	h.failingSince = time.Time{}
 }
 
 // recordLocked is fileLocked but for the counters, which count requests:
@@ -548,9 +647,7 @@ func (h *dispatcher) recordLocked(p *pending, w *Webhook, res result, n int, bat
 	if o.gone {
 		// Before the entity's next delivery is freed: nothing more goes out.
 		// switchOff persists it; a reload meanwhile must keep it off.
-		h.active.Store(false)
-		h.w.Active = false
-		h.goneURL = w.URL
+		h.switchOffLocked(w.URL, "switched off: the endpoint answered 410 Gone")
 	}
 	if o.final {
 		p.rec.Due = time.Time{}
@@ -564,6 +661,9 @@ func (h *dispatcher) recordLocked(p *pending, w *Webhook, res result, n int, bat
 	}
 	if o.final && !o.ok {
 		o.failed = h.deliveryLocked(p.seq, p.rec)
+		if o.gone {
+			o.failed.SwitchedOff = h.offReason
+		}
 	}
 	o.queued = h.queued
 	return o

@@ -316,6 +316,7 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 	h.mu.Lock()
 	h.w.Active = active
 	h.goneURL = "" // a 410 not persisted yet is superseded
+	h.switchedOnLocked()
 	w := h.w.clone()
 	h.mu.Unlock()
 	h.active.Store(active)
@@ -349,12 +350,12 @@ func (q *Queue) persistSwitchOff(h *dispatcher, w Webhook) bool {
 	h.mu.Lock()
 	superseded := h.goneURL != w.URL || h.w.URL != w.URL || h.w.Active
 	h.goneURL = ""
-	cur := h.w.clone()
+	cur, reason := h.w.clone(), h.offReason
 	h.mu.Unlock()
 	if superseded || h.deleted.Load() {
 		return false
 	}
-	q.log.Warn("endpoint answered 410 Gone: webhook switched off", "webhook", w.Name, "url", RedactURL(w.URL))
+	q.log.Warn("webhook "+reason, "webhook", w.Name, "url", RedactURL(w.URL))
 	var err error
 	if cur.Source == SourceAPI {
 		err = q.putWebhook(cur)
@@ -405,6 +406,7 @@ func (q *Queue) Stats(name string) Stats {
 		TotalCalls: h.stats.TotalCalls, LastAttemptAt: h.stats.LastAttemptAt,
 		Queued: h.queued, Failed: h.failedN,
 		FilterErrors: h.filterErrs.n, LastFilterError: h.filterErrs.last,
+		SwitchedOff: h.offReason,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/mail"
 	"net/url"
 	"regexp"
@@ -49,6 +50,62 @@ type Webhook struct {
 	// BatchWait is how long a partial batch may wait for more events,
 	// counted from its oldest event's commit; 0 sends what is ready.
 	BatchWait time.Duration `json:"batch_wait,omitempty"`
+
+	// RateLimit is the most requests per second the webhook sends, a
+	// token bucket its workers share (burst max(1, RateLimit)); 0: no
+	// limit. Deliveries that wait for it wait in the window or on disk.
+	RateLimit float64 `json:"rate_limit,omitempty"`
+	// MaxInFlight is the most requests of the webhook under way at once,
+	// 1..MaxInFlight; 0: one per worker.
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+	// DisableAfter switches the webhook off, as a 410 does, once every
+	// attempt has failed for this long; 0: never.
+	DisableAfter time.Duration `json:"disable_after,omitempty"`
+}
+
+// Bounds of the endpoint control keys.
+const (
+	MaxRateLimit    = 100000             // rate_limit, requests per second
+	MaxInFlight     = defaultConcurrency // max_in_flight: a webhook's workers
+	minDisableAfter = time.Second
+)
+
+// ParseDisableAfter reads disable_after as config.toml and the API give
+// it: a duration such as "72h"; "" and "0" mean never.
+func ParseDisableAfter(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf(`disable_after: must be a duration such as "72h" or "30m" (got %q)`, s)
+	}
+	return d, nil
+}
+
+// FormatDuration writes d as ParseDisableAfter reads it, without the
+// zero minutes and seconds of time.Duration.String: "72h", "1h30m".
+func FormatDuration(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// inFlightLimit is how many requests the webhook may have under way with
+// workers workers.
+func (w *Webhook) inFlightLimit(workers int) int {
+	if w.MaxInFlight > 0 {
+		return min(w.MaxInFlight, workers)
+	}
+	return workers
 }
 
 // MaxBatchSize is the largest batch_size.
@@ -172,6 +229,15 @@ func (w *Webhook) Validate() error {
 		if w.ContentType == "form" {
 			return fmt.Errorf(`batch_size: a form body holds one event: content_type = "form" needs batch_size = 1 (got %d)`, w.BatchSize)
 		}
+	}
+	if w.RateLimit < 0 || w.RateLimit > MaxRateLimit || math.IsNaN(w.RateLimit) {
+		return fmt.Errorf("rate_limit: must be 0 (no limit) or up to %d requests per second (got %v)", MaxRateLimit, w.RateLimit)
+	}
+	if w.MaxInFlight < 0 || w.MaxInFlight > MaxInFlight {
+		return fmt.Errorf("max_in_flight: must be 1..%d (got %d)", MaxInFlight, w.MaxInFlight)
+	}
+	if w.DisableAfter != 0 && w.DisableAfter < minDisableAfter {
+		return fmt.Errorf(`disable_after: must be at least 1s, or "" for never (got %s)`, w.DisableAfter)
 	}
 	if w.Template != "" {
 		if w.Method == "GET" {

@@ -352,20 +352,40 @@ func deliverMail(o Options, to string, msg []byte) error {
 func message(o Options, batch []failure, now time.Time) []byte {
 	w := batch[len(batch)-1].w
 	gone := false
+	disabled := "" // why disable_after switched the webhook off
+	pending := 0   // deliveries still queued: the one whose failure switched it off
 	for _, f := range batch {
 		gone = gone || lastAttempt(f.d).Status == 410
+		if f.d.SwitchedOff != "" && lastAttempt(f.d).Status != 410 {
+			disabled = f.d.SwitchedOff
+		}
+		if f.d.Status == deliver.StatusPending {
+			pending++
+		}
 	}
 	subject := fmt.Sprintf("walhook: webhook %q: %d deliver%s failed", w.Name, len(batch), plural(len(batch), "y", "ies"))
-	if gone {
+	switch {
+	case gone:
 		subject = fmt.Sprintf("walhook: webhook %q switched off (410 Gone)", w.Name)
+	case disabled != "":
+		subject = fmt.Sprintf("walhook: webhook %q %s", w.Name, disabled)
 	}
 
 	var body strings.Builder
-	fmt.Fprintf(&body, "walhook gave up delivering %d event%s to a webhook.\n\n", len(batch), plural(len(batch), "", "s"))
+	if failed := len(batch) - pending; failed > 0 {
+		fmt.Fprintf(&body, "walhook gave up delivering %d event%s to a webhook.\n\n", failed, plural(failed, "", "s"))
+	} else {
+		body.WriteString("walhook switched a webhook off.\n\n")
+	}
 	fmt.Fprintf(&body, "Webhook:  %s\nEndpoint: %s\n", w.Name, deliver.RedactURL(w.URL))
 	if gone {
 		body.WriteString("\nThe endpoint answered 410 Gone, so the webhook was switched off (active = false):\n" +
 			"nothing more is sent until it is switched on again.\n")
+	}
+	if disabled != "" {
+		fmt.Fprintf(&body, "\nThe webhook was %s (disable_after): every attempt failed for that long,\n"+
+			"so it was switched off (active = false). Its queued deliveries wait, nothing more is\n"+
+			"sent until it is switched on again (the admin API's activate, or a new url in config.toml).\n", disabled)
 	}
 	since := now
 	for i, f := range batch {

@@ -119,6 +119,9 @@ function webhookBody(form) {
     timeout_ms: Number(f.timeout_ms.value),
     max_attempts: Number(f.max_attempts.value),
     retry_mode: f.retry_mode.value,
+    rate_limit: Number(f.rate_limit.value),
+    max_in_flight: f.max_in_flight.value === "" ? undefined : Number(f.max_in_flight.value),
+    disable_after: f.disable_after.value.trim(),
     notify_email: f.notify_email.value.trim(),
     notify_on_failure: f.notify_on_failure.checked,
   };
