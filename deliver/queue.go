@@ -67,6 +67,9 @@ type Stats struct {
 	// the latest.
 	FilterErrors    int64        `json:"filter_errors"`
 	LastFilterError *FilterError `json:"last_filter_error,omitempty"`
+	// SwitchedOff says why the webhook switched itself off (a 410, or
+	// disable_after), until it is switched on again; "" otherwise.
+	SwitchedOff string `json:"switched_off,omitempty"`
 }
 
 // Delivery is one event queued for one webhook, with its attempts.
@@ -85,6 +88,11 @@ type Delivery struct {
 	// Batch is the id of the batch its attempts went out in (batch_size >
 	// 1); the batch's first delivery keeps the request body.
 	Batch string `json:"batch,omitempty"`
+
+	// SwitchedOff is set in OnFailed's delivery whose attempt switched the
+	// webhook off, and says why: a 410, or disable_after's failures (the
+	// delivery then stays pending until the webhook is switched on).
+	SwitchedOff string `json:"switched_off,omitempty"`
 }
 
 // MarshalJSON shows the payload as text.
