@@ -87,7 +87,7 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 	}
 	q, err := deliver.Open(deliver.Options{
 		Store: st,
-		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
+		Dir:   cfg.Store.Dir, LogDir: cfg.Log.Dir,
 		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,
 		LogMaxAgeDays: cfg.Log.MaxAgeDays, LogCompress: cfg.Log.Compress,
 		Retention:  cfg.Store.Retention,
