@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -290,6 +291,7 @@ func outOfOrder(changes []rowChange) int {
 type churn struct {
 	rows int
 	seq  int64
+	mu   sync.Mutex // keys' length, for a test that reads it while a goroutine writes
 	keys []string
 	cur  map[int64]int64 // live row id -> its seq
 	rng  *rand.Rand
@@ -341,8 +343,73 @@ func (c *churn) tx(ctx context.Context, db *pgx.Conn, size int) error {
 			c.cur[id] = s
 		}
 	}
+	c.mu.Lock()
 	c.keys = append(c.keys, keys...)
+	c.mu.Unlock()
 	return nil
+}
+
+// written returns the keys of the changes committed so far; safe while
+// another goroutine writes (committed keys never change).
+func (c *churn) written() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.keys[:len(c.keys):len(c.keys)]
+}
+
+// big commits one transaction of n changes over the rows, each row changed
+// again and again within it, and returns the WAL insert position just
+// before its commit: the transaction ends after it.
+func (c *churn) big(ctx context.Context, db *pgx.Conn, n int) (before string, err error) {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback(ctx)
+	next := map[int64]int64{} // staged row states; -1 deleted
+	seq := c.seq
+	var keys []string
+	for len(keys) < n {
+		id := int64(c.rng.IntN(c.rows)) + 1
+		cur, live := c.cur[id]
+		if s, touched := next[id]; touched {
+			cur, live = s, s >= 0
+		}
+		switch {
+		case !live:
+			seq++
+			_, err = tx.Exec(ctx, `INSERT INTO items (id, seq, note) VALUES ($1, $2, 'b')`, id, seq)
+			next[id], keys = seq, append(keys, fmt.Sprintf("create:%d", seq))
+		case c.rng.IntN(4) == 0:
+			_, err = tx.Exec(ctx, `DELETE FROM items WHERE id = $1`, id)
+			next[id], keys = -1, append(keys, fmt.Sprintf("delete:%d", cur))
+		default:
+			seq++
+			_, err = tx.Exec(ctx, `UPDATE items SET seq = $2, note = 'b' WHERE id = $1`, id, seq)
+			next[id], keys = seq, append(keys, fmt.Sprintf("modify:%d", seq))
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	if err := tx.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&before); err != nil {
+		return "", err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return "", err
+	}
+	c.seq = seq
+	for id, s := range next {
+		if s < 0 {
+			delete(c.cur, id)
+		} else {
+			c.cur[id] = s
+		}
+	}
+	c.mu.Lock()
+	c.keys = append(c.keys, keys...)
+	c.mu.Unlock()
+	return before, nil
 }
 
 // run commits transactions of mixed sizes until n changes were written.
@@ -392,8 +459,13 @@ timeout_ms = 5000
 }
 
 // TestCrashSIGKILL streams 20,000 changes while walhook is killed with
-// SIGKILL at three random moments and restarted: nothing is lost, every
-// duplicate carries the same Webhook-Id, nothing else arrives.
+// SIGKILL and restarted: twice while changes are written and delivered,
+// once while deliveries wait on a retry's backoff (the receiver refuses
+// every seventh request), and once while walhook stores the chunks of a
+// transaction bigger than cdc hands over at once. Nothing is lost, each
+// row's changes arrive in commit order, every duplicate carries the same
+// Webhook-Id, nothing else arrives, and at least one kill landed with
+// changes written but not yet received.
 func TestCrashSIGKILL(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 20,000 changes")
@@ -401,17 +473,37 @@ func TestCrashSIGKILL(t *testing.T) {
 	crashSIGKILL(t, "")
 }
 
+// bigTxChanges is the size of crashSIGKILL's big transaction: more than two
+// of cdc's chunks (defaultChunkSize, 5,000 events), so that it is stored
+// in three.
+const bigTxChanges = 12000
+
+// killFigures is what was written and received when walhook was killed.
+type killFigures struct {
+	written  int // changes committed before the kill
+	received int // of those, received by the receiver after the kill
+	writing  bool
+}
+
+// inFlight is how many changes were written but not received at the kill.
+func (k killFigures) inFlight() int { return k.written - k.received }
+
 // crashSIGKILL is TestCrashSIGKILL with store, a [store] section, added to
 // the config.
 func crashSIGKILL(t *testing.T, store string) {
 	dsn := itemsDatabase(t)
-	rc, url := newKeyReceiver(t, nil)
+	var refusing atomic.Bool
+	var asked atomic.Int64
+	rc, url := newKeyReceiver(t, func() bool { return refusing.Load() && asked.Add(1)%7 == 0 })
 	admin := freeAddr(t)
 	cfg := crashConfig(t, dsn, url, admin)
 	appendFile(t, cfg, store)
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
 	// Changes made before the slot exists are not walhook's to deliver.
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	ready := func() {
+		waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	}
+	ready()
 
 	ctx := context.Background()
 	db, err := pgx.Connect(ctx, dsn)
@@ -424,24 +516,141 @@ func crashSIGKILL(t *testing.T, store string) {
 	c := newChurn(3000, seed)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	const total = 20000
-	for kill := 1; kill <= 3; kill++ {
-		// Write a random share of the stream, then kill at a random moment
-		// while walhook is busy with it.
-		if err := c.run(ctx, db, total*kill/4+rng.IntN(total/8)); err != nil {
-			t.Fatal(err)
+	done := make(chan error, 1)
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		done <- c.run(ctx, db, total)
+	}()
+	writing := func() bool {
+		select {
+		case <-wrote:
+			return false
+		default:
+			return true
 		}
-		time.Sleep(time.Duration(rng.IntN(1500)) * time.Millisecond) // a random moment, not a wait for an outcome
-		p.kill()
-		t.Logf("kill %d after %d changes written, %d received", kill, len(c.keys), rc.count())
-		p.start()
 	}
-	if err := c.run(ctx, db, total); err != nil {
+
+	// kill kills walhook, restarts it and returns what had been written
+	// and received: written is read before the kill and received after it,
+	// so inFlight never counts a change that was delivered at the kill.
+	var kills []killFigures
+	kill := func(what string) killFigures {
+		k := killFigures{writing: writing()}
+		keys := c.written()
+		p.kill()
+		k.written, k.received = len(keys), len(keys)-rc.missing(keys)
+		kills = append(kills, k)
+		t.Logf("kill %d (%s): %d changes written, %d of them received, %d in flight; writer still writing: %v",
+			len(kills), what, k.written, k.received, k.inFlight(), k.writing)
+		p.start()
+		return k
+	}
+
+	// Two kills while the stream is written and delivered.
+	for i := 1; i <= 2; i++ {
+		at := total*i/5 + rng.IntN(total/10)
+		waitFor(t, fmt.Sprintf("%d changes written", at), time.Minute, func() bool { return len(c.written()) >= at || !writing() })
+		kill("mid-stream")
+		ready()
+	}
+
+	// One while deliveries wait on a retry: the receiver refuses every
+	// seventh request from now on, and the admin shows refused deliveries
+	// waiting for their next attempt.
+	refusing.Store(true)
+	retries := 0
+	waitFor(t, "deliveries waiting to be retried", time.Minute, func() bool {
+		retries = retriesPending(t, admin, "items")
+		return retries > 0
+	})
+	kill(fmt.Sprintf("%d deliveries waiting to be retried", retries))
+	ready()
+	refusing.Store(false)
+	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	rc.awaitAll(t, c.keys, 90*time.Second)
+
+	// One while walhook stores the chunks of a big transaction: killed as
+	// soon as the first of its changes arrives (its first chunk is
+	// stored), and it counts when the slot had not confirmed the
+	// transaction, so PostgreSQL sends it again whole and walhook must
+	// take the chunks it stored as repeats. A kill that came too late is
+	// tried again with another big transaction.
+	inside := false
+	for try := 1; try <= 3 && !inside; try++ {
+		from := len(c.written())
+		before, err := c.big(ctx, db, bigTxChanges)
+		if err != nil {
+			t.Fatal(err)
+		}
+		big := c.written()[from:]
+		waitFor(t, "the big transaction's first change", time.Minute, func() bool { return rc.missing(big) < len(big) })
+		k := kill(fmt.Sprintf("big transaction %d", try))
+		var unconfirmed bool
+		if err := db.QueryRow(ctx, `SELECT confirmed_flush_lsn < $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`,
+			before, slotFor(dsn)).Scan(&unconfirmed); err != nil {
+			t.Fatal(err)
+		}
+		got := len(big) - rc.missing(big)
+		t.Logf("big transaction %d: %d changes, %d received at the kill, %d in flight; unconfirmed by the slot: %v",
+			try, len(big), got, k.inFlight(), unconfirmed)
+		inside = unconfirmed && got < len(big)
+		ready()
+	}
+	if !inside {
+		t.Errorf("no kill landed while a big transaction was being stored (three tries)")
+	}
+
+	if err := c.run(ctx, db, len(c.written())+2000); err != nil {
+		t.Fatal(err)
+	}
+	midFlight := 0
+	for _, k := range kills {
+		if k.inFlight() > 0 {
+			midFlight++
+		}
+	}
+	if midFlight == 0 {
+		t.Errorf("none of the %d kills landed with changes written but not yet received: %+v", len(kills), kills)
+	}
+	rc.awaitAll(t, c.keys, 3*time.Minute)
 	if t.Failed() {
 		logMetrics(t, admin)
 	}
+}
+
+// retriesPending counts the webhook's pending deliveries that failed and
+// wait for their next attempt, reading the admin API's history (up to ten
+// pages of 1,000, newest first).
+func retriesPending(t *testing.T, admin, webhook string) int {
+	t.Helper()
+	n := 0
+	url := "http://" + admin + "/api/webhooks/" + webhook + "/deliveries?status=pending&limit=1000"
+	for page := 0; page < 10 && url != ""; page++ {
+		resp, err := http.Get(url)
+		if err != nil {
+			return n
+		}
+		var ds []struct {
+			NextAttemptAt *time.Time `json:"next_attempt_at"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&ds)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			return n
+		}
+		for _, d := range ds {
+			if d.NextAttemptAt != nil {
+				n++
+			}
+		}
+		url = ""
+		if next := resp.Header.Get("X-Walhook-Next-Before"); next != "" {
+			url = "http://" + admin + "/api/webhooks/" + webhook + "/deliveries?status=pending&limit=1000&before=" + next
+		}
+	}
+	return n
 }
 
 // logMetrics logs walhook's queue and delivery metrics, to explain a failure.

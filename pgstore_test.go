@@ -40,8 +40,9 @@ func pgStoreSection(dsn, schema string) string {
 
 // TestCrashSIGKILLPostgresStore: TestCrashSIGKILL with the queue in
 // PostgreSQL (another database of the same cluster, as the docs
-// recommend): SIGKILLed three times during 20,000 changes, walhook loses
-// none, sends each under one id, in order per row.
+// recommend): SIGKILLed mid-stream, with retries waiting and while it
+// stores a big transaction's chunks, walhook loses none, sends each under
+// one id, in order per row.
 func TestCrashSIGKILLPostgresStore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 20,000 changes")
