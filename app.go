@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"walhook/admin"
@@ -456,7 +455,7 @@ func openStore(cfg *Config, logger *slog.Logger) (deliver.Store, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := store.OpenPostgres(ctx, store.PostgresOptions{
-		DSN: cfg.Store.DSN, Schema: cfg.Store.Schema, Retention: cfg.Store.Retention, Logger: logger,
+		DSN: cfg.Store.DSN, Schema: cfg.Store.Schema, Retention: cfg.Store.Retention, Logger: logger, Lead: true,
 	})
 	if err != nil {
 		return nil, err
@@ -464,15 +463,13 @@ func openStore(cfg *Config, logger *slog.Logger) (deliver.Store, error) {
 	return st, nil
 }
 
-// ownSchema is the store's schema if the store is in the database walhook
-// reads (same host, port and database), else "".
+// ownSchema is the store's schema for a store in PostgreSQL: its changes
+// are walhook's own and never events, wherever the store is. (Telling
+// whether the store is in the database walhook reads by comparing DSNs
+// misses aliases: localhost and 127.0.0.1, a socket and TCP.) The schema's
+// name is walhook's in every database it reads.
 func ownSchema(cfg *Config) string {
 	if cfg.Store.Kind != storePostgres {
-		return ""
-	}
-	src, err1 := pgconn.ParseConfig(cfg.Postgres.DSN)
-	st, err2 := pgconn.ParseConfig(cfg.Store.DSN)
-	if err1 != nil || err2 != nil || src.Host != st.Host || src.Port != st.Port || src.Database != st.Database {
 		return ""
 	}
 	return cfg.Store.Schema

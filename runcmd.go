@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os/signal"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -59,15 +61,25 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 		lost, err := runTerm(ctx, cfg, logger, first, &app)
-		if !lost || ctx.Err() != nil {
+		switch {
+		case ctx.Err() != nil && errors.Is(err, context.Canceled):
+			return nil // stopped while waiting to lead: a normal stop
+		case !lost || ctx.Err() != nil:
 			return err
 		}
-		logger.Warn("the store's leader lock was lost: walhook stopped reading and delivering, and waits to lead again", "err", err)
+		logger.Warn("this walhook no longer leads the store: it stopped reading and delivering, and waits to lead again", "err", err)
+		select { // a term that cannot start is not retried in a loop
+		case <-ctx.Done():
+			return nil
+		case <-time.After(5 * time.Second):
+		}
 	}
 }
 
 // runTerm runs walhook once: for a store in PostgreSQL, from when it leads
-// the store until it stops or its leader lock is lost (lost is then true).
+// the store until it stops or its leader lock is lost (lost is then true;
+// also when a later term cannot start, so that the process waits to lead
+// again rather than exit: the store may still be recovering).
 // Each term has a registry of its own, as its App registers its metrics
 // anew.
 func runTerm(ctx context.Context, cfg *Config, logger *slog.Logger, first bool, app *atomic.Pointer[App]) (lost bool, err error) {
@@ -86,6 +98,11 @@ func runTerm(ctx context.Context, cfg *Config, logger *slog.Logger, first bool, 
 			select {
 			case <-leader.Lost():
 				logger.Error("stopping: another walhook may lead the store now", "err", leader.Err())
+				if a := app.Load(); a != nil {
+					// At once, beside the term's end: the next leader sends
+					// them. (Not waited for: a worker may wait on the store.)
+					go a.queue.StopDelivering()
+				}
 				cancel()
 			case <-ctx.Done():
 			}
@@ -93,7 +110,7 @@ func runTerm(ctx context.Context, cfg *Config, logger *slog.Logger, first bool, 
 	}
 	a, err := NewApp(cfg, AppOptions{Logger: logger, Registry: reg})
 	if err != nil {
-		return false, err
+		return leader != nil && !first, err
 	}
 	app.Store(a)
 	defer app.Store(nil)

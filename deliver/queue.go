@@ -292,6 +292,22 @@ func (q *Queue) Close() error {
 	return err
 }
 
+// StopDelivering stops every webhook's deliveries, aborting the requests
+// under way (they end as failed attempts). For a walhook that no longer
+// leads its store: another sends those deliveries now. Close still
+// follows.
+func (q *Queue) StopDelivering() {
+	q.mu.Lock()
+	hooks := make([]*dispatcher, 0, len(q.hooks))
+	for _, h := range q.hooks {
+		hooks = append(hooks, h)
+	}
+	q.mu.Unlock()
+	for _, h := range hooks {
+		h.stop(true)
+	}
+}
+
 // Healthy reports whether the store accepts writes; nil when it does.
 func (q *Queue) Healthy() error {
 	if q.closed.Load() {

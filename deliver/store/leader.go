@@ -17,10 +17,15 @@ import (
 const leaderKey = 0x77616c68
 
 // Leader intervals: how often a walhook waiting for the lock tries again,
-// and how often the leader checks that its lock's session is alive.
+// how often the leader checks that its lock's session is alive, and how
+// long that check may take. A check that times out closes the connection
+// (pgx), and so gives the lock up: it is long, so that a store that stalls
+// for a few seconds (a checkpoint, a loaded host) does not hand the lead
+// over while this walhook is alive.
 const (
-	leaderRetry = time.Second
-	leaderCheck = 2 * time.Second
+	leaderRetry   = time.Second
+	leaderCheck   = 2 * time.Second
+	leaderTimeout = 20 * time.Second
 )
 
 // Leader is the session-level advisory lock in the store's database that
@@ -114,7 +119,7 @@ func (l *Leader) watch() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), leaderCheck)
+		ctx, cancel := context.WithTimeout(context.Background(), leaderTimeout)
 		err := l.conn.Ping(ctx)
 		cancel()
 		if err != nil {

@@ -22,7 +22,7 @@ import (
 // PostgresVersion is the version of the tables this walhook writes. A store
 // whose tables are newer is refused: an older binary must not write into a
 // layout it does not know.
-const PostgresVersion = 2
+const PostgresVersion = 3
 
 // callTimeout bounds each call on the store's database: a database that
 // stops answering fails the call, which the caller retries or reports,
@@ -35,7 +35,15 @@ type PostgresOptions struct {
 	Schema    string // its schema; default "walhook"
 	Retention int    // completed deliveries kept per webhook; failed ones stay until delivered again
 	Logger    *slog.Logger
+	// Lead: the walhook that leads the store opens it (see Leader); it
+	// takes the next epoch, and its writes fail with ErrFenced once
+	// another has taken a later one. Tools and tests leave it false.
+	Lead bool
 }
+
+// ErrFenced: another walhook leads the store now; this one's write was
+// refused, so that a leader that lost its lock cannot overwrite the next.
+var ErrFenced = errors.New("another walhook leads the store now (its epoch is newer): this walhook's write was refused")
 
 // Postgres is the store in tables of one schema of a PostgreSQL database
 // (see pgSchemaV1 for the layout). It keeps what Bolt keeps, with the same
@@ -52,6 +60,7 @@ type Postgres struct {
 	// unpruned counts the successes stored per webhook since its last
 	// prune; Commit's alone (see pruneEvery).
 	unpruned map[string]int
+	epoch    int64 // this leader's (see PostgresOptions.Lead); 0: not checked
 }
 
 // RedactDSN hides the password of a connection string, URL or key=value
@@ -85,6 +94,9 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "walhook store"
 	}
+	// A commit is durable when COMMIT returns, whatever the database's or
+	// role's default: walhook confirms the WAL position it stored.
+	cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "on"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err == nil {
 		err = pool.Ping(ctx)
@@ -110,7 +122,37 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	if len(v) == 8 {
 		s.durable.Store(binary.BigEndian.Uint64(v))
 	}
+	if o.Lead {
+		err = pool.QueryRow(ctx, s.sql(`INSERT INTO {s}.leader VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET epoch = {s}.leader.epoch + 1 RETURNING epoch`)).Scan(&s.epoch)
+		if err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("store: take the leader's epoch: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// seqLock serializes the transactions that hand out delivery sequences
+// (Commit, Redeliver): a sequence taken must not become visible after a
+// greater one, or a window read in between would pass it by. With a
+// leader's epoch it also fences the transaction: the epoch row is locked
+// for share, so a new leader's count-up waits for it, and it is refused
+// if the epoch has moved on. It returns the durable position stored.
+func (s *Postgres) seqLock(ctx context.Context, tx pgx.Tx) (uint64, error) {
+	var v []byte
+	var epoch *int64
+	err := tx.QueryRow(ctx, s.sql(`SELECT (SELECT value FROM {s}.meta WHERE key = 'durable_lsn'),
+		(SELECT epoch FROM {s}.leader WHERE id = 1 FOR SHARE) FROM pg_advisory_xact_lock($1, hashtext($2))`), leaderKey+1, s.schema).Scan(&v, &epoch)
+	if err != nil {
+		return 0, err
+	}
+	if s.epoch != 0 && (epoch == nil || *epoch != s.epoch) {
+		return 0, ErrFenced
+	}
+	if len(v) == 8 {
+		return binary.BigEndian.Uint64(v), nil
+	}
+	return 0, nil
 }
 
 // sql puts the store's schema in place of {s}.
@@ -152,6 +194,13 @@ CREATE INDEX deliveries_event_id ON {s}.deliveries (webhook, event_id);
 CREATE TABLE {s}.charts (webhook text NOT NULL, slot smallint NOT NULL, bucket bytea NOT NULL, PRIMARY KEY (webhook, slot));
 `
 
+// pgSchemaV3 adds the leader's epoch: each walhook that leads the store
+// counts it up when it opens the store, and its commits check it is still
+// theirs (see Postgres.fence).
+const pgSchemaV3 = `
+CREATE TABLE {s}.leader (id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL);
+`
+
 // migrate creates the schema's tables, or brings them to PostgresVersion,
 // under a transaction-scoped advisory lock so that walhooks starting
 // together migrate once.
@@ -164,8 +213,16 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('walhook store migration ' || $1))`, s.schema); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer PRIMARY KEY)`)); err != nil {
-		return fmt.Errorf("create the schema: %w", err)
+	// DDL only when something is missing: a role that may only read and
+	// write the tables (the schema made for it by a DBA) opens them too.
+	var exists bool
+	if err := tx.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, s.schema+".schema_version").Scan(&exists); err != nil {
+		return err
+	}
+	if !exists {
+		if _, err := tx.Exec(ctx, s.sql(`CREATE SCHEMA IF NOT EXISTS {s}; CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer PRIMARY KEY)`)); err != nil {
+			return fmt.Errorf("create the schema: %w", err)
+		}
 	}
 	var version int
 	if err := tx.QueryRow(ctx, s.sql(`SELECT coalesce(max(version), 0) FROM {s}.schema_version`)).Scan(&version); err != nil {
@@ -194,6 +251,14 @@ func (s *Postgres) migrate(ctx context.Context) error {
 		}
 		// One row, the version: what an older walhook reads and refuses.
 		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.schema_version SET version = 2`)); err != nil {
+			return err
+		}
+	}
+	if version < 3 {
+		if _, err := tx.Exec(ctx, s.sql(pgSchemaV3)); err != nil {
+			return fmt.Errorf("migrate the tables to version 3: %w", err)
+		}
+		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.schema_version SET version = 3`)); err != nil {
 			return err
 		}
 	}
@@ -293,7 +358,7 @@ func (s *Postgres) Commit(b *Batch) ([]Queued, error) {
 		s.unpruned[name] += n
 	}
 	for _, name := range c.pruned {
-		delete(s.unpruned, name)
+		s.unpruned[name] = 0
 	}
 	return c.queued, nil
 }
@@ -317,14 +382,9 @@ type pgCommit struct {
 
 // run writes the batch and returns the durable position it stored.
 func (c *pgCommit) run(b *Batch) (uint64, error) {
-	var persisted uint64
-	var v []byte
-	err := c.tx.QueryRow(c.ctx, c.s.sql(`SELECT value FROM {s}.meta WHERE key = 'durable_lsn' FOR UPDATE`)).Scan(&v)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	persisted, err := c.s.seqLock(c.ctx, c.tx)
+	if err != nil {
 		return 0, err
-	}
-	if len(v) == 8 {
-		persisted = binary.BigEndian.Uint64(v)
 	}
 	if err := c.counters(b.Counters); err != nil {
 		return 0, err
@@ -340,7 +400,7 @@ func (c *pgCommit) run(b *Batch) (uint64, error) {
 		return 0, err
 	}
 	for name, n := range c.added {
-		if c.s.unpruned[name]+n < c.s.pruneEvery() {
+		if unpruned, seen := c.s.unpruned[name]; seen && unpruned+n < c.s.pruneEvery() {
 			continue
 		}
 		if err := c.prune(name); err != nil {
@@ -712,12 +772,12 @@ func (s *Postgres) scanDelivery(rows pgx.Rows, name string, share bool) (Pending
 func (s *Postgres) Deliveries(name string, limit int, status string) ([]Pending, error) {
 	ctx, cancel := callContext()
 	defer cancel()
-	st := ""
+	// Two forms, so that a status is looked up in its index.
+	q, args := `WHERE d.webhook = $1 ORDER BY d.seq DESC LIMIT $2`, []any{name, limit}
 	if status != "" {
-		st = string(rune(statusByte(status)))
+		q, args = `WHERE d.webhook = $1 AND d.status = $3::"char" ORDER BY d.seq DESC LIMIT $2`, append(args, string(rune(statusByte(status))))
 	}
-	rows, err := s.pool.Query(ctx, s.sql(`SELECT d.seq, d.record, d.event_id, e.refs, e.body FROM {s}.deliveries d LEFT JOIN {s}.events e ON e.id = d.event_id
-		WHERE d.webhook = $1 AND ($2 = '' OR d.status = $2::"char") ORDER BY d.seq DESC LIMIT $3`), name, st, limit)
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT d.seq, d.record, d.event_id, e.refs, e.body FROM {s}.deliveries d LEFT JOIN {s}.events e ON e.id = d.event_id `+q), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -773,6 +833,9 @@ func (s *Postgres) FailedSince(name string, since time.Time) ([]uint64, error) {
 func (s *Postgres) Redeliver(name string, seq uint64) (Redelivered, error) {
 	var r Redelivered
 	err := s.inTx(func(ctx context.Context, tx pgx.Tx) (err error) {
+		if _, err := s.seqLock(ctx, tx); err != nil {
+			return err
+		}
 		r, err = s.redeliverIn(ctx, tx, name, seq, false)
 		return err
 	})
@@ -784,6 +847,9 @@ func (s *Postgres) Redeliver(name string, seq uint64) (Redelivered, error) {
 func (s *Postgres) RedeliverFailed(name string, seqs []uint64) ([]Redelivered, error) {
 	var out []Redelivered
 	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := s.seqLock(ctx, tx); err != nil {
+			return err
+		}
 		out = out[:0]
 		for _, seq := range seqs {
 			r, err := s.redeliverIn(ctx, tx, name, seq, true)

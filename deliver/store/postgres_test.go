@@ -231,7 +231,7 @@ func TestPostgresMigratesV1(t *testing.T) {
 	defer conn.Close(t.Context())
 	// Back to version 1's layout, the rows as version 1 wrote them.
 	if _, err := conn.Exec(t.Context(), `ALTER TABLE walhook_v1.deliveries DROP COLUMN entity_id, DROP COLUMN event, DROP COLUMN created_at;
-		DROP INDEX walhook_v1.deliveries_event_id; DROP TABLE walhook_v1.charts; UPDATE walhook_v1.schema_version SET version = 1`); err != nil {
+		DROP INDEX walhook_v1.deliveries_event_id; DROP TABLE walhook_v1.charts; DROP TABLE walhook_v1.leader; UPDATE walhook_v1.schema_version SET version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	if s, err = openPostgres(t, schema, 10); err != nil {
@@ -253,5 +253,84 @@ func TestPostgresMigratesV1(t *testing.T) {
 	}
 	if c, err := s.Chart("h"); err != nil || c[1].OK != 1 {
 		t.Errorf("chart after the migration: %+v, %v", c[1], err)
+	}
+}
+
+// TestPostgresFenced: a walhook that leads the store takes the next epoch;
+// once another has taken a later one, the first's commits and
+// redeliveries are refused with ErrFenced, so a leader that lost its lock
+// cannot write over the next one's.
+func TestPostgresFenced(t *testing.T) {
+	open := func() *store.Postgres {
+		s, err := store.OpenPostgres(t.Context(), store.PostgresOptions{
+			DSN: cluster.DSN("postgres"), Schema: "walhook_fenced", Retention: 10, Lead: true,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	batch := func(lsn uint64) *store.Batch {
+		return &store.Batch{Appends: []store.Append{{
+			Tx:      &cdc.Tx{CommitLSN: lsn, EndLSN: lsn + 1, Events: []cdc.Event{{ID: cdc.EventID(lsn, 0), Schema: "public", Table: "t", Action: cdc.ActionCreate}}},
+			Targets: [][]string{{"h"}},
+		}}}
+	}
+	old := open()
+	queued, err := old.Commit(batch(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Commit(&store.Batch{Outcomes: []store.Outcome{{Webhook: "h", Seq: queued[0].Seq, Record: &store.Record{Status: store.StatusFailed, EventID: queued[0].Record.EventID}}}}); err != nil {
+		t.Fatal(err)
+	}
+	next := open()
+	if _, err := old.Commit(batch(200)); !errors.Is(err, store.ErrFenced) {
+		t.Errorf("the old leader's commit: %v, want ErrFenced", err)
+	}
+	if _, err := old.Redeliver("h", queued[0].Seq); !errors.Is(err, store.ErrFenced) {
+		t.Errorf("the old leader's redelivery: %v, want ErrFenced", err)
+	}
+	if _, err := next.Commit(batch(200)); err != nil {
+		t.Errorf("the new leader's commit: %v", err)
+	}
+	if d := next.Durable(); d != 201 {
+		t.Errorf("durable position %d, want 201", d)
+	}
+}
+
+// TestPostgresReadWriteRole: a role that may only read and write the
+// store's tables, in a schema a DBA made for it, opens the store: walhook
+// runs no DDL when the tables are there.
+func TestPostgresReadWriteRole(t *testing.T) {
+	const schema = "walhook_rw"
+	s, err := openPostgres(t, schema, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	conn := testkit.Connect(t, cluster.DSN("postgres"))
+	defer conn.Close(t.Context())
+	if _, err := conn.Exec(t.Context(), `DROP ROLE IF EXISTS walhook_rw; CREATE ROLE walhook_rw LOGIN;
+		REVOKE CREATE ON DATABASE postgres FROM PUBLIC; REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+		GRANT USAGE ON SCHEMA walhook_rw TO walhook_rw;
+		GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA walhook_rw TO walhook_rw;
+		GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA walhook_rw TO walhook_rw`); err != nil {
+		t.Fatal(err)
+	}
+	dsn := strings.Replace(cluster.DSN("postgres"), "postgres@", "walhook_rw@", 1)
+	rw, err := store.OpenPostgres(t.Context(), store.PostgresOptions{DSN: dsn, Schema: schema, Retention: 10, Lead: true,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("a read-write role opening the store: %v", err)
+	}
+	defer rw.Close()
+	if _, err := rw.Commit(&store.Batch{Appends: []store.Append{{
+		Tx:      &cdc.Tx{CommitLSN: 10, EndLSN: 11, Events: []cdc.Event{{ID: cdc.EventID(10, 0), Schema: "public", Table: "t", Action: cdc.ActionCreate}}},
+		Targets: [][]string{{"h"}},
+	}}}); err != nil {
+		t.Fatalf("a read-write role's commit: %v", err)
 	}
 }
