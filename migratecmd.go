@@ -45,6 +45,19 @@ func moveStoreCommand(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	defer b.Close()
+	// The leader lock, without waiting for it: a walhook that runs on the
+	// PostgreSQL store already must be stopped first.
+	lockCtx, giveUp := context.WithCancel(ctx)
+	defer giveUp()
+	var holder *store.Holder
+	l, err := store.AcquireLeader(lockCtx, cfg.Store.DSN, cfg.Store.Schema, "move-store", func(h store.Holder) { holder = &h; giveUp() })
+	if holder != nil {
+		return fmt.Errorf("move-store: a walhook leads the PostgreSQL store (%v): stop every walhook first; nothing was changed", holder)
+	}
+	if err != nil {
+		return err
+	}
+	defer l.Release()
 	p, err := store.OpenPostgres(ctx, store.PostgresOptions{DSN: cfg.Store.DSN, Schema: cfg.Store.Schema, Retention: cfg.Store.Retention, Logger: logger})
 	if err != nil {
 		return err

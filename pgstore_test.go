@@ -297,4 +297,9 @@ func TestMoveStore(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"api-made"`) {
 		t.Errorf("GET /api/webhooks after the move: %d %s", code, body)
 	}
+	// Into a store a walhook leads, nothing is moved.
+	out, err = exec.Command(walhookBinary(t), "move-store", "-config", cfg).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "a walhook leads the PostgreSQL store") {
+		t.Errorf("move-store while a walhook leads the store: %v\n%s", err, out)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -615,13 +616,44 @@ func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
 			c.queued = append(c.queued, Queued{Append: q.i, Webhook: h, Seq: seq, Record: rec, Event: ev})
 		}
 	}
-	if _, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.events (id, refs, body) SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])`), eids, erefs, bodies); err != nil {
+	// An event stored already is left out with its deliveries: a whole
+	// transaction need not be looked up (storedEvents), but one stored in
+	// chunks before may come whole (after an upgrade that changed the
+	// chunk size); it must not fail every commit from then on.
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`INSERT INTO {s}.events (id, refs, body) SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[])
+		ON CONFLICT (id) DO NOTHING RETURNING id`), eids, erefs, bodies)
+	if err != nil {
 		return 0, err
+	}
+	inserted, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return 0, err
+	}
+	if len(inserted) < len(eids) {
+		fresh := make(map[string]bool, len(inserted))
+		for _, id := range inserted {
+			fresh[id] = true
+		}
+		keep := func(i int) bool { return fresh[deids[i]] }
+		dnames, dseqs, drecs, dentities, devents = kept(dnames, keep), kept(dseqs, keep), kept(drecs, keep), kept(dentities, keep), kept(devents, keep)
+		deids = kept(deids, keep)
+		c.queued = slices.DeleteFunc(c.queued, func(q Queued) bool { return !fresh[q.Record.EventID] })
 	}
 	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at)
 		SELECT u.webhook, u.seq, 'p', u.event_id, u.record, u.entity_id, u.event, $7 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::text[]) AS u(webhook, seq, event_id, record, entity_id, event)`),
 		dnames, dseqs, deids, drecs, dentities, devents, now)
 	return stored, err
+}
+
+// kept is the elements of xs whose index keep accepts.
+func kept[T any](xs []T, keep func(int) bool) []T {
+	out := xs[:0:0]
+	for i, x := range xs {
+		if keep(i) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // storedEvents returns which events of the Appends that may repeat are in

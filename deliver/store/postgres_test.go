@@ -334,3 +334,41 @@ func TestPostgresReadWriteRole(t *testing.T) {
 		t.Fatalf("a read-write role's commit: %v", err)
 	}
 }
+
+// TestPostgresWholeAfterChunks: a transaction stored in chunks before a
+// crash can come again whole (an upgrade changed the chunk size): the
+// events stored already are left out, and the commit does not fail.
+func TestPostgresWholeAfterChunks(t *testing.T) {
+	s, err := openPostgres(t, "walhook_whole", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	events := func(from, to int) ([]cdc.Event, [][]string) {
+		var evs []cdc.Event
+		var tg [][]string
+		for i := from; i < to; i++ {
+			evs = append(evs, cdc.Event{ID: cdc.EventID(150, uint32(i)), Index: uint32(i), Schema: "public", Table: "t", Action: cdc.ActionCreate, EntityID: fmt.Sprint(i)})
+			tg = append(tg, []string{"h"})
+		}
+		return evs, tg
+	}
+	chunk, tg := events(0, 3)
+	if _, err := s.Commit(&store.Batch{Appends: []store.Append{{Tx: &cdc.Tx{CommitLSN: 150, Events: chunk}, Targets: tg}}}); err != nil {
+		t.Fatal(err)
+	}
+	whole, tg := events(0, 5)
+	queued, err := s.Commit(&store.Batch{Appends: []store.Append{{Tx: &cdc.Tx{CommitLSN: 150, EndLSN: 160, Events: whole}, Targets: tg}}})
+	if err != nil {
+		t.Fatalf("the whole transaction after its chunk: %v", err)
+	}
+	if len(queued) != 2 || queued[0].Record.EventID != cdc.EventID(150, 3) {
+		t.Errorf("queued %d deliveries (first %v), want the 2 events the chunk did not hold", len(queued), queued)
+	}
+	if q, _ := s.Queue("h"); q.Pending != 5 {
+		t.Errorf("%d pending, want 5", q.Pending)
+	}
+	if s.Durable() != 160 {
+		t.Errorf("durable position %d, want 160", s.Durable())
+	}
+}
