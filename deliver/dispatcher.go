@@ -461,7 +461,7 @@ func (h *dispatcher) bucketLocked(now time.Time) time.Duration {
 	if rate <= 0 {
 		return 0
 	}
-	burst := max(1, rate)
+	const burst = 1.0 // a receiver is promised the rate over any second, also after a quiet spell
 	if h.tokensAt.IsZero() {
 		h.tokens = burst
 	} else {

@@ -52,7 +52,7 @@ type Webhook struct {
 	BatchWait time.Duration `json:"batch_wait,omitempty"`
 
 	// RateLimit is the most requests per second the webhook sends, a
-	// token bucket its workers share (burst max(1, RateLimit)); 0: no
+	// token bucket its workers share (burst 1: never more than RateLimit in any second); 0: no
 	// limit. Deliveries that wait for it wait in the window or on disk.
 	RateLimit float64 `json:"rate_limit,omitempty"`
 	// MaxInFlight is the most requests of the webhook under way at once,
