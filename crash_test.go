@@ -494,7 +494,17 @@ func crashSIGKILL(t *testing.T, store string) {
 	dsn := itemsDatabase(t)
 	var refusing atomic.Bool
 	var asked atomic.Int64
-	rc, url := newKeyReceiver(t, func() bool { return refusing.Load() && asked.Add(1)%7 == 0 })
+	// arrived is closed by the first request after arm: the big
+	// transaction's first change, when everything before it was received.
+	var arrived chan struct{}
+	var armed atomic.Bool
+	arm := func() { arrived = make(chan struct{}); armed.Store(true) }
+	rc, url := newKeyReceiver(t, func() bool {
+		if armed.CompareAndSwap(true, false) {
+			close(arrived)
+		}
+		return refusing.Load() && asked.Add(1)%7 == 0
+	})
 	admin := freeAddr(t)
 	cfg := crashConfig(t, dsn, url, admin)
 	appendFile(t, cfg, store)
@@ -573,19 +583,29 @@ func crashSIGKILL(t *testing.T, store string) {
 
 	// One while walhook stores the chunks of a big transaction: killed as
 	// soon as the first of its changes arrives (its first chunk is
-	// stored), and it counts when the slot had not confirmed the
-	// transaction, so PostgreSQL sends it again whole and walhook must
-	// take the chunks it stored as repeats. A kill that came too late is
+	// stored). It counts when walhook had stored fewer of its events than
+	// it holds (walhook_events_total, read just before the kill, less what
+	// it was before the transaction) and the slot had not confirmed it:
+	// PostgreSQL sends it again whole, walhook must take the chunks it
+	// stored as repeats and store the rest. A kill that came too late is
 	// tried again with another big transaction.
 	inside := false
 	for try := 1; try <= 3 && !inside; try++ {
+		waitFor(t, "every change before the big transaction received", 3*time.Minute, func() bool { return rc.missing(c.written()) == 0 })
+		stored0 := eventsStored(t, admin)
 		from := len(c.written())
+		arm()
 		before, err := c.big(ctx, db, bigTxChanges)
 		if err != nil {
 			t.Fatal(err)
 		}
 		big := c.written()[from:]
-		waitFor(t, "the big transaction's first change", time.Minute, func() bool { return rc.missing(big) < len(big) })
+		select {
+		case <-arrived:
+		case <-time.After(time.Minute):
+			t.Fatal("timed out after 1m0s waiting for the big transaction's first change")
+		}
+		stored := eventsStored(t, admin) - stored0
 		k := kill(fmt.Sprintf("big transaction %d", try))
 		var unconfirmed bool
 		if err := db.QueryRow(ctx, `SELECT confirmed_flush_lsn < $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`,
@@ -593,13 +613,13 @@ func crashSIGKILL(t *testing.T, store string) {
 			t.Fatal(err)
 		}
 		got := len(big) - rc.missing(big)
-		t.Logf("big transaction %d: %d changes, %d received at the kill, %d in flight; unconfirmed by the slot: %v",
-			try, len(big), got, k.inFlight(), unconfirmed)
-		inside = unconfirmed && got < len(big)
+		t.Logf("big transaction %d: %d changes, %d stored just before the kill, %d received at the kill, %d in flight; unconfirmed by the slot: %v",
+			try, len(big), stored, got, k.inFlight(), unconfirmed)
+		inside = unconfirmed && stored < len(big)
 		ready()
 	}
 	if !inside {
-		t.Errorf("no kill landed while a big transaction was being stored (three tries)")
+		t.Errorf("no kill landed while a big transaction's chunks were being stored (three tries)")
 	}
 
 	if err := c.run(ctx, db, len(c.written())+2000); err != nil {
@@ -618,6 +638,29 @@ func crashSIGKILL(t *testing.T, store string) {
 	if t.Failed() {
 		logMetrics(t, admin)
 	}
+}
+
+// eventsStored is the sum of walhook_events_total, the events walhook
+// stored since it started (a transaction sent again not counted).
+func eventsStored(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	n := 0.0
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "walhook_events_total{") {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+				t.Fatalf("metrics: %q: %v", line, err)
+			}
+			n += v
+		}
+	}
+	return int(n)
 }
 
 // retriesPending counts the webhook's pending deliveries that failed and
