@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 // openWith opens a Queue in dir that routes every event to the named
@@ -55,12 +56,7 @@ func viewStore(t *testing.T, dir string, f func(*bolt.Tx)) {
 // eventually polls cond until it holds, and reports false if it still
 // does not after timeout.
 func eventually(timeout time.Duration, cond func() bool) bool {
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			return false
-		}
-	}
-	return true
+	return testkit.Eventually(timeout, cond)
 }
 
 // writeBacklog writes n events, 1,000 to a transaction, each of its own
