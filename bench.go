@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
 
 	"walhook/internal/bench"
@@ -33,6 +35,17 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.StringVar(&o.Store, "store", "", "postgres: also run the end-to-end, latency and backlog phases with walhook's queue in PostgreSQL (another database of the bench's cluster), beside bbolt's")
 	fs.IntVar(&o.Instances, "instances", 0, "with -store postgres: deliveries/s of 1 to N walhooks on one store, the receiver taking 50ms (0: skip)")
 	fs.BoolVar(&o.When, "when", false, "CPU per event with no when filter, one that passes and one that rejects")
+	fs.Func("batch", "also 1 webhook with each batch_size of `SIZES` (a list: 10,100) on the same changes (events/s, CPU per event, against the decode ceiling and the unbatched run), and the latency load with the largest and batch_wait_ms 20", func(v string) error {
+		o.Batch = nil
+		for f := range strings.SplitSeq(v, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil {
+				return fmt.Errorf("a size %q: %w", f, err)
+			}
+			o.Batch = append(o.Batch, n)
+		}
+		return nil
+	})
 	fs.StringVar(&o.Exe, "exe", "", "the walhook binary to measure (default: this one), to compare builds under the same harness")
 	asJSON := fs.Bool("json", false, "print one JSON object instead of the table")
 	if err := parseFlags(fs, args); err != nil {

@@ -97,6 +97,72 @@ func TestBenchStoreSmoke(t *testing.T) {
 	}
 }
 
+// TestBenchBatchSmoke runs walhook bench -batch 10,100 with tiny sizes:
+// each batch size, the unbatched rerun and the batched latency phase
+// report positive figures under their JSON keys, and batches did carry
+// many events. It asserts no timing.
+func TestBenchBatchSmoke(t *testing.T) {
+	res, err := bench.Run(t.Context(), bench.Options{
+		Changes: 1000, TxSize: 10, Webhooks: 1, RowWidth: 64, Concurrency: 4,
+		Rate: 1000, Duration: time.Second, Batch: []int{10, 100},
+		Ceiling: 300 * time.Millisecond, Exe: walhookBinary(t), SelfExe: walhookBinary(t), Cluster: cluster,
+	}, t.Output())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{
+		"batch_unbatched_rerun_eps", "batch_unbatched_rerun_cpu_us_per_event", "batch_unbatched_cpu_us_per_event",
+		"batch_decode_ceiling_after_eps", "batch_decode_ceiling_eps",
+		"batch_latency_size", "batch_latency_wait_ms", "batch_latency_offered_eps", "batch_p50_ms", "batch_p99_ms", "batch_p999_ms",
+		"batch_latency_events_per_request", "batch_peak_rss_mb",
+		// The unbatched keys are there as without -batch.
+		"decode_ceiling_eps", "e2e_eps", "e2e_cpu_us_per_event", "p99_ms",
+	} {
+		v, ok := got[key].(float64)
+		if !ok || !(v > 0) {
+			t.Errorf("%s = %v, want a positive number", key, got[key])
+		}
+	}
+	runs, _ := got["batch_runs"].([]any)
+	if len(runs) != 2 {
+		t.Fatalf("batch_runs = %v, want 2 runs", got["batch_runs"])
+	}
+	for i, size := range []float64{10, 100} {
+		run, _ := runs[i].(map[string]any)
+		if run["batch_size"] != size {
+			t.Errorf("batch_runs[%d].batch_size = %v, want %v", i, run["batch_size"], size)
+		}
+		for _, key := range []string{"e2e_eps", "cpu_us_per_event", "events_per_request", "ratio_decode_ceiling", "ratio_cpu_unbatched"} {
+			if v, ok := run[key].(float64); !ok || !(v > 0) {
+				t.Errorf("batch_runs[%d].%s = %v, want a positive number", i, key, run[key])
+			}
+		}
+		// A backlog of 1,000 changes fills batches: more than one event
+		// per request, at most the size.
+		if v, _ := run["events_per_request"].(float64); v <= 1 || v > size {
+			t.Errorf("batch_runs[%d].events_per_request = %v, want 1 < it ≤ %v", i, v, size)
+		}
+	}
+	if res.BatchLatencySize != 100 || res.BatchLatencyWaitMS != bench.BatchLatencyWaitMS {
+		t.Errorf("batch latency at batch_size %d, batch_wait_ms %d; want 100, %d", res.BatchLatencySize, res.BatchLatencyWaitMS, bench.BatchLatencyWaitMS)
+	}
+	var table bytes.Buffer
+	bench.Print(&table, bench.Options{Batch: []int{10, 100}, Concurrency: 4}, res)
+	for _, want := range []string{"batches: 1 webhook", "1 (again)", "target ≥ 0.5", "target ≤ 0.25", "batch_size 100, batch_wait_ms 20"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("the table has no %q:\n%s", want, table.String())
+		}
+	}
+}
+
 // TestBenchHelp: walhook bench -h lists the user's flags and none of the
 // subprocesses' own, and no usage text names the hidden helper.
 func TestBenchHelp(t *testing.T) {
@@ -105,7 +171,7 @@ func TestBenchHelp(t *testing.T) {
 		t.Fatalf("bench -h: err = %v, want errUsage", err)
 	}
 	help := stderr.String()
-	for _, flag := range []string{"-changes", "-backlog", "-exe", "-json", "-store", "-instances", "-when"} {
+	for _, flag := range []string{"-changes", "-backlog", "-exe", "-json", "-store", "-instances", "-when", "-batch"} {
 		if !strings.Contains(help, flag) {
 			t.Errorf("bench -h does not list %s:\n%s", flag, help)
 		}

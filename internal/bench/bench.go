@@ -12,6 +12,7 @@ import (
 	"os"
 	"time"
 
+	"walhook/deliver"
 	"walhook/internal/pgcluster"
 )
 
@@ -33,6 +34,7 @@ type Options struct {
 	Store       string // "postgres": the PostgreSQL store's phases beside bbolt's; "" or "bbolt": none
 	Instances   int    // with Store "postgres": 1 to Instances walhooks on one store, a 50 ms receiver (0: skip)
 	When        bool   // the phases of a webhook's when filter
+	Batch       []int  // batch_size of each -batch phase (none: skip); the latency phase takes the largest
 
 	Ceiling time.Duration      // of each HTTP ceiling measurement; default 3s
 	Exe     string             // the walhook binary to run; default this executable
@@ -52,6 +54,11 @@ func (o Options) Validate() error {
 	}
 	if o.Instances < 0 || o.Instances > 0 && o.Store != StorePostgres {
 		return errors.New("-instances: wants -store postgres and a count ≥ 1")
+	}
+	for _, n := range o.Batch {
+		if n < 2 || n > deliver.MaxBatchSize {
+			return fmt.Errorf("-batch: each size must be 2..%d (got %d)", deliver.MaxBatchSize, n)
+		}
 	}
 	return nil
 }
@@ -158,6 +165,11 @@ func (h *harness) phases(ctx context.Context, res *Result) error {
 	if err := h.latencyPhase(ctx, res); err != nil {
 		return fmt.Errorf("latency: %w", err)
 	}
+	if len(o.Batch) > 0 {
+		if err := h.batchLatency(ctx, res); err != nil {
+			return err
+		}
+	}
 	res.PeakRSSMB, res.PeakAnonMB = h.peakRSS, h.peakAnon
 	res.Ratio = res.E2EEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingRPS)
 	res.RatioPipeline = res.PipelineEPS / min(res.DecodeCeilingEPS, res.HTTPCeilingRPS)
@@ -217,6 +229,7 @@ func (h *harness) phases(ctx context.Context, res *Result) error {
 type throughputSlots struct {
 	decode, e2e1, e2e4, pipe1, pipe4 string
 	pg, bolt                         string // -store postgres: its end to end, then bbolt's again
+	batch                            batchSlots
 }
 
 // throughput writes the workload and measures the decode ceiling, then
@@ -230,6 +243,8 @@ func (h *harness) throughput(ctx context.Context, res *Result) error {
 		s.pg, s.bolt = h.slotName(), h.slotName()
 		names = append(names, s.pg, s.bolt)
 	}
+	s.batch = h.newBatchSlots()
+	names = append(names, s.batch.names()...)
 	for _, name := range names {
 		if err := h.createSlot(ctx, name); err != nil {
 			return err
@@ -263,6 +278,11 @@ func (h *harness) throughput(ctx context.Context, res *Result) error {
 	c3, c4, err := h.manyWebhooks(ctx, res, s)
 	if err != nil {
 		return err
+	}
+	if len(o.Batch) > 0 {
+		if err := h.batchThroughput(ctx, res, s.batch); err != nil {
+			return err
+		}
 	}
 	res.HTTPCeilingRuns = []float64{c1, c2, c3, c4}
 	res.HTTPCeilingRPS, res.HTTPCeiling4RPS = (c1+c2)/2, (c3+c4)/2

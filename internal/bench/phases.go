@@ -43,6 +43,12 @@ func (h *harness) endToEndOn(ctx context.Context, phase, slot, schema string, we
 	for i := range webhooks {
 		hooks = append(hooks, webhook{name: fmt.Sprintf("h%d", i+1), path: fmt.Sprintf("/h%d", i+1), timeoutMS: 10000, retryMode: "production"})
 	}
+	return h.endToEndWith(ctx, phase, slot, schema, hooks, want)
+}
+
+// endToEndWith is endToEndOn with these webhooks; want is the changes,
+// and the rate counts events, a batch as many.
+func (h *harness) endToEndWith(ctx context.Context, phase, slot, schema string, hooks []webhook, want int) (e2eRun, error) {
 	var backends *backendCPU
 	if schema != "" {
 		var err error
@@ -58,9 +64,9 @@ func (h *harness) endToEndOn(ctx context.Context, phase, slot, schema string, we
 		}
 		return e2eRun{}, err
 	}
-	total := want * webhooks
+	total := want * len(hooks)
 	err = h.waitReceived(ctx, p, total, time.Duration(total/200+60)*time.Second)
-	firstAt, last := h.rc.firstAt(), h.rc.lastAt()
+	firstAt, last, firstCount := h.rc.firstAt(), h.rc.lastAt(), h.rc.firstCount()
 	cpu := p.cpuSeconds()
 	var storeCPU float64
 	if backends != nil {
@@ -78,7 +84,7 @@ func (h *harness) endToEndOn(ctx context.Context, phase, slot, schema string, we
 	r := e2eRun{first: firstAt.Sub(start), cpuUS: cpu * 1e6 / float64(total), storeCPUUS: storeCPU * 1e6 / float64(total), rssMB: rss, anonMB: anon}
 	r.rate = float64(total) / last.Sub(start).Seconds()
 	if last.After(firstAt) {
-		r.rate = float64(total-1) / last.Sub(firstAt).Seconds()
+		r.rate = float64(total-firstCount) / last.Sub(firstAt).Seconds()
 	}
 	return r, nil
 }
@@ -102,11 +108,17 @@ type latencyRun struct{ offered, p50, p99, p999, rssMB, anonMB float64 }
 // latencyOn is the latency phase with the queue in schema of the store
 // database when schema is set.
 func (h *harness) latencyOn(ctx context.Context, phase, schema string) (latencyRun, error) {
+	return h.latencyWith(ctx, phase, schema, oneHook)
+}
+
+// latencyWith is latencyOn with these webhooks (one, or a batching one):
+// each event's latency, also in a batch.
+func (h *harness) latencyWith(ctx context.Context, phase, schema string, hooks []webhook) (latencyRun, error) {
 	slot := h.slotName()
 	if err := h.createSlot(ctx, slot); err != nil {
 		return latencyRun{}, err
 	}
-	p, err := h.launchOn(ctx, phase, slot, schema, oneHook, true)
+	p, err := h.launchOn(ctx, phase, slot, schema, hooks, true)
 	if err != nil {
 		return latencyRun{}, err
 	}

@@ -27,6 +27,8 @@ type webhook struct {
 	timeoutMS  int
 	retryMode  string
 	when       string // a CEL filter, none when empty
+	batchSize  int    // events per request; 0 or 1: one
+	batchWait  int    // batch_wait_ms, with batchSize > 1
 }
 
 // process is a walhook subprocess.
@@ -72,6 +74,9 @@ func (h *harness) writeConfigOn(name, slot, schema string, hooks []webhook) (dir
 			wh.name, h.rc.url+wh.path, base64.StdEncoding.EncodeToString([]byte("bench-secret-bench-secret")), wh.timeoutMS, wh.retryMode)
 		if wh.when != "" {
 			fmt.Fprintf(&sb, "when = %q\n", wh.when)
+		}
+		if wh.batchSize > 1 {
+			fmt.Fprintf(&sb, "batch_size = %d\nbatch_wait_ms = %d\n", wh.batchSize, wh.batchWait)
 		}
 	}
 	return dir, admin, token, os.WriteFile(filepath.Join(dir, "config.toml"), []byte(sb.String()), 0o600)
@@ -273,7 +278,8 @@ func (p *process) cpuSeconds() float64 {
 	return s
 }
 
-// waitReceived waits until n distinct deliveries came.
+// waitReceived waits until n distinct deliveries came, a batch counting
+// as its events.
 func (h *harness) waitReceived(ctx context.Context, p *process, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for h.rc.count() < n {

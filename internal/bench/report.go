@@ -110,7 +110,37 @@ type Result struct {
 	WhenRejectRatio float64   `json:"when_reject_ratio,omitempty"` // reject / none
 	WhenRunsCPU     []float64 `json:"when_runs_cpu_us,omitempty"`  // in the order none, pass, reject, reject, pass, none
 
+	// -batch: one webhook with batch_size of each size (batch_wait_ms 0) on
+	// the same changes as e2e_eps, then unbatched and the decode ceiling
+	// again; the ratios are to the means of these and the first runs.
+	BatchRuns             []BatchRun `json:"batch_runs,omitempty"`
+	BatchUnbatchedEPS     float64    `json:"batch_unbatched_rerun_eps,omitempty"`              // the unbatched webhook again, just after the batches
+	BatchUnbatchedCPU     float64    `json:"batch_unbatched_rerun_cpu_us_per_event,omitempty"` // its CPU per event
+	BatchUnbatchedMeanCPU float64    `json:"batch_unbatched_cpu_us_per_event,omitempty"`       // mean(e2e_cpu_us_per_event, the rerun's)
+	BatchDecodeAfterEPS   float64    `json:"batch_decode_ceiling_after_eps,omitempty"`         // the decode ceiling again, just after the batches
+	BatchDecodeMeanEPS    float64    `json:"batch_decode_ceiling_eps,omitempty"`               // mean(decode_ceiling_eps, the one after)
+	// The latency phase (-rate for -duration) with the largest size and
+	// batch_wait_ms BatchLatencyWaitMS: commit → 2xx of each event.
+	BatchLatencySize             int     `json:"batch_latency_size,omitempty"`
+	BatchLatencyWaitMS           int     `json:"batch_latency_wait_ms,omitempty"`
+	BatchOfferedEPS              float64 `json:"batch_latency_offered_eps,omitempty"`
+	BatchP50MS                   float64 `json:"batch_p50_ms,omitempty"`
+	BatchP99MS                   float64 `json:"batch_p99_ms,omitempty"`
+	BatchP999MS                  float64 `json:"batch_p999_ms,omitempty"`
+	BatchLatencyEventsPerRequest float64 `json:"batch_latency_events_per_request,omitempty"`
+	BatchPeakRSSMB               float64 `json:"batch_peak_rss_mb,omitempty"` // walhook's VmHWM in the batch phases
+
 	Load string `json:"load"` // /proc/loadavg before and after
+}
+
+// BatchRun is one batch size's end to end (-batch).
+type BatchRun struct {
+	Size             int     `json:"batch_size"`
+	EPS              float64 `json:"e2e_eps"`              // events/s from the first 2xx to the last
+	CPU              float64 `json:"cpu_us_per_event"`     // walhook's CPU per event, its start included, as e2e_cpu_us_per_event
+	EventsPerRequest float64 `json:"events_per_request"`   // the mean batch
+	RatioDecode      float64 `json:"ratio_decode_ceiling"` // e2e_eps / batch_decode_ceiling_eps
+	RatioCPU         float64 `json:"ratio_cpu_unbatched"`  // cpu_us_per_event / batch_unbatched_cpu_us_per_event
 }
 
 // machine describes the host: cores, CPU model and memory.
@@ -212,6 +242,41 @@ func Print(w io.Writer, o Options, r *Result) {
 	}
 	if o.When {
 		printWhen(w, r)
+	}
+	if len(r.BatchRuns) > 0 {
+		printBatch(w, r)
+	}
+}
+
+// printBatch writes the table of -batch, with the issue's targets at
+// batch_size 100.
+func printBatch(w io.Writer, r *Result) {
+	fmt.Fprintf(w, "\nbatches: 1 webhook, batch_wait_ms 0, the same changes as the end to end above; decode ceiling %.0f rows/s (mean of %.0f before and %.0f after), unbatched CPU per event %.0f µs (mean of %.0f before and %.0f after)\n\n",
+		r.BatchDecodeMeanEPS, r.DecodeCeilingEPS, r.BatchDecodeAfterEPS, r.BatchUnbatchedMeanCPU, r.E2ECPU, r.BatchUnbatchedCPU)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	check := func(ok bool) string {
+		if ok {
+			return "ok"
+		}
+		return "MISSED"
+	}
+	fmt.Fprintf(tw, "batch_size\tend to end\t× decode ceiling\tCPU per event\t× unbatched\tevents per request\n")
+	fmt.Fprintf(tw, "1 (again)\t%.0f events/s\t%.2f\t%.1f µs\t%.2f\t1\n",
+		r.BatchUnbatchedEPS, r.BatchUnbatchedEPS/r.BatchDecodeMeanEPS, r.BatchUnbatchedCPU, r.BatchUnbatchedCPU/r.BatchUnbatchedMeanCPU)
+	for _, b := range r.BatchRuns {
+		ratio, cpu := fmt.Sprintf("%.2f", b.RatioDecode), fmt.Sprintf("%.2f", b.RatioCPU)
+		if b.Size == 100 {
+			ratio += " (target ≥ 0.5: " + check(b.RatioDecode >= 0.5) + ")"
+			cpu += " (target ≤ 0.25: " + check(b.RatioCPU <= 0.25) + ")"
+		}
+		fmt.Fprintf(tw, "%d\t%.0f events/s\t%s\t%.1f µs\t%s\t%.1f\n", b.Size, b.EPS, ratio, b.CPU, cpu, b.EventsPerRequest)
+	}
+	tw.Flush()
+	if r.BatchLatencySize > 0 {
+		target := float64(r.BatchLatencyWaitMS + 30)
+		fmt.Fprintf(w, "\nlatency at %.0f changes/s, batch_size %d, batch_wait_ms %d (%.1f events per request): p50 %.1f ms, p99 %.1f ms (target ≤ %.0f ms: %s), p99.9 %.1f ms; unbatched p99 %.1f ms\n",
+			r.BatchOfferedEPS, r.BatchLatencySize, r.BatchLatencyWaitMS, r.BatchLatencyEventsPerRequest,
+			r.BatchP50MS, r.BatchP99MS, target, check(r.BatchP99MS <= target), r.BatchP999MS, r.P99MS)
 	}
 }
 
