@@ -20,12 +20,7 @@ type Overview struct {
 // memory, since the deliveries beyond a webhook's window are newer.
 func (q *Queue) Overview(now time.Time) Overview {
 	o := Overview{EventsPerSecond: q.rate.perSecond(now)}
-	q.mu.Lock()
-	hooks := make([]*dispatcher, 0, len(q.hooks))
-	for _, h := range q.hooks {
-		hooks = append(hooks, h)
-	}
-	q.mu.Unlock()
+	hooks := q.dispatchers()
 	for _, h := range hooks {
 		h.mu.Lock()
 		o.Queued += h.queued

@@ -270,12 +270,7 @@ func (q *Queue) Close() error {
 	var err error
 	q.closeOnce.Do(func() {
 		q.closed.Store(true)
-		q.mu.Lock()
-		hooks := make([]*dispatcher, 0, len(q.hooks))
-		for _, h := range q.hooks {
-			hooks = append(hooks, h)
-		}
-		q.mu.Unlock()
+		hooks := q.dispatchers()
 		for _, h := range hooks {
 			h.stop(false)
 		}
@@ -297,12 +292,7 @@ func (q *Queue) Close() error {
 // leads its store: another sends those deliveries now. Close still
 // follows.
 func (q *Queue) StopDelivering() {
-	q.mu.Lock()
-	hooks := make([]*dispatcher, 0, len(q.hooks))
-	for _, h := range q.hooks {
-		hooks = append(hooks, h)
-	}
-	q.mu.Unlock()
+	hooks := q.dispatchers()
 	for _, h := range hooks {
 		h.stop(true)
 	}
@@ -392,6 +382,17 @@ func (q *Queue) FlushLog(name string) {
 	if h := q.dispatcherOf(name); h != nil && h.log != nil {
 		h.log.flush()
 	}
+}
+
+// dispatchers returns every webhook's dispatcher, as they are now.
+func (q *Queue) dispatchers() []*dispatcher {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	hooks := make([]*dispatcher, 0, len(q.hooks))
+	for _, h := range q.hooks {
+		hooks = append(hooks, h)
+	}
+	return hooks
 }
 
 // dispatcherOf is the dispatcher of webhook name, nil if there is none.

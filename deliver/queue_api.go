@@ -370,12 +370,7 @@ func (q *Queue) persistSwitchOff(h *dispatcher, w Webhook) bool {
 
 // Webhooks returns all webhooks sorted by name, without secrets.
 func (q *Queue) Webhooks() []Webhook {
-	q.mu.Lock()
-	hooks := make([]*dispatcher, 0, len(q.hooks))
-	for _, h := range q.hooks {
-		hooks = append(hooks, h)
-	}
-	q.mu.Unlock()
+	hooks := q.dispatchers()
 	out := make([]Webhook, 0, len(hooks))
 	for _, h := range hooks {
 		out = append(out, h.webhook().redacted())

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -195,24 +194,11 @@ func (s *Bolt) Redeliver(name string, seq uint64) (Redelivered, error) {
 // still failed again, in one transaction, each replaced by its new one.
 func (s *Bolt) RedeliverFailed(name string, seqs []uint64) ([]Redelivered, error) {
 	var out []Redelivered
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		out = out[:0]
-		for _, seq := range seqs {
-			r, err := redeliverIn(tx, name, seq, true)
-			if errors.Is(err, ErrNotFound) {
-				continue // delivered again or dropped meanwhile
-			}
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-		}
-		return nil
+	err := s.db.Update(func(tx *bolt.Tx) (err error) {
+		out, err = redeliverEach(seqs, func(seq uint64) (Redelivered, error) { return redeliverIn(tx, name, seq, true) })
+		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, err
 }
 
 // redeliverIn queues delivery seq of webhook name again within tx; with

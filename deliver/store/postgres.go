@@ -878,27 +878,14 @@ func (s *Postgres) Redeliver(name string, seq uint64) (Redelivered, error) {
 // still failed again, in one transaction.
 func (s *Postgres) RedeliverFailed(name string, seqs []uint64) ([]Redelivered, error) {
 	var out []Redelivered
-	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.inTx(func(ctx context.Context, tx pgx.Tx) (err error) {
 		if _, err := s.seqLock(ctx, tx); err != nil {
 			return err
 		}
-		out = out[:0]
-		for _, seq := range seqs {
-			r, err := s.redeliverIn(ctx, tx, name, seq, true)
-			if errors.Is(err, ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			out = append(out, r)
-		}
-		return nil
+		out, err = redeliverEach(seqs, func(seq uint64) (Redelivered, error) { return s.redeliverIn(ctx, tx, name, seq, true) })
+		return err
 	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
+	return out, err
 }
 
 func (s *Postgres) redeliverIn(ctx context.Context, tx pgx.Tx, name string, seq uint64, failedOnly bool) (Redelivered, error) {

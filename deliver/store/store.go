@@ -162,3 +162,21 @@ func Repeated(tx *cdc.Tx, stored uint64) bool {
 	}
 	return tx.CommitLSN != 0 && tx.CommitLSN < stored
 }
+
+// redeliverEach redelivers each of seqs with redeliver, within one
+// transaction of the caller's, passing over those no longer failed
+// (delivered again or dropped meanwhile).
+func redeliverEach(seqs []uint64, redeliver func(uint64) (Redelivered, error)) ([]Redelivered, error) {
+	var out []Redelivered
+	for _, seq := range seqs {
+		r, err := redeliver(seq)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
