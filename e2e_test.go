@@ -253,7 +253,7 @@ func TestPipeline(t *testing.T) {
 		}
 		ts := r.Header.Get("Webhook-Timestamp")
 		sig := r.Header.Get("Webhook-Signature")
-		if want := standardSignature(t, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", body.ID, ts, r.Body); sig != want {
+		if want := testkit.StandardSignature(t, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", body.ID, ts, r.Body); sig != want {
 			t.Errorf("%s: Webhook-Signature %q, want %q", action, sig, want)
 		}
 	}

@@ -114,7 +114,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	}
 	for name, key := range map[string]string{"signed": secret, "api": apiSecret} {
 		for _, r := range byHook(name) {
-			if got, want := r.Header.Get("Webhook-Signature"), standardSignature(t, key, r.Header.Get("Webhook-Id"), r.Header.Get("Webhook-Timestamp"), r.Body); got != want {
+			if got, want := r.Header.Get("Webhook-Signature"), testkit.StandardSignature(t, key, r.Header.Get("Webhook-Id"), r.Header.Get("Webhook-Timestamp"), r.Body); got != want {
 				t.Errorf("%s: Webhook-Signature %q, want %q (secret %s)", name, got, want, key)
 			}
 		}
@@ -142,7 +142,7 @@ func TestNoSecretsInLogs(t *testing.T) {
 	execSQL(t, dsn, `INSERT INTO things VALUES (2, 'b')`)
 	waitFor(t, "row 2 signed with the new secret", time.Minute, func() bool {
 		for _, r := range byHook("signed") {
-			if r.Header.Get("X-Walhook-Entity-Id") == "2" && r.Header.Get("Webhook-Signature") == standardSignature(t, secret2, r.Header.Get("Webhook-Id"), r.Header.Get("Webhook-Timestamp"), r.Body) {
+			if r.Header.Get("X-Walhook-Entity-Id") == "2" && r.Header.Get("Webhook-Signature") == testkit.StandardSignature(t, secret2, r.Header.Get("Webhook-Id"), r.Header.Get("Webhook-Timestamp"), r.Body) {
 				return true
 			}
 		}

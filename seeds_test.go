@@ -35,6 +35,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // seedRequest is what a product's receiver saw, and how it answered.
@@ -689,7 +690,7 @@ func TestPeopulse(t *testing.T) {
 		secretMu.Lock()
 		secret := secrets[r.Header.Get("X-Walhook-Webhook")]
 		secretMu.Unlock()
-		return secret != "" && standardSignatureValid(secret, r, body)
+		return secret != "" && testkit.StandardSignatureValid(secret, r.Header, body)
 	}
 	ok := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
 		if !verify(r, body) {
@@ -808,24 +809,6 @@ table = "public.contracts"
 	if n := ok.rejected() + failing.rejected(); n != 0 {
 		t.Errorf("%d requests failed the signature check", n)
 	}
-}
-
-// standardSignatureValid checks a Standard Webhooks signature.
-func standardSignatureValid(secret string, r *http.Request, body []byte) bool {
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		return false
-	}
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%s.", r.Header.Get("Webhook-Id"), r.Header.Get("Webhook-Timestamp"))
-	mac.Write(body)
-	want := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-	for _, sig := range strings.Fields(r.Header.Get("Webhook-Signature")) {
-		if hmac.Equal([]byte(sig), []byte(want)) {
-			return true
-		}
-	}
-	return false
 }
 
 // TestGenericNote: the keys-only webhook {"id","entityType","eventType",

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // webhook is the API's view of a webhook, as a client decodes it.
@@ -107,7 +108,7 @@ func TestWebhookLifecycle(t *testing.T) {
 		t.Errorf("test answered %s", r.body)
 	}
 	req, body := rc.last(t)
-	if want := standardSignature(t, created.Secret, req.Header.Get("Webhook-Id"), req.Header.Get("Webhook-Timestamp"), body); req.Header.Get("Webhook-Signature") != want {
+	if want := testkit.StandardSignature(t, created.Secret, req.Header.Get("Webhook-Id"), req.Header.Get("Webhook-Timestamp"), []byte(body)); req.Header.Get("Webhook-Signature") != want {
 		t.Errorf("ping signature %q, want %q", req.Header.Get("Webhook-Signature"), want)
 	}
 	if !strings.Contains(body, `"event":"ping"`) && !strings.Contains(body, `"event": "ping"`) {

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"walhook/internal/pgcluster"
+	"walhook/internal/testkit"
 )
 
 // TestBrowser drives Debian's headless chromium through the admin page of a
@@ -121,7 +122,7 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("flash after the test: %q", got)
 	}
 	ping := w.receiver.waitRequest(t, func(r *http.Request, body string) bool { return strings.Contains(body, `"event":"ping"`) })
-	if want := standardSignature(t, secret, ping.Header.Get("Webhook-Id"), ping.Header.Get("Webhook-Timestamp"), ping.body); ping.Header.Get("Webhook-Signature") != want {
+	if want := testkit.StandardSignature(t, secret, ping.Header.Get("Webhook-Id"), ping.Header.Get("Webhook-Timestamp"), []byte(ping.body)); ping.Header.Get("Webhook-Signature") != want {
 		t.Errorf("the ping is not signed with the secret the page showed")
 	}
 

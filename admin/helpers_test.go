@@ -2,11 +2,7 @@ package admin_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -297,18 +293,6 @@ func (rc *receiver) count() int {
 
 // syncBuffer is a log destination the test reads while the code writes.
 type syncBuffer = testkit.SyncBuffer
-
-// standardSignature is the Standard Webhooks signature of a request.
-func standardSignature(t *testing.T, secret, id, ts, body string) string {
-	t.Helper()
-	key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(secret, "whsec_"))
-	if err != nil {
-		t.Fatalf("secret %q: %v", secret, err)
-	}
-	mac := hmac.New(sha256.New, key)
-	fmt.Fprintf(mac, "%s.%s.%s", id, ts, body)
-	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
-}
 
 // freeAddr returns a free loopback address.
 func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }

@@ -2,9 +2,6 @@ package deliver_test
 
 import (
 	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,6 +14,7 @@ import (
 
 	"walhook/cdc"
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // batchBody is the JSON body of a batch.
@@ -103,9 +101,7 @@ func TestBatchRequests(t *testing.T) {
 				t.Errorf("batch %s: %s = %q, want %q", id, k, got, want)
 			}
 		}
-		mac := hmac.New(sha256.New, []byte("s3cret"))
-		fmt.Fprintf(mac, "%s.%s.%s", id, r.Header.Get("Webhook-Timestamp"), r.Body)
-		if got, want := r.Header.Get("Webhook-Signature"), "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)); got != want {
+		if got, want := r.Header.Get("Webhook-Signature"), testkit.StandardSignature(t, "s3cret", id, r.Header.Get("Webhook-Timestamp"), r.Body); got != want {
 			t.Errorf("batch %s: Webhook-Signature = %q, want %q", id, got, want)
 		}
 		for i, ev := range b.Events {

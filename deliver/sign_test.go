@@ -15,6 +15,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // The example of the Standard Webhooks specification.
@@ -52,12 +53,7 @@ func verify(t *testing.T, scheme string, secrets []string, r received) {
 		var want string
 		switch scheme {
 		case deliver.SignatureStandard:
-			key := []byte(sec)
-			if rest, ok := strings.CutPrefix(sec, "whsec_"); ok {
-				key, _ = base64.StdEncoding.DecodeString(rest)
-			}
-			msg := r.Header.Get("Webhook-Id") + "." + r.Header.Get("Webhook-Timestamp") + "." + string(r.Body)
-			want = "v1," + base64.StdEncoding.EncodeToString(hm(sha256.New, key, msg))
+			want = testkit.StandardSignature(t, sec, r.Header.Get("Webhook-Id"), r.Header.Get("Webhook-Timestamp"), r.Body)
 			// And the reference library of the specification.
 			var wh *standardwebhooks.Webhook
 			var err error
