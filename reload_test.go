@@ -162,21 +162,21 @@ func TestReloadSMTP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	writeConfig(oldSMTP.port, oldPassword, hook("mail-a"))
+	writeConfig(oldSMTP.Port, oldPassword, hook("mail-a"))
 	logPath := filepath.Join(dir, "walhook.log")
 	p := startProcess(t, logPath, "run", "-config", path)
 	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
 	readLog := func() string { raw, _ := os.ReadFile(logPath); return string(raw) }
 
 	execSQL(t, dsn, `INSERT INTO items VALUES (1, 1, 'before the reload')`)
-	waitFor(t, "mail-a's failure e-mail at the old SMTP server", 30*time.Second, func() bool { return len(oldSMTP.messages()) == 1 })
-	if m := oldSMTP.messages()[0]; !strings.Contains(m.Body, "Webhook:  mail-a\n") || !strings.Contains(m.Body, "Entity id:   1\n") {
+	waitFor(t, "mail-a's failure e-mail at the old SMTP server", 30*time.Second, func() bool { return len(oldSMTP.Messages()) == 1 })
+	if m := oldSMTP.Messages()[0]; !strings.Contains(m.Body, "Webhook:  mail-a\n") || !strings.Contains(m.Body, "Entity id:   1\n") {
 		t.Errorf("e-mail at the old server:\n%s", m.Body)
 	}
 
 	// mail-b is new, so its first failure is e-mailed at once (mail-a's
 	// next waits for its interval).
-	writeConfig(newSMTP.port, newPassword, hook("mail-a"), hook("mail-b"))
+	writeConfig(newSMTP.Port, newPassword, hook("mail-a"), hook("mail-b"))
 	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -187,17 +187,17 @@ func TestReloadSMTP(t *testing.T) {
 			line = l
 		}
 	}
-	if !strings.Contains(line, fmt.Sprintf("port=%d", newSMTP.port)) {
+	if !strings.Contains(line, fmt.Sprintf("port=%d", newSMTP.Port)) {
 		t.Errorf("the SMTP change is not logged with the new port: %q", line)
 	}
 
 	execSQL(t, dsn, `INSERT INTO items VALUES (2, 2, 'after the reload')`)
-	waitFor(t, "mail-b's failure e-mail at the new SMTP server", 30*time.Second, func() bool { return len(newSMTP.messages()) == 1 })
-	if m := newSMTP.messages()[0]; m.To != "ops@example.com" || !strings.Contains(m.Body, "Webhook:  mail-b\n") ||
+	waitFor(t, "mail-b's failure e-mail at the new SMTP server", 30*time.Second, func() bool { return len(newSMTP.Messages()) == 1 })
+	if m := newSMTP.Messages()[0]; m.To != "ops@example.com" || !strings.Contains(m.Body, "Webhook:  mail-b\n") ||
 		!strings.Contains(m.Body, "Entity id:   2\n") {
 		t.Errorf("e-mail at the new server to %s:\n%s", m.To, m.Body)
 	}
-	if got := len(oldSMTP.messages()); got != 1 {
+	if got := len(oldSMTP.Messages()); got != 1 {
 		t.Errorf("the old SMTP server got %d e-mails, want only the one before the reload", got)
 	}
 	if l := readLog(); strings.Contains(l, oldPassword) || strings.Contains(l, newPassword) {

@@ -16,11 +16,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"mime/quotedprintable"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/mail"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -31,8 +28,6 @@ import (
 	"testing"
 	"time"
 	"unicode/utf8"
-
-	"github.com/emersion/go-smtp"
 
 	"walhook/deliver"
 	"walhook/internal/testkit"
@@ -92,69 +87,9 @@ func (rc *seedReceiver) rejected() int {
 	return n
 }
 
-// email is a message the test SMTP server accepted.
-type email struct {
-	To, Subject, Body string
-}
-
-// smtpSink is a real SMTP listener (go-smtp's server) that keeps what it
-// is sent.
-type smtpSink struct {
-	port int
-	mu   sync.Mutex
-	mail []email
-}
-
-func newSMTPSink(t *testing.T) *smtpSink {
-	t.Helper()
-	s := &smtpSink{}
-	srv := smtp.NewServer(s)
-	srv.Domain = "localhost"
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.port = ln.Addr().(*net.TCPAddr).Port
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return s
-}
-
-func (s *smtpSink) NewSession(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }
-
-func (s *smtpSink) messages() []email {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]email(nil), s.mail...)
-}
-
-type sinkSession struct {
-	s  *smtpSink
-	to string
-}
-
-func (x *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (x *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	x.to = to
-	return nil
-}
-func (x *sinkSession) Reset()        {}
-func (x *sinkSession) Logout() error { return nil }
-func (x *sinkSession) Data(r io.Reader) error {
-	m, err := mail.ReadMessage(r)
-	if err != nil {
-		return err
-	}
-	body, err := io.ReadAll(quotedprintable.NewReader(m.Body))
-	if err != nil {
-		return err
-	}
-	x.s.mu.Lock()
-	x.s.mail = append(x.s.mail, email{To: x.to, Subject: m.Header.Get("Subject"), Body: strings.ReplaceAll(string(body), "\r\n", "\n")})
-	x.s.mu.Unlock()
-	return nil
-}
+// newSMTPSink is a real SMTP server keeping what it is sent (see
+// testkit.SMTPServer).
+func newSMTPSink(t *testing.T) *testkit.SMTPServer { return testkit.NewSMTPServer(t, false, "", "") }
 
 // logLines reads a webhook's .log file, its buffered lines written first.
 func logLines(h *harness, name string) []string {
@@ -243,7 +178,7 @@ headers = { %q = %q }
 	}
 
 	h := newHarness(t, employeesSchema)
-	h.start(fmt.Sprintf("[smtp]\nhost = \"127.0.0.1\"\nport = %d\nfrom = \"akuiteo@example.com\"\n", sink.port) + `
+	h.start(fmt.Sprintf("[smtp]\nhost = \"127.0.0.1\"\nport = %d\nfrom = \"akuiteo@example.com\"\n", sink.Port) + `
 [[entity]]
 name = "employee"
 table = "public.employees"
@@ -353,8 +288,8 @@ retry_mode = "production"
 		t.Errorf("akuiteo-flaky.log:\n%s", strings.Join(lines, "\n"))
 	}
 
-	waitFor(t, "the failure e-mail", 30*time.Second, func() bool { return len(sink.messages()) >= 1 })
-	m := sink.messages()[0]
+	waitFor(t, "the failure e-mail", 30*time.Second, func() bool { return len(sink.Messages()) >= 1 })
+	m := sink.Messages()[0]
 	if m.To != "ops@example.com" || !strings.Contains(m.Subject, `"akuiteo-flaky"`) {
 		t.Errorf("e-mail to %s, subject %q", m.To, m.Subject)
 	}
@@ -380,7 +315,7 @@ retry_mode = "production"
 		t.Fatalf("POST /api/deliveries/%s/redeliver: %s", id[1], resp.Status)
 	}
 	waitFor(t, "the redelivery", 30*time.Second, func() bool { return q.Stats("akuiteo-flaky").SuccessfulCalls == 1 })
-	if got := len(sink.messages()); got != 1 {
+	if got := len(sink.Messages()); got != 1 {
 		t.Errorf("%d e-mails, want 1", got)
 	}
 	if n := flaky.rejected() + down.rejected(); n != 0 {

@@ -1,30 +1,19 @@
 package notify_test
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
-	"mime"
-	"mime/quotedprintable"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/mail"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -35,181 +24,14 @@ import (
 )
 
 // message is one e-mail the test SMTP server accepted.
-type message struct {
-	From, To   string
-	Subject    string
-	Body       string    // decoded
-	Date       time.Time // the Date header
-	TLS        bool      // the session was upgraded with STARTTLS
-	AuthedUser string
-	Header     mail.Header
-}
+type message = testkit.Mail
 
-// mailServer is a real SMTP listener (go-smtp's server) keeping what it
-// receives. With a user it offers AUTH PLAIN and refuses mail without it.
-type mailServer struct {
-	host string
-	port int
-	pool *x509.CertPool // trusts the server's certificate (STARTTLS only)
-
-	user, password string
-
-	mu     sync.Mutex
-	msgs   []message
-	rcpts  int             // RCPT TO commands received, refused ones included
-	decide func(int) error // of RCPT TO number n (from 1): nil accepts; nil func accepts all
-}
-
-func newMailServer(t *testing.T, startTLS bool, user, password string) *mailServer {
+// newMailServer is a real SMTP server keeping what it receives (see
+// testkit.SMTPServer).
+func newMailServer(t *testing.T, startTLS bool, user, password string) *testkit.SMTPServer {
 	t.Helper()
-	ms := &mailServer{user: user, password: password}
-	srv := smtp.NewServer(ms)
-	srv.Domain = "localhost"
-	srv.ReadTimeout, srv.WriteTimeout = 10*time.Second, 10*time.Second
-	srv.AllowInsecureAuth = !startTLS
-	srv.ErrorLog = log4test{}
-	if startTLS {
-		cert, pool := selfSigned(t)
-		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
-		ms.pool = pool
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().(*net.TCPAddr)
-	ms.host, ms.port = "127.0.0.1", addr.Port
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ms
+	return testkit.NewSMTPServer(t, startTLS, user, password)
 }
-
-type log4test struct{}
-
-func (log4test) Printf(string, ...any) {}
-func (log4test) Println(...any)        {}
-
-// selfSigned makes a certificate for 127.0.0.1 and a pool trusting it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "walhook test smtp"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, BasicConstraintsValid: true, IsCA: true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-}
-
-func (ms *mailServer) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	return &mailSession{ms: ms, conn: c}, nil
-}
-
-// setRcpt makes decide answer each RCPT TO, numbered from 1: an error
-// refuses the recipient, so the e-mail is not taken.
-func (ms *mailServer) setRcpt(decide func(n int) error) {
-	ms.mu.Lock()
-	ms.decide = decide
-	ms.mu.Unlock()
-}
-
-// attempts is the number of RCPT TO commands received: one per e-mail the
-// client tried to send past MAIL FROM.
-func (ms *mailServer) attempts() int {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return ms.rcpts
-}
-
-func (ms *mailServer) messages() []message {
-	ms.mu.Lock()
-	defer ms.mu.Unlock()
-	return append([]message(nil), ms.msgs...)
-}
-
-type mailSession struct {
-	ms       *mailServer
-	conn     *smtp.Conn
-	user     string
-	from, to string
-}
-
-func (s *mailSession) AuthMechanisms() []string { return []string{sasl.Plain} }
-
-func (s *mailSession) Auth(string) (sasl.Server, error) {
-	return sasl.NewPlainServer(func(_, user, password string) error {
-		if s.ms.user == "" || user != s.ms.user || password != s.ms.password {
-			return errors.New("invalid credentials")
-		}
-		s.user = user
-		return nil
-	}), nil
-}
-
-func (s *mailSession) Mail(from string, _ *smtp.MailOptions) error {
-	if s.ms.user != "" && s.user == "" {
-		return smtp.ErrAuthRequired
-	}
-	s.from = from
-	return nil
-}
-
-func (s *mailSession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	s.ms.mu.Lock()
-	s.ms.rcpts++
-	n, decide := s.ms.rcpts, s.ms.decide
-	s.ms.mu.Unlock()
-	if decide != nil {
-		if err := decide(n); err != nil {
-			return err
-		}
-	}
-	s.to = to
-	return nil
-}
-
-func (s *mailSession) Data(r io.Reader) error {
-	m, err := mail.ReadMessage(r)
-	if err != nil {
-		return err
-	}
-	var body io.Reader = m.Body
-	if m.Header.Get("Content-Transfer-Encoding") == "quoted-printable" {
-		body = quotedprintable.NewReader(m.Body)
-	}
-	text, err := io.ReadAll(body)
-	if err != nil {
-		return err
-	}
-	subject, _ := new(mime.WordDecoder).DecodeHeader(m.Header.Get("Subject"))
-	date, _ := m.Header.Date()
-	_, tlsOn := s.conn.TLSConnectionState()
-	s.ms.mu.Lock()
-	s.ms.msgs = append(s.ms.msgs, message{
-		From: s.from, To: s.to, Subject: subject, Body: strings.ReplaceAll(string(text), "\r\n", "\n"),
-		Date: date, TLS: tlsOn, AuthedUser: s.user, Header: m.Header,
-	})
-	s.ms.mu.Unlock()
-	return nil
-}
-
-func (s *mailSession) Reset()        {}
-func (s *mailSession) Logout() error { return nil }
 
 // fakeClock is the Notifier's clock; its timers fire only when the test
 // says so.
@@ -273,11 +95,11 @@ func failedDelivery(name string, seq int, status int, text string) deliver.Deliv
 	}
 }
 
-func newNotifier(ms *mailServer, mods ...func(*notify.Options)) (*notify.Notifier, *syncBuffer) {
+func newNotifier(ms *testkit.SMTPServer, mods ...func(*notify.Options)) (*notify.Notifier, *syncBuffer) {
 	logs := &syncBuffer{}
 	o := notify.Options{
-		Host: ms.host, Port: ms.port, From: "walhook <walhook@example.com>", AdminURL: "http://127.0.0.1:8080",
-		Timeout: 10 * time.Second, RootCAs: ms.pool, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Host: ms.Host, Port: ms.Port, From: "walhook <walhook@example.com>", AdminURL: "http://127.0.0.1:8080",
+		Timeout: 10 * time.Second, RootCAs: ms.Pool, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	}
 	for _, m := range mods {
 		m(&o)
@@ -296,10 +118,10 @@ func TestNotifierPlain(t *testing.T) {
 	quiet.NotifyOnFailure = false
 	n.Notify(quiet, failedDelivery("quiet", 1, 500, ""))
 	n.Notify(notifyHook("hr-sync", "HR Ops <ops@example.com>"), failedDelivery("hr-sync", 3, 400, "unknown employee\n130003"))
-	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) >= 1 })
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.Messages()) >= 1 })
 	n.Close()
 
-	msgs := ms.messages()
+	msgs := ms.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("%d e-mails, want 1: %+v", len(msgs), msgs)
 	}
@@ -346,25 +168,25 @@ func TestNotifierBatching(t *testing.T) {
 	})
 	w := notifyHook("a", "a@example.com")
 	n.Notify(w, failedDelivery("a", 1, 500, ""))
-	waitFor(t, 10*time.Second, "the first e-mail", func() bool { return len(ms.messages()) == 1 })
+	waitFor(t, 10*time.Second, "the first e-mail", func() bool { return len(ms.Messages()) == 1 })
 
 	clock.advance(time.Minute)
 	n.Notify(w, failedDelivery("a", 2, 502, ""))
 	n.Notify(w, failedDelivery("a", 3, 0, ""))
 	n.Notify(notifyHook("b", "b@example.com"), failedDelivery("b", 4, 500, ""))
-	waitFor(t, 10*time.Second, "webhook b's e-mail", func() bool { return len(ms.messages()) == 2 })
+	waitFor(t, 10*time.Second, "webhook b's e-mail", func() bool { return len(ms.Messages()) == 2 })
 	timers := clock.started()
 	if len(timers) != 1 || timers[0].d != 9*time.Minute {
 		t.Fatalf("timers started: %+v, want one of 9m", timers)
 	}
-	if got := ms.messages(); got[1].To != "b@example.com" {
+	if got := ms.Messages(); got[1].To != "b@example.com" {
 		t.Fatalf("second e-mail went to %s, want b (a's must wait for the timer)", got[1].To)
 	}
 
 	clock.advance(9 * time.Minute)
 	timers[0].f()
-	waitFor(t, 10*time.Second, "the batch", func() bool { return len(ms.messages()) == 3 })
-	batch := ms.messages()[2]
+	waitFor(t, 10*time.Second, "the batch", func() bool { return len(ms.Messages()) == 3 })
+	batch := ms.Messages()[2]
 	if batch.To != "a@example.com" || batch.Subject != `walhook: webhook "a": 2 deliveries failed` {
 		t.Errorf("batch e-mail = %s %q", batch.To, batch.Subject)
 	}
@@ -385,7 +207,7 @@ func TestNotifierBatching(t *testing.T) {
 		t.Fatalf("timers started: %+v", got)
 	}
 	n.Close()
-	msgs := ms.messages()
+	msgs := ms.Messages()
 	if len(msgs) != 4 || !strings.Contains(msgs[3].Body, "00000000016B3A80-00000005") {
 		t.Errorf("Close did not send the pending batch: %d e-mails", len(msgs))
 	}
@@ -400,9 +222,9 @@ func TestNotifierStartTLSAuth(t *testing.T) {
 		o.StartTLS, o.Username, o.Password = true, "walhook", "s3cret"
 	})
 	n.Notify(notifyHook("tls", "ops@example.com"), failedDelivery("tls", 1, 500, ""))
-	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) == 1 })
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.Messages()) == 1 })
 	n.Close()
-	if m := ms.messages()[0]; !m.TLS || m.AuthedUser != "walhook" || m.To != "ops@example.com" {
+	if m := ms.Messages()[0]; !m.TLS || m.AuthedUser != "walhook" || m.To != "ops@example.com" {
 		t.Errorf("e-mail = %+v, want over TLS, authenticated as walhook", m)
 	}
 
@@ -421,7 +243,7 @@ func TestNotifierStartTLSAuth(t *testing.T) {
 		})
 		n.Notify(notifyHook("tls", "ops@example.com"), failedDelivery("tls", 2, 500, ""))
 		n.Close()
-		if got := len(ms.messages()); got != 1 {
+		if got := len(ms.Messages()); got != 1 {
 			t.Errorf("%s: %d e-mails, want still 1", c.name, got)
 		}
 		if l := logs.String(); !strings.Contains(l, "failure e-mail not sent") || !strings.Contains(l, c.want) {
@@ -507,8 +329,8 @@ func TestNotifierQueue(t *testing.T) {
 	}}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "the e-mail", func() bool { return len(ms.messages()) == 1 })
-	m := ms.messages()[0]
+	waitFor(t, 20*time.Second, "the e-mail", func() bool { return len(ms.Messages()) == 1 })
+	m := ms.Messages()[0]
 	if m.Subject != `walhook: webhook "gone" switched off (410 Gone)` {
 		t.Errorf("subject %q", m.Subject)
 	}
@@ -532,7 +354,7 @@ func TestNotifierRetry(t *testing.T) {
 	t.Parallel()
 	ms := newMailServer(t, false, "", "")
 	release := make(chan struct{})
-	ms.setRcpt(func(n int) error {
+	ms.SetRcpt(func(n int) error {
 		if n == 1 {
 			<-release
 			return tryLater
@@ -544,7 +366,7 @@ func TestNotifierRetry(t *testing.T) {
 	n, logs := newNotifier(ms, func(o *notify.Options) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
 	w := notifyHook("r", "ops@example.com")
 	n.Notify(w, failedDelivery("r", 1, 500, ""))
-	waitFor(t, 10*time.Second, "the first attempt to reach RCPT TO", func() bool { return ms.attempts() == 1 })
+	waitFor(t, 10*time.Second, "the first attempt to reach RCPT TO", func() bool { return ms.Attempts() == 1 })
 
 	// Filed while the first e-mail is under way: it waits for the interval.
 	n.Notify(w, failedDelivery("r", 2, 502, ""))
@@ -561,17 +383,17 @@ func TestNotifierRetry(t *testing.T) {
 	if len(timers) != 2 || timers[1].d != 30*time.Second {
 		t.Fatalf("timers started: %+v, want a retry after 30s", timers)
 	}
-	if got := ms.messages(); len(got) != 0 {
+	if got := ms.Messages(); len(got) != 0 {
 		t.Fatalf("%d e-mails accepted before the retry", len(got))
 	}
 
 	timers[0].f() // replaced by the retry timer: must not send
 	clock.advance(30 * time.Second)
 	timers[1].f()
-	waitFor(t, 10*time.Second, "the retried e-mail", func() bool { return len(ms.messages()) == 1 })
+	waitFor(t, 10*time.Second, "the retried e-mail", func() bool { return len(ms.Messages()) == 1 })
 	n.Close()
 
-	msgs := ms.messages()
+	msgs := ms.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("%d e-mails, want 1", len(msgs))
 	}
@@ -586,7 +408,7 @@ func TestNotifierRetry(t *testing.T) {
 	if first < 0 || second < first {
 		t.Errorf("the e-mail must list the refused failure, then the newer one:\n%s", m.Body)
 	}
-	if got := ms.attempts(); got != 2 {
+	if got := ms.Attempts(); got != 2 {
 		t.Errorf("%d attempts, want 2", got)
 	}
 	if l := logs.String(); !strings.Contains(l, "failure e-mail sent") || !strings.Contains(l, "attempt=2") {
@@ -601,7 +423,7 @@ func TestNotifierRetry(t *testing.T) {
 func TestNotifierRetryGivesUp(t *testing.T) {
 	t.Parallel()
 	ms := newMailServer(t, false, "", "")
-	ms.setRcpt(func(int) error { return tryLater })
+	ms.SetRcpt(func(int) error { return tryLater })
 	clock := &fakeClock{now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)}
 	n, logs := newNotifier(ms, func(o *notify.Options) { o.Now, o.AfterFunc = clock.Now, clock.AfterFunc })
 	w := notifyHook("g", "ops@example.com")
@@ -627,7 +449,7 @@ func TestNotifierRetryGivesUp(t *testing.T) {
 			t.Errorf("the drop's log line lacks %q: %s", want, line)
 		}
 	}
-	if got := ms.attempts(); got != 4 {
+	if got := ms.Attempts(); got != 4 {
 		t.Errorf("%d attempts, want 4", got)
 	}
 	if got := clock.started(); len(got) != 3 {
@@ -648,7 +470,7 @@ func TestNotifierRetryGivesUp(t *testing.T) {
 	case <-time.After(30 * time.Second): // generous: Close waits for one local attempt
 		t.Fatal("Close did not return")
 	}
-	if got := ms.attempts(); got != 6 {
+	if got := ms.Attempts(); got != 6 {
 		t.Errorf("%d attempts, want 6 (h's first and its last at Close)", got)
 	}
 	if line := lastLogLine(logs.String(), "webhook=h"); !strings.Contains(line, "dropped") || !strings.Contains(line, "attempts=2") {
@@ -656,7 +478,7 @@ func TestNotifierRetryGivesUp(t *testing.T) {
 	}
 	timers[3].f() // h's retry timer, stopped by Close: must not send
 	n.Close()     // waits for any e-mail under way
-	if got := ms.attempts(); got != 6 {
+	if got := ms.Attempts(); got != 6 {
 		t.Errorf("%d attempts after a stopped timer fired, want still 6", got)
 	}
 	if got := clock.started(); len(got) != 4 {
@@ -681,12 +503,12 @@ func TestNotifierSetOptions(t *testing.T) {
 	})
 	w := notifyHook("s", "ops@example.com")
 	n.Notify(w, failedDelivery("s", 1, 500, ""))
-	waitFor(t, 10*time.Second, "the e-mail to the first server", func() bool { return len(ms1.messages()) == 1 })
+	waitFor(t, 10*time.Second, "the e-mail to the first server", func() bool { return len(ms1.Messages()) == 1 })
 	clock.advance(time.Minute)
 	n.Notify(w, failedDelivery("s", 2, 500, "")) // batched for 9 minutes
 
 	second := notify.Options{
-		Host: ms2.host, Port: ms2.port, Username: "u2", Password: pwWrong, From: "Other <other@example.com>",
+		Host: ms2.Host, Port: ms2.Port, Username: "u2", Password: pwWrong, From: "Other <other@example.com>",
 		// Not SMTP settings: ignored.
 		Interval: time.Nanosecond, AdminURL: "http://ignored.example", Timeout: time.Nanosecond,
 	}
@@ -699,7 +521,7 @@ func TestNotifierSetOptions(t *testing.T) {
 	timers[0].f()
 	waitFor(t, 10*time.Second, "the wrong password's refusal", func() bool { return strings.Contains(logs.String(), "will retry") })
 	if l := lastLogLine(logs.String(), "will retry"); !strings.Contains(l, "auth:") ||
-		!strings.Contains(l, "smtp="+net.JoinHostPort(ms2.host, strconv.Itoa(ms2.port))) {
+		!strings.Contains(l, "smtp="+net.JoinHostPort(ms2.Host, strconv.Itoa(ms2.Port))) {
 		t.Errorf("the refusal does not name the new server's auth: %s", l)
 	}
 
@@ -712,15 +534,15 @@ func TestNotifierSetOptions(t *testing.T) {
 	}
 	clock.advance(30 * time.Second)
 	timers[1].f()
-	waitFor(t, 10*time.Second, "the e-mail to the second server", func() bool { return len(ms2.messages()) == 1 })
+	waitFor(t, 10*time.Second, "the e-mail to the second server", func() bool { return len(ms2.Messages()) == 1 })
 	n.Notify(notifyHook("s2", "ops2@example.com"), failedDelivery("s2", 3, 500, ""))
-	waitFor(t, 10*time.Second, "s2's e-mail to the second server", func() bool { return len(ms2.messages()) == 2 })
+	waitFor(t, 10*time.Second, "s2's e-mail to the second server", func() bool { return len(ms2.Messages()) == 2 })
 	n.Close()
 
-	if got := len(ms1.messages()); got != 1 {
+	if got := len(ms1.Messages()); got != 1 {
 		t.Errorf("the first server got %d e-mails, want only the one before SetOptions", got)
 	}
-	m := ms2.messages()[0]
+	m := ms2.Messages()[0]
 	if m.AuthedUser != "u2" || m.From != "other@example.com" || m.To != "ops@example.com" {
 		t.Errorf("e-mail to the second server = %+v", m)
 	}
@@ -732,7 +554,7 @@ func TestNotifierSetOptions(t *testing.T) {
 	if strings.Contains(m.Body, "00000000016B3A80-00000001") {
 		t.Error("the e-mail repeats the failure the first server got")
 	}
-	if m := ms2.messages()[1]; m.To != "ops2@example.com" || m.AuthedUser != "u2" {
+	if m := ms2.Messages()[1]; m.To != "ops2@example.com" || m.AuthedUser != "u2" {
 		t.Errorf("s2's e-mail = %+v", m)
 	}
 
@@ -741,7 +563,7 @@ func TestNotifierSetOptions(t *testing.T) {
 		t.Errorf("%d lines say the settings changed, want 2:\n%s", got, l)
 	}
 	if line := logLine(l, "smtp settings changed"); !strings.Contains(line, "level=INFO") ||
-		!strings.Contains(line, "port="+strconv.Itoa(ms2.port)) || !strings.Contains(line, "password_changed=true") {
+		!strings.Contains(line, "port="+strconv.Itoa(ms2.Port)) || !strings.Contains(line, "password_changed=true") {
 		t.Errorf("settings change logged as %s", line)
 	}
 	for _, pw := range []string{pw1, pwWrong, pw2} {
@@ -800,9 +622,9 @@ func TestNotifierHeaderInjection(t *testing.T) {
 	ms := newMailServer(t, false, "", "")
 	n, _ := newNotifier(ms, func(o *notify.Options) { o.From = "walhook (a\r\nX-Injected: 1) <walhook@example.com>" })
 	n.Notify(w, failedDelivery("hr-sync", 1, 500, ""))
-	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) >= 1 })
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.Messages()) >= 1 })
 	n.Close()
-	m := ms.messages()[0]
+	m := ms.Messages()[0]
 	for _, k := range []string{"Bcc", "X-Injected"} {
 		if v, ok := m.Header[k]; ok {
 			t.Errorf("injected header %s: %q", k, v)

@@ -18,10 +18,10 @@ func TestNotifierSwitchedOff(t *testing.T) {
 	d := failedDelivery("hr-sync", 3, 503, "maintenance")
 	d.Status, d.SwitchedOff = deliver.StatusPending, "switched off after 72h of failures"
 	n.Notify(notifyHook("hr-sync", "ops@example.com"), d)
-	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.messages()) >= 1 })
+	waitFor(t, 10*time.Second, "the e-mail", func() bool { return len(ms.Messages()) >= 1 })
 	n.Close()
 
-	m := ms.messages()[0]
+	m := ms.Messages()[0]
 	if want := `walhook: webhook "hr-sync" switched off after 72h of failures`; m.Subject != want {
 		t.Errorf("subject %q, want %q", m.Subject, want)
 	}

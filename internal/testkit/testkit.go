@@ -1,6 +1,8 @@
-// Package testkit holds the small pieces every package's tests need: a log
-// destination tests can read while the code under test writes, and a free
-// loopback address.
+// Package testkit holds the pieces every package's tests need, once: a
+// log destination tests can read while the code under test writes, a free
+// loopback address, a condition wait with a deadline (WaitFor,
+// Eventually), PostgreSQL connections, the Standard Webhooks signature a
+// receiver checks, and a real SMTP server keeping what it is sent.
 package testkit
 
 import (
