@@ -78,10 +78,6 @@ func benchHelperCommand(ctx context.Context, args []string, stdout, stderr io.Wr
 			return err
 		}
 		logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		app, err := NewApp(cfg, AppOptions{Logger: logger, Concurrency: concurrency})
-		if err != nil {
-			return err
-		}
-		return app.Run(ctx)
+		return serve(ctx, path, cfg, logger, concurrency)
 	})
 }

@@ -28,13 +28,20 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return serve(ctx, *path, cfg, logger, 0)
+}
+
+// serve runs walhook on cfg, read from path, until ctx ends: in terms, each
+// as the store's leader (runTerm); SIGHUP reloads the config. concurrency
+// is AppOptions.Concurrency.
+func serve(ctx context.Context, path string, cfg *Config, logger *slog.Logger, concurrency int) error {
 	var app atomic.Pointer[App] // the running term's; nil between terms
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			next, err := LoadConfig(*path)
+			next, err := LoadConfig(path)
 			if err != nil {
 				logger.Error("reload: invalid config, keeping the old one", "err", err)
 				continue
@@ -54,13 +61,13 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 	for first := true; ; first = false {
 		if !first {
 			// Each term reads the config afresh: SIGHUP may have changed it.
-			if next, err := LoadConfig(*path); err == nil {
+			if next, err := LoadConfig(path); err == nil {
 				cfg = next
 			} else {
 				logger.Error("invalid config, keeping the one in use", "err", err)
 			}
 		}
-		lost, err := runTerm(ctx, cfg, logger, first, &app)
+		lost, err := runTerm(ctx, cfg, logger, concurrency, first, &app)
 		switch {
 		case ctx.Err() != nil && errors.Is(err, context.Canceled):
 			return nil // stopped while waiting to lead: a normal stop
@@ -82,7 +89,7 @@ func runCommand(ctx context.Context, args []string, stderr io.Writer) error {
 // again rather than exit: the store may still be recovering).
 // Each term has a registry of its own, as its App registers its metrics
 // anew.
-func runTerm(ctx context.Context, cfg *Config, logger *slog.Logger, first bool, app *atomic.Pointer[App]) (lost bool, err error) {
+func runTerm(ctx context.Context, cfg *Config, logger *slog.Logger, concurrency int, first bool, app *atomic.Pointer[App]) (lost bool, err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	leader, err := lead(ctx, cfg, logger, reg, first)
@@ -108,7 +115,7 @@ func runTerm(ctx context.Context, cfg *Config, logger *slog.Logger, first bool, 
 			}
 		}()
 	}
-	a, err := NewApp(cfg, AppOptions{Logger: logger, Registry: reg})
+	a, err := NewApp(cfg, AppOptions{Logger: logger, Registry: reg, Concurrency: concurrency})
 	if err != nil {
 		return leader != nil && !first, err
 	}
