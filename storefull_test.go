@@ -262,10 +262,13 @@ func startWriter(t *testing.T, dsn string) *writer {
 				return
 			case <-tick.C:
 			}
+			// Not under ctx: a transaction cut off at its COMMIT may be
+			// committed all the same, and its changes then arrive without
+			// being in the keys. Stopping waits for it instead.
 			w.mu.Lock()
-			err := w.c.tx(ctx, db, 10)
+			err := w.c.tx(context.Background(), db, 10)
 			w.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			if err != nil {
 				done <- err
 				return
 			}
