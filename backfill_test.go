@@ -258,7 +258,7 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 	t.Cleanup(srv.Close)
 	admin := freeAddr(t)
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", crashConfig(t, dsn, srv.URL, admin))
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 	status := func() map[string]any { return backfillStatus(admin, "items") }
 	startBackfill(t, admin, "items")
 	var st map[string]any

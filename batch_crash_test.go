@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // batchReceiver unpacks batches and hands each event to a keyReceiver as
@@ -102,17 +100,10 @@ func TestCrashSIGKILLBatches(t *testing.T) {
 	cfg := crashConfig(t, dsn, url, admin)
 	appendFile(t, cfg, "batch_size = 50\nbatch_wait_ms = 20\n")
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 
 	ctx := context.Background()
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	c := newChurn(3000, seed)
+	db, c, seed := seededChurn(t, dsn, 3000)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	const total = 20000
 	for kill := 1; kill <= 3; kill++ {

@@ -101,7 +101,7 @@ func runItemsWalhook(t *testing.T, dsn, hooks string, env []string) (p *process,
 		t.Fatal(err)
 	}
 	p = startProcessEnv(t, filepath.Join(dir, "walhook.log"), env, "run", "-config", path)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 	return p, admin, dir
 }
 
@@ -437,6 +437,20 @@ func itemsDatabase(t *testing.T) string {
 // freeAddr returns a free loopback address.
 func freeAddr(t *testing.T) string { return testkit.FreeAddr(t) }
 
+// seededChurn connects to dsn for a test's writes and returns a churn of
+// rows seeded from the clock; the seed is logged, to replay a failure.
+func seededChurn(t *testing.T, dsn string, rows int) (*pgx.Conn, *churn, uint64) {
+	t.Helper()
+	db, err := pgx.Connect(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return db, newChurn(rows, seed), seed
+}
+
 // crashConfig writes a config for the subprocess: one webhook on items.
 func crashConfig(t *testing.T, dsn, url, adminAddr string) string {
 	t.Helper()
@@ -510,20 +524,10 @@ func crashSIGKILL(t *testing.T, store string) {
 	appendFile(t, cfg, store)
 	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", cfg)
 	// Changes made before the slot exists are not walhook's to deliver.
-	ready := func() {
-		waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
-	}
-	ready()
+	waitReady(t, admin)
 
 	ctx := context.Background()
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	c := newChurn(3000, seed)
+	db, c, seed := seededChurn(t, dsn, 3000)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	const total = 20000
 	done := make(chan error, 1)
@@ -562,7 +566,7 @@ func crashSIGKILL(t *testing.T, store string) {
 		at := total*i/5 + rng.IntN(total/10)
 		waitFor(t, fmt.Sprintf("%d changes written", at), time.Minute, func() bool { return len(c.written()) >= at || !writing() })
 		kill("mid-stream")
-		ready()
+		waitReady(t, admin)
 	}
 
 	// One while deliveries wait on a retry: the receiver refuses every
@@ -575,7 +579,7 @@ func crashSIGKILL(t *testing.T, store string) {
 		return retries > 0
 	})
 	kill(fmt.Sprintf("%d deliveries waiting to be retried", retries))
-	ready()
+	waitReady(t, admin)
 	refusing.Store(false)
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -616,7 +620,7 @@ func crashSIGKILL(t *testing.T, store string) {
 		t.Logf("big transaction %d: %d changes, %d stored just before the kill, %d received at the kill, %d in flight; unconfirmed by the slot: %v",
 			try, len(big), stored, got, k.inFlight(), unconfirmed)
 		inside = unconfirmed && stored < len(big)
-		ready()
+		waitReady(t, admin)
 	}
 	if !inside {
 		t.Errorf("no kill landed while a big transaction's chunks were being stored (three tries)")
@@ -758,6 +762,13 @@ func TestPostgresRestart(t *testing.T) {
 	write(6000)
 	waitFor(t, "/readyz 200 after the restart", time.Minute, func() bool { return readyz() == 200 })
 	rc.awaitAll(t, c.keys, 3*time.Minute)
+}
+
+// waitReady waits up to a minute for the walhook whose admin listens at
+// admin to answer /readyz with 200.
+func waitReady(t *testing.T, admin string) {
+	t.Helper()
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
 }
 
 // httpStatus GETs url and returns the status, 0 when unreachable.

@@ -151,7 +151,7 @@ timeout_ms = 60000
 	store := filepath.Join(dir, "data") // [store] dir's default
 	img := ext4Store(t, store)
 	p := startProcess(t, filepath.Join(dir, "walhook.log"), "run", "-config", cfg)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 
 	const rows = 200
 	execSQL(t, dsn, fmt.Sprintf(`INSERT INTO items SELECT g, g, repeat('x', 500) FROM generate_series(1, %d) g`, rows))

@@ -131,14 +131,7 @@ func TestLeaderFailover(t *testing.T) {
 	})
 
 	ctx := context.Background()
-	db, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	c := newChurn(3000, seed)
+	db, c, _ := seededChurn(t, dsn, 3000)
 	const total = 20000
 	written := make(chan error, 1)
 	go func() { written <- c.run(ctx, db, total) }()
@@ -256,7 +249,7 @@ func TestMoveStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := startProcess(t, filepath.Join(dir, "walhook.log"), "run", "-config", cfg)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 	resp, err := http.Post("http://"+admin+"/api/webhooks", "application/json",
 		strings.NewReader(fmt.Sprintf(`{"name": "api-made", "url": %q, "events": ["public.items"], "active": false}`, url)))
 	if err != nil {

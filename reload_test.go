@@ -46,7 +46,7 @@ func TestReloadSIGHUP(t *testing.T) {
 	writeConfig(hook("keep", keep.URL), hook("change", oldURL.URL), hook("remove", removed.URL))
 	logPath := filepath.Join(dir, "walhook.log")
 	p := startProcess(t, logPath, "run", "-config", path)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 	webhooks := func() map[string]apiWebhook { return listWebhooks(t, admin) }
 
 	execSQL(t, dsn, `INSERT INTO items VALUES (1, 1, 'before the reload')`)
@@ -165,7 +165,7 @@ func TestReloadSMTP(t *testing.T) {
 	writeConfig(oldSMTP.Port, oldPassword, hook("mail-a"))
 	logPath := filepath.Join(dir, "walhook.log")
 	p := startProcess(t, logPath, "run", "-config", path)
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	waitReady(t, admin)
 	readLog := func() string { raw, _ := os.ReadFile(logPath); return string(raw) }
 
 	execSQL(t, dsn, `INSERT INTO items VALUES (1, 1, 'before the reload')`)
