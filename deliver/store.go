@@ -46,7 +46,10 @@ type Store interface {
 	Close() error
 }
 
-var _ Store = (*store.Bolt)(nil)
+var (
+	_ Store = (*store.Bolt)(nil)
+	_ Store = (*store.Postgres)(nil)
+)
 
 // Errors of the store, for callers that branch on them.
 var (
