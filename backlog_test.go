@@ -1,17 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"walhook/internal/testkit"
 )
 
 // TestBacklogDrains: with the endpoint down, 20,000 deliveries queue up on
@@ -42,33 +40,12 @@ func TestBacklogDrains(t *testing.T) {
 	if got := h.app.Queue().Stats("down").Queued; got != rows {
 		t.Fatalf("%d queued after the restart, want %d", got, rows)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu  sync.Mutex
-		got = map[string]int{}
-	)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got[r.Header.Get("X-Walhook-Entity-Id")]++
-		mu.Unlock()
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
-	waitFor(t, "the backlog to drain", 5*time.Minute, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) == rows
-	})
+	rc := &receiver{testkit.ListenReceiver(t, addr, nil)}
+	waitFor(t, "the backlog to drain", 5*time.Minute, func() bool { return len(entityIDs(rc)) == rows })
 	t.Logf("drained %s after the restart", time.Since(up).Round(time.Millisecond))
 	q = h.app.Queue()
 	waitFor(t, "the queue empty", time.Minute, func() bool { return q.Stats("down").Queued == 0 })
-	mu.Lock()
-	defer mu.Unlock()
+	got := entityIDs(rc)
 	for i := 1; i <= rows; i++ {
 		if got[strconv.Itoa(i)] == 0 {
 			t.Fatalf("row %d never arrived", i)
@@ -82,11 +59,11 @@ func TestBacklogDrains(t *testing.T) {
 // TestRetentionKeepsFailed: completed deliveries are pruned to the latest
 // [store] retention per webhook; failed ones stay.
 func TestRetentionKeepsFailed(t *testing.T) {
-	rc := newReceiver(t, nil)
-	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	rc := newReceiver(t, func(_ int, r request) int {
 		if id, _ := strconv.Atoi(r.Header.Get("X-Walhook-Entity-Id")); id%5 == 0 {
-			w.WriteHeader(http.StatusInternalServerError)
+			return http.StatusInternalServerError
 		}
+		return http.StatusOK
 	})
 	h := newHarness(t, thingsSchema)
 	text := fmt.Sprintf("%s[store]\ndir = %q\nretention = 5\n[log]\ndir = %q\n[admin]\nlisten = \"\"\n%s",
@@ -95,20 +72,9 @@ func TestRetentionKeepsFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := NewApp(cfg, AppOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("walhook run: %v", err)
-		}
-	})
-	waitFor(t, "walhook ready", 30*time.Second, func() bool { return app.ready() == nil })
+	running := startApp(t, cfg, AppOptions{})
+	running.waitReady()
+	app := running.app
 	insertThings(h, 1, 30)
 	q := app.Queue()
 	waitFor(t, "30 calls", time.Minute, func() bool { st := q.Stats("h"); return st.TotalCalls == 30 && st.Queued == 0 })

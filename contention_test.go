@@ -44,8 +44,8 @@ func TestSecondInstanceWaits(t *testing.T) {
 	}
 
 	// The first exits (SIGTERM, graceful); the second takes over.
-	first.cmd.Process.Signal(syscall.SIGTERM)
-	if err := first.cmd.Wait(); err != nil {
+	first.Signal(syscall.SIGTERM)
+	if err := first.Wait(); err != nil {
 		t.Errorf("the first exited with %v", err)
 	}
 	waitFor(t, "the second to take over", time.Minute, func() bool { return httpStatus("http://"+adminB+"/readyz") == 200 })

@@ -9,12 +9,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,108 +22,11 @@ import (
 	"walhook/internal/testkit"
 )
 
-// buildBinary builds walhook once per test binary.
-var buildOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-func walhookBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "walhook-bin-")
-		if err != nil {
-			buildOnce.err = err
-			return
-		}
-		buildOnce.path = filepath.Join(dir, "walhook")
-		out, err := exec.Command("go", "build", "-o", buildOnce.path, ".").CombinedOutput()
-		if err != nil {
-			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildOnce.err != nil {
-		t.Fatal(buildOnce.err)
-	}
-	return buildOnce.path
-}
-
-// process is a walhook subprocess.
-type process struct {
-	t    *testing.T
-	cmd  *exec.Cmd
-	args []string
-	env  []string // added to the test's environment
-	log  *os.File
-}
-
-func startProcess(t *testing.T, logPath string, args ...string) *process {
-	t.Helper()
-	return startProcessEnv(t, logPath, nil, args...)
-}
-
-// startProcessEnv is startProcess with env added to the environment.
-func startProcessEnv(t *testing.T, logPath string, env []string, args ...string) *process {
-	t.Helper()
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &process{t: t, args: args, env: env, log: f}
-	p.start()
-	t.Cleanup(func() {
-		p.kill()
-		f.Close()
-		if t.Failed() {
-			raw, _ := os.ReadFile(logPath)
-			if len(raw) > 6000 {
-				raw = raw[len(raw)-6000:]
-			}
-			t.Logf("walhook's log (tail):\n%s", raw)
-		}
-	})
-	return p
-}
-
-// runItemsWalhook writes a config for dsn with the entity item (the table
-// public.items of itemsSchema) and hooks, starts walhook on it with env
-// added to its environment, and waits until it is ready. Its store, logs
-// and output (walhook.log) are under dir.
-func runItemsWalhook(t *testing.T, dsn, hooks string, env []string) (p *process, admin, dir string) {
-	t.Helper()
-	admin, dir = freeAddr(t), t.TempDir()
-	path := filepath.Join(dir, "config.toml")
-	text := postgresSection(dsn) + fmt.Sprintf("[admin]\nlisten = %q\n[[entity]]\nname = \"item\"\ntable = \"public.items\"\n", admin) + hooks
-	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p = startProcessEnv(t, filepath.Join(dir, "walhook.log"), env, "run", "-config", path)
-	waitReady(t, admin)
-	return p, admin, dir
-}
-
-func (p *process) start() {
-	p.t.Helper()
-	p.cmd = exec.Command(walhookBinary(p.t), p.args...)
-	if p.env != nil {
-		p.cmd.Env = append(os.Environ(), p.env...)
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-}
-
-func (p *process) kill() {
-	if p.cmd != nil && p.cmd.ProcessState == nil {
-		p.cmd.Process.Signal(syscall.SIGKILL)
-		p.cmd.Wait()
-	}
-}
-
 // keyReceiver records, per change key ("create:<seq>", "modify:<seq>",
-// "delete:<seq of the deleted row>"), the Webhook-Ids that carried it.
+// "delete:<seq of the deleted row>"), the Webhook-Ids that carried it. It
+// is not testkit's Receiver: it decodes each request as it comes and keeps
+// only keys and ids, not the bodies of tens of thousands of requests, and
+// other handlers (batches, faults) pass requests on to its serve.
 type keyReceiver struct {
 	mu       sync.Mutex
 	ids      map[string]map[string]bool
@@ -502,6 +403,82 @@ type killFigures struct {
 // inFlight is how many changes were written but not received at the kill.
 func (k killFigures) inFlight() int { return k.written - k.received }
 
+// crashStream writes a churn in a goroutine while the test kills walhook
+// (a process delivering to rc) and starts it again, and keeps what had
+// been written and received at each kill.
+type crashStream struct {
+	t     *testing.T
+	c     *churn
+	p     *process
+	rc    *keyReceiver
+	kills []killFigures
+	wrote chan struct{} // closed when the writer ends
+	err   error         // the writer's, once wrote is closed
+}
+
+// streamChurn starts writing c to db until total changes were written.
+func streamChurn(t *testing.T, db *pgx.Conn, c *churn, total int, p *process, rc *keyReceiver) *crashStream {
+	s := &crashStream{t: t, c: c, p: p, rc: rc, wrote: make(chan struct{})}
+	go func() {
+		defer close(s.wrote)
+		s.err = c.run(context.Background(), db, total)
+	}()
+	return s
+}
+
+// writing reports whether the writer is still writing.
+func (s *crashStream) writing() bool {
+	select {
+	case <-s.wrote:
+		return false
+	default:
+		return true
+	}
+}
+
+// waitWritten waits until n changes were written or the writer ended.
+func (s *crashStream) waitWritten(n int) {
+	s.t.Helper()
+	waitFor(s.t, fmt.Sprintf("%d changes written", n), time.Minute, func() bool { return len(s.c.written()) >= n || !s.writing() })
+}
+
+// kill kills walhook, starts it again and returns what had been written
+// and received: written is read before the kill and received after it, so
+// inFlight never counts a change that was delivered at the kill.
+func (s *crashStream) kill(what string) killFigures {
+	s.t.Helper()
+	k := killFigures{writing: s.writing()}
+	keys := s.c.written()
+	s.p.kill()
+	k.written, k.received = len(keys), len(keys)-s.rc.missing(keys)
+	s.kills = append(s.kills, k)
+	s.t.Logf("kill %d (%s): %d changes written, %d of them received, %d in flight; writer still writing: %v",
+		len(s.kills), what, k.written, k.received, k.inFlight(), k.writing)
+	s.p.start()
+	return k
+}
+
+// end waits for the writer to end and fails the test if it failed.
+func (s *crashStream) end() {
+	s.t.Helper()
+	<-s.wrote
+	if s.err != nil {
+		s.t.Fatal(s.err)
+	}
+}
+
+// checkMidFlight fails the test unless a kill landed with changes written
+// but not yet received: a kill with nothing in flight proves nothing.
+func (s *crashStream) checkMidFlight() {
+	s.t.Helper()
+	for _, k := range s.kills {
+		if k.inFlight() > 0 {
+			return
+		}
+	}
+	s.t.Errorf("none of the %d kills landed with changes written but not yet received: %+v", len(s.kills), s.kills)
+}
+
 // crashSIGKILL is TestCrashSIGKILL with store, a [store] section, added to
 // the config.
 func crashSIGKILL(t *testing.T, store string) {
@@ -530,42 +507,12 @@ func crashSIGKILL(t *testing.T, store string) {
 	db, c, seed := seededChurn(t, dsn, 3000)
 	rng := rand.New(rand.NewPCG(seed, 2))
 	const total = 20000
-	done := make(chan error, 1)
-	wrote := make(chan struct{})
-	go func() {
-		defer close(wrote)
-		done <- c.run(ctx, db, total)
-	}()
-	writing := func() bool {
-		select {
-		case <-wrote:
-			return false
-		default:
-			return true
-		}
-	}
-
-	// kill kills walhook, restarts it and returns what had been written
-	// and received: written is read before the kill and received after it,
-	// so inFlight never counts a change that was delivered at the kill.
-	var kills []killFigures
-	kill := func(what string) killFigures {
-		k := killFigures{writing: writing()}
-		keys := c.written()
-		p.kill()
-		k.written, k.received = len(keys), len(keys)-rc.missing(keys)
-		kills = append(kills, k)
-		t.Logf("kill %d (%s): %d changes written, %d of them received, %d in flight; writer still writing: %v",
-			len(kills), what, k.written, k.received, k.inFlight(), k.writing)
-		p.start()
-		return k
-	}
+	s := streamChurn(t, db, c, total, p, rc)
 
 	// Two kills while the stream is written and delivered.
 	for i := 1; i <= 2; i++ {
-		at := total*i/5 + rng.IntN(total/10)
-		waitFor(t, fmt.Sprintf("%d changes written", at), time.Minute, func() bool { return len(c.written()) >= at || !writing() })
-		kill("mid-stream")
+		s.waitWritten(total*i/5 + rng.IntN(total/10))
+		s.kill("mid-stream")
 		waitReady(t, admin)
 	}
 
@@ -578,12 +525,10 @@ func crashSIGKILL(t *testing.T, store string) {
 		retries = retriesPending(t, admin, "items")
 		return retries > 0
 	})
-	kill(fmt.Sprintf("%d deliveries waiting to be retried", retries))
+	s.kill(fmt.Sprintf("%d deliveries waiting to be retried", retries))
 	waitReady(t, admin)
 	refusing.Store(false)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	s.end()
 
 	// One while walhook stores the chunks of a big transaction: killed as
 	// soon as the first of its changes arrives (its first chunk is
@@ -610,7 +555,7 @@ func crashSIGKILL(t *testing.T, store string) {
 			t.Fatal("timed out after 1m0s waiting for the big transaction's first change")
 		}
 		stored := eventsStored(t, admin) - stored0
-		k := kill(fmt.Sprintf("big transaction %d", try))
+		k := s.kill(fmt.Sprintf("big transaction %d", try))
 		var unconfirmed bool
 		if err := db.QueryRow(ctx, `SELECT confirmed_flush_lsn < $1::pg_lsn FROM pg_replication_slots WHERE slot_name = $2`,
 			before, slotFor(dsn)).Scan(&unconfirmed); err != nil {
@@ -629,15 +574,7 @@ func crashSIGKILL(t *testing.T, store string) {
 	if err := c.run(ctx, db, len(c.written())+2000); err != nil {
 		t.Fatal(err)
 	}
-	midFlight := 0
-	for _, k := range kills {
-		if k.inFlight() > 0 {
-			midFlight++
-		}
-	}
-	if midFlight == 0 {
-		t.Errorf("none of the %d kills landed with changes written but not yet received: %+v", len(kills), kills)
-	}
+	s.checkMidFlight()
 	rc.awaitAll(t, c.keys, 3*time.Minute)
 	if t.Failed() {
 		logMetrics(t, admin)
@@ -762,21 +699,4 @@ func TestPostgresRestart(t *testing.T) {
 	write(6000)
 	waitFor(t, "/readyz 200 after the restart", time.Minute, func() bool { return readyz() == 200 })
 	rc.awaitAll(t, c.keys, 3*time.Minute)
-}
-
-// waitReady waits up to a minute for the walhook whose admin listens at
-// admin to answer /readyz with 200.
-func waitReady(t *testing.T, admin string) {
-	t.Helper()
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
-}
-
-// httpStatus GETs url and returns the status, 0 when unreachable.
-func httpStatus(url string) int {
-	resp, err := http.Get(url)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
 }

@@ -204,12 +204,9 @@ type syncBuffer = testkit.SyncBuffer
 // dbaApp is walhook run in-process from a config file, as `walhook run`
 // would.
 type dbaApp struct {
-	t      *testing.T
-	app    *App
-	reg    *prometheus.Registry
-	logs   *syncBuffer
-	cancel context.CancelFunc
-	done   chan error
+	*inProcess
+	reg  *prometheus.Registry
+	logs *syncBuffer
 }
 
 func startDBAApp(t *testing.T, path string, lagInterval time.Duration) *dbaApp {
@@ -218,33 +215,15 @@ func startDBAApp(t *testing.T, path string, lagInterval time.Duration) *dbaApp {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &dbaApp{t: t, reg: prometheus.NewRegistry(), logs: &syncBuffer{}, done: make(chan error, 1)}
+	d := &dbaApp{reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	logger := slog.New(slog.NewTextHandler(d.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	d.app, err = NewApp(cfg, AppOptions{Logger: logger, Registry: d.reg, SlotLagInterval: lagInterval})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d.cancel = cancel
-	go func() { d.done <- d.app.Run(ctx) }()
-	t.Cleanup(d.stop)
+	d.inProcess = startApp(t, cfg, AppOptions{Logger: logger, Registry: d.reg, SlotLagInterval: lagInterval})
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("walhook's log:\n%s", d.logs.String())
 		}
 	})
 	return d
-}
-
-func (d *dbaApp) stop() {
-	if d.cancel == nil {
-		return
-	}
-	d.cancel()
-	if err := <-d.done; err != nil {
-		d.t.Errorf("walhook run: %v", err)
-	}
-	d.cancel = nil
 }
 
 func (d *dbaApp) gauge(name string) float64 {

@@ -122,6 +122,8 @@ func TestConfirmedSurvivesPowerLoss(t *testing.T) {
 	dsn := itemsDatabase(t)
 	var open atomic.Bool
 	rc := newKeyRecorder(nil)
+	// Not testkit's Receiver: until open it holds each attempt until
+	// walhook dies, then it passes requests to the key recorder.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !open.Load() {
 			// The attempt hangs until walhook is killed; the server sees the

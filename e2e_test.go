@@ -8,14 +8,12 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,58 +25,33 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 // request is what a test receiver saw.
-type request struct {
-	Method string
-	Header http.Header
-	Body   []byte
-}
+type request = testkit.Request
 
-// receiver is a real HTTP server recording requests; respond decides the
-// status of each (nil: 200).
-type receiver struct {
-	*httptest.Server
-	mu      sync.Mutex
-	reqs    []request
-	respond func(n int, r request) int
-}
+// receiver is testkit's recording receiver; respond decides the status of
+// each request (nil: 200).
+type receiver struct{ *testkit.Receiver }
 
 func newReceiver(t *testing.T, respond func(n int, r request) int) *receiver {
 	t.Helper()
-	return startReceiver(t, respond, httptest.NewServer)
+	return &receiver{testkit.NewReceiver(t, statusOf(respond))}
 }
 
 // newTLSReceiver is a receiver over HTTPS, with a certificate of its own
 // (rc.Certificate()) that no system trusts.
 func newTLSReceiver(t *testing.T, respond func(n int, r request) int) *receiver {
 	t.Helper()
-	return startReceiver(t, respond, httptest.NewTLSServer)
+	return &receiver{testkit.NewTLSReceiver(t, statusOf(respond))}
 }
 
-func startReceiver(t *testing.T, respond func(n int, r request) int, start func(http.Handler) *httptest.Server) *receiver {
-	t.Helper()
-	rc := &receiver{respond: respond}
-	rc.Server = start(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		req := request{Method: r.Method, Header: r.Header.Clone(), Body: body}
-		rc.mu.Lock()
-		rc.reqs = append(rc.reqs, req)
-		n := len(rc.reqs)
-		rc.mu.Unlock()
-		status := http.StatusOK
-		if rc.respond != nil {
-			status = rc.respond(n, req)
-		}
-		w.WriteHeader(status)
-	}))
-	t.Cleanup(rc.Close)
-	return rc
+// statusOf is the testkit hook answering with respond's status.
+func statusOf(respond func(n int, r request) int) testkit.Respond {
+	if respond == nil {
+		return nil
+	}
+	return func(n int, r request) testkit.Response { return testkit.Response{Status: respond(n, r)} }
 }
 
-func (rc *receiver) requests() []request {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]request(nil), rc.reqs...)
-}
+func (rc *receiver) requests() []request { return rc.Requests() }
 
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
@@ -88,13 +61,12 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 
 // harness runs walhook (the App) against a fresh database.
 type harness struct {
-	t      *testing.T
-	dsn    string
-	dir    string
-	db     *pgx.Conn
-	cancel context.CancelFunc
-	done   chan error
-	app    *App
+	t       *testing.T
+	dsn     string
+	dir     string
+	db      *pgx.Conn
+	running *inProcess
+	app     *App
 }
 
 func newHarness(t *testing.T, schema string) *harness {
@@ -132,27 +104,13 @@ func (h *harness) start(hooks string) {
 // startConfig runs walhook with cfg.
 func (h *harness) startConfig(cfg *Config) {
 	h.t.Helper()
-	app, err := NewApp(cfg, AppOptions{})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h.app, h.cancel, h.done = app, cancel, make(chan error, 1)
-	go func() { h.done <- app.Run(ctx) }()
-	h.t.Cleanup(h.stop)
-	waitFor(h.t, "walhook to be ready", 30*time.Second, func() bool { return app.ready() == nil })
+	h.running = startApp(h.t, cfg, AppOptions{})
+	h.app = h.running.app
+	h.running.waitReady()
 }
 
-func (h *harness) stop() {
-	if h.cancel == nil {
-		return
-	}
-	h.cancel()
-	if err := <-h.done; err != nil {
-		h.t.Errorf("walhook run: %v", err)
-	}
-	h.cancel = nil
-}
+// stop stops the walhook start ran.
+func (h *harness) stop() { h.running.stop() }
 
 var (
 	idRE   = regexp.MustCompile(`"[0-9A-F]{16}-[0-9A-F]{8}"`)

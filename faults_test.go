@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // Endpoints that misbehave, each a real server: walhook keeps its promises
@@ -98,29 +97,9 @@ func TestFaultRefusedThenUp(t *testing.T) {
 		t.Fatalf("stats while nothing listens: %+v", st)
 	}
 
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		mu  sync.Mutex
-		got = map[string]bool{}
-	)
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		got[r.Header.Get("X-Walhook-Entity-Id")] = true
-		mu.Unlock()
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
+	rc := &receiver{testkit.ListenReceiver(t, addr, nil)}
 	insertThings(h, 6, 6)
-	waitFor(t, "all six rows", time.Minute, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(got) == 6
-	})
+	waitFor(t, "all six rows", time.Minute, func() bool { return len(entityIDs(rc)) == 6 })
 	waitFor(t, "six successes", 10*time.Second, func() bool { return q.Stats("late").SuccessfulCalls == 6 })
 	if st := q.Stats("late"); st.Failed != 0 {
 		t.Errorf("%d deliveries failed for good", st.Failed)
@@ -134,6 +113,8 @@ func TestFaultNeverAnswers(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
 	var hung atomic.Int64
+	// Hostile, not testkit's Receiver: it reads no body and holds the
+	// request until walhook gives up or the test ends.
 	stuck := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hung.Add(1)
 		select {
@@ -204,16 +185,12 @@ func TestFault500(t *testing.T) {
 // sooner than it asked.
 func TestFault429RetryAfter(t *testing.T) {
 	t.Parallel()
-	rc := newReceiver(t, nil)
-	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rc.mu.Lock()
-		rc.reqs = append(rc.reqs, request{Method: r.Method, Header: r.Header.Clone()})
-		n := len(rc.reqs)
-		rc.mu.Unlock()
+	rc := testkit.NewReceiver(t, func(n int, _ request) testkit.Response {
 		if n == 1 {
-			w.Header().Set("Retry-After", "5") // more than test mode's 3s
-			w.WriteHeader(http.StatusTooManyRequests)
+			// Retry-After more than test mode's 3s.
+			return testkit.Response{Status: http.StatusTooManyRequests, Header: http.Header{"Retry-After": {"5"}}}
 		}
+		return testkit.Response{}
 	})
 	h := newHarness(t, thingsSchema)
 	h.start(faultHook("limited", rc.URL, ""))
@@ -237,9 +214,8 @@ func TestFault429RetryAfter(t *testing.T) {
 func TestFaultRedirect(t *testing.T) {
 	t.Parallel()
 	target := newReceiver(t, nil)
-	rc := newReceiver(t, nil)
-	rc.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, target.URL+"/moved", http.StatusFound)
+	rc := testkit.NewReceiver(t, func(int, request) testkit.Response {
+		return testkit.Response{Status: http.StatusFound, Header: http.Header{"Location": {target.URL + "/moved"}}}
 	})
 	h := newHarness(t, thingsSchema)
 	h.start(faultHook("moved", rc.URL, "max_attempts = 2"))
@@ -291,6 +267,7 @@ func TestFaultGone(t *testing.T) {
 func TestFaultHugeBody(t *testing.T) {
 	t.Parallel()
 	var written atomic.Int64
+	// Hostile, not testkit's Receiver: it streams its answer.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		chunk := []byte(strings.Repeat("x", 64<<10))
 		for range 800 { // 50 MiB
@@ -328,6 +305,7 @@ func TestFaultSlowBody(t *testing.T) {
 	for i := range head {
 		head[i] = "0123456789abcdef"[i%16]
 	}
+	// Hostile, not testkit's Receiver: it drips its answer.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		w.Write(head)

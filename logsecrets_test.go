@@ -130,12 +130,12 @@ func TestNoSecretsInLogs(t *testing.T) {
 
 	// A reload refused (max_attempts out of range), then one with a new secret.
 	writeConfig(secret, "max_attempts = 12")
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the refused reload in walhook's log", 30*time.Second, func() bool { return strings.Contains(readLog(), "invalid config") })
 	writeConfig(secret2, "")
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the reload in walhook's log", 30*time.Second, func() bool { return strings.Contains(readLog(), "config reloaded") })
@@ -150,10 +150,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 	})
 
 	// A graceful stop writes out what is buffered.
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Wait(); err != nil {
+	if err := p.Wait(); err != nil {
 		t.Fatalf("walhook after SIGTERM: %v", err)
 	}
 

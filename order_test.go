@@ -24,6 +24,7 @@ func TestOrderUnderRandomFailures(t *testing.T) {
 		failures int
 	)
 	rc := newKeyRecorder(nil)
+	// Refusals drawn from the seed, then the key recorder (see keyReceiver).
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// The last of max_attempts always succeeds, so no change fails for
 		// good and every one must arrive.

@@ -55,7 +55,7 @@ func TestReloadSIGHUP(t *testing.T) {
 	})
 
 	writeConfig(hook("keep", keep.URL), hook("change", newURL.URL), hook("add", added.URL))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the reloaded webhooks", 30*time.Second, func() bool {
@@ -83,7 +83,7 @@ func TestReloadSIGHUP(t *testing.T) {
 
 	// An invalid file: logged with the key at fault, the old config kept.
 	writeConfig(hook("keep", keep.URL), strings.Replace(hook("add", added.URL), "max_attempts = 8", "max_attempts = 12", 1))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the invalid config in walhook's log", 30*time.Second, func() bool {
@@ -177,7 +177,7 @@ func TestReloadSMTP(t *testing.T) {
 	// mail-b is new, so its first failure is e-mailed at once (mail-a's
 	// next waits for its interval).
 	writeConfig(newSMTP.Port, newPassword, hook("mail-a"), hook("mail-b"))
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the reload in walhook's log", 30*time.Second, func() bool { return strings.Contains(readLog(), "config reloaded") })

@@ -15,9 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -33,48 +31,28 @@ import (
 	"walhook/internal/testkit"
 )
 
-// seedRequest is what a product's receiver saw, and how it answered.
-type seedRequest struct {
-	Method string
-	Header http.Header
-	Body   []byte
-	Status int
-}
-
-// seedReceiver is a real HTTP endpoint; handle verifies a request the way
-// the product's page says and returns the status and response body.
-type seedReceiver struct {
-	*httptest.Server
-	mu   sync.Mutex
-	reqs []seedRequest
-}
-
-func newSeedReceiver(t *testing.T, handle func(n int, r *http.Request, body []byte) (int, string)) *seedReceiver {
+// newSeedReceiver is testkit's recording receiver; handle verifies a
+// request (body is r.Body) the way the product's page says and chooses the
+// answer, which carries the header X-Receiver: seed.
+func newSeedReceiver(t *testing.T, handle func(n int, r request, body []byte) testkit.Response) *seedReceiver {
 	t.Helper()
-	rc := &seedReceiver{}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		rc.mu.Lock()
-		n := len(rc.reqs) + 1
-		rc.reqs = append(rc.reqs, seedRequest{Method: r.Method, Header: r.Header.Clone(), Body: body})
-		rc.mu.Unlock()
-		status, text := handle(n, r, body)
-		rc.mu.Lock()
-		rc.reqs[n-1].Status = status
-		rc.mu.Unlock()
-		w.Header().Set("X-Receiver", "seed")
-		w.WriteHeader(status)
-		io.WriteString(w, text)
-	}))
-	t.Cleanup(rc.Close)
-	return rc
+	return &seedReceiver{testkit.NewReceiver(t, func(n int, r request) testkit.Response {
+		a := handle(n, r, r.Body)
+		a.Header = http.Header{"X-Receiver": {"seed"}}
+		return a
+	})}
 }
 
-func (rc *seedReceiver) requests() []seedRequest {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]seedRequest(nil), rc.reqs...)
+// answer is a seed receiver's answer: a status and a text.
+func answer(status int, text string) testkit.Response {
+	return testkit.Response{Status: status, Body: text}
 }
+
+// seedReceiver is a product's endpoint; each request records how it was
+// answered (Status).
+type seedReceiver struct{ *testkit.Receiver }
+
+func (rc *seedReceiver) requests() []request { return rc.Requests() }
 
 // rejected counts the requests the receiver refused as not authentic.
 func (rc *seedReceiver) rejected() int {
@@ -109,47 +87,43 @@ func TestAkuiteo(t *testing.T) {
 	// What the page tells the endpoint to do: accept only requests with the
 	// security header and its value, regenerate the signature from the
 	// request content and the secret (HMAC-SHA256, Base64) and compare.
-	authentic := func(r *http.Request, body []byte) bool {
+	authentic := func(r request, body []byte) bool {
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write(body)
 		want := base64.StdEncoding.EncodeToString(mac.Sum(nil))
 		return r.Header.Get(tokenName) == tokenValue &&
 			hmac.Equal([]byte(r.Header.Get("X-Akuiteo-Signature")), []byte(want))
 	}
-	ok := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+	ok := newSeedReceiver(t, func(_ int, r request, body []byte) testkit.Response {
 		if !authentic(r, body) {
-			return http.StatusUnauthorized, "not from Akuiteo"
+			return answer(http.StatusUnauthorized, "not from Akuiteo")
 		}
-		return http.StatusOK, "ok"
+		return answer(http.StatusOK, "ok")
 	})
 	// Hangs past timeout_ms first, then fails, then (after the e-mail) works.
 	heal := make(chan struct{})
-	flaky := newSeedReceiver(t, func(n int, r *http.Request, body []byte) (int, string) {
+	flaky := newSeedReceiver(t, func(n int, r request, body []byte) testkit.Response {
 		if !authentic(r, body) {
-			return http.StatusUnauthorized, "not from Akuiteo"
+			return answer(http.StatusUnauthorized, "not from Akuiteo")
 		}
 		switch {
 		case n == 1:
-			select {
-			case <-r.Context().Done():
-			case <-time.After(20 * time.Second):
-			}
-			return http.StatusOK, "too late"
+			return testkit.Response{Status: http.StatusOK, Body: "too late", Delay: 20 * time.Second}
 		case n == 2:
-			return http.StatusInternalServerError, "erreur interne"
+			return answer(http.StatusInternalServerError, "erreur interne")
 		}
 		select {
 		case <-heal:
-			return http.StatusOK, "ok"
+			return answer(http.StatusOK, "ok")
 		default:
-			return http.StatusInternalServerError, "erreur interne"
+			return answer(http.StatusInternalServerError, "erreur interne")
 		}
 	})
-	down := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+	down := newSeedReceiver(t, func(_ int, r request, body []byte) testkit.Response {
 		if !authentic(r, body) {
-			return http.StatusUnauthorized, "not from Akuiteo"
+			return answer(http.StatusUnauthorized, "not from Akuiteo")
 		}
-		return http.StatusServiceUnavailable, "maintenance"
+		return answer(http.StatusServiceUnavailable, "maintenance")
 	})
 	sink := newSMTPSink(t)
 
@@ -332,21 +306,21 @@ func TestPeopleForce(t *testing.T) {
 	const secret = "pf-secret-ü"
 	// verify_signature from the page: HMAC-SHA256 of the payload as UTF-8
 	// text with the secret, hex, "sha256=" prefix, constant-time compare.
-	rc := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+	rc := newSeedReceiver(t, func(_ int, r request, body []byte) testkit.Response {
 		header := r.Header.Get("X-PeopleForce-Signature")
 		if header == "" {
-			return http.StatusForbidden, "Missing signature header!"
+			return answer(http.StatusForbidden, "Missing signature header!")
 		}
 		if !utf8.Valid(body) {
-			return http.StatusBadRequest, "payload is not UTF-8"
+			return answer(http.StatusBadRequest, "payload is not UTF-8")
 		}
 		mac := hmac.New(sha256.New, []byte(secret))
 		mac.Write([]byte(string(body)))
 		expected := "sha256=" + hex.EncodeToString(mac.Sum(nil))
 		if subtle.ConstantTimeCompare([]byte(expected), []byte(header)) != 1 {
-			return http.StatusForbidden, "Signatures did not match!"
+			return answer(http.StatusForbidden, "Signatures did not match!")
 		}
-		return http.StatusOK, "Success"
+		return answer(http.StatusOK, "Success")
 	})
 	h := newHarness(t, employeesSchema+`;
 CREATE TABLE leave_requests (id int PRIMARY KEY, employee_id int, starts_on date)`)
@@ -377,8 +351,8 @@ template = '{"action": "{{lower .Entity}}_{{.Action}}", "data": {{json .Data}}}'
 		t.Fatalf("the receiver refused %d requests", n)
 	}
 	// The two topics are different entities: they may arrive in any order.
-	sent := map[string]seedRequest{} // by X-Walhook-Event
-	byID := map[string][]byte{}      // by event id
+	sent := map[string]request{} // by X-Walhook-Event
+	byID := map[string][]byte{}  // by event id
 	for _, r := range rc.requests() {
 		sent[r.Header.Get("X-Walhook-Event")] = r
 		byID[r.Header.Get("Webhook-Id")] = r.Body
@@ -423,7 +397,7 @@ func TestEtlworks(t *testing.T) {
 	t.Parallel()
 	const secret = "etl-secret"
 	// Checks common to every request, as the page describes them.
-	check := func(r *http.Request, body []byte) string {
+	check := func(r request, body []byte) string {
 		if u, p, ok := r.BasicAuth(); !ok || u != "integrator" || p != "pa55" {
 			return "basic auth"
 		}
@@ -443,11 +417,11 @@ func TestEtlworks(t *testing.T) {
 		}
 		return ""
 	}
-	respond := func(_ int, r *http.Request, body []byte) (int, string) {
+	respond := func(_ int, r request, body []byte) testkit.Response {
 		if what := check(r, body); what != "" {
-			return http.StatusUnauthorized, what
+			return answer(http.StatusUnauthorized, what)
 		}
-		return http.StatusOK, "accepted " + r.Header.Get("X-Etl-Webhook-Event-Id")
+		return answer(http.StatusOK, "accepted "+r.Header.Get("X-Etl-Webhook-Event-Id"))
 	}
 	get := newSeedReceiver(t, respond)
 	form := newSeedReceiver(t, respond)
@@ -467,20 +441,20 @@ func TestEtlworks(t *testing.T) {
 		jsonMu      sync.Mutex
 		jsonPayload etlPayload
 	)
-	jsonHook := newSeedReceiver(t, func(n int, r *http.Request, body []byte) (int, string) {
-		if status, text := respond(n, r, body); status != http.StatusOK {
-			return status, text
+	jsonHook := newSeedReceiver(t, func(n int, r request, body []byte) testkit.Response {
+		if a := respond(n, r, body); a.Status != http.StatusOK {
+			return a
 		}
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		var p etlPayload
 		if err := dec.Decode(&p); err != nil {
-			return http.StatusBadRequest, err.Error()
+			return answer(http.StatusBadRequest, err.Error())
 		}
 		jsonMu.Lock()
 		jsonPayload = p
 		jsonMu.Unlock()
-		return http.StatusOK, "accepted " + p.EventID
+		return answer(http.StatusOK, "accepted "+p.EventID)
 	})
 	h := newHarness(t, `CREATE TABLE flows (id int PRIMARY KEY, name text, status text)`)
 	common := `header_prefix = "X-Etl-Webhook-"
@@ -549,7 +523,7 @@ headers = { "X-Etl-Webhook-Id" = "etl-off", "X-Tenant" = "acme" }
 		t.Error("the disabled webhook sent requests")
 	}
 
-	var modify *seedRequest
+	var modify *request
 	for _, r := range get.requests() {
 		if r.Method != "GET" || len(r.Body) != 0 {
 			t.Fatalf("GET webhook sent %s with %d body bytes", r.Method, len(r.Body))
@@ -621,23 +595,23 @@ func TestPeopulse(t *testing.T) {
 	t.Parallel()
 	var secretMu sync.Mutex
 	secrets := map[string]string{}
-	verify := func(r *http.Request, body []byte) bool {
+	verify := func(r request, body []byte) bool {
 		secretMu.Lock()
 		secret := secrets[r.Header.Get("X-Walhook-Webhook")]
 		secretMu.Unlock()
 		return secret != "" && testkit.StandardSignatureValid(secret, r.Header, body)
 	}
-	ok := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+	ok := newSeedReceiver(t, func(_ int, r request, body []byte) testkit.Response {
 		if !verify(r, body) {
-			return http.StatusUnauthorized, "bad signature"
+			return answer(http.StatusUnauthorized, "bad signature")
 		}
-		return http.StatusAccepted, ""
+		return answer(http.StatusAccepted, "")
 	})
-	failing := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+	failing := newSeedReceiver(t, func(_ int, r request, body []byte) testkit.Response {
 		if !verify(r, body) {
-			return http.StatusUnauthorized, "bad signature"
+			return answer(http.StatusUnauthorized, "bad signature")
 		}
-		return http.StatusInternalServerError, "indisponible"
+		return answer(http.StatusInternalServerError, "indisponible")
 	})
 	h := newHarness(t, `
 CREATE TABLE invoices (id int PRIMARY KEY, status text);
@@ -765,17 +739,17 @@ template = '{"id": {{.Data.id.nosuch}}}'
 		t.Errorf("unrenderable template: err %v", err)
 	}
 
-	rc := newSeedReceiver(t, func(_ int, r *http.Request, body []byte) (int, string) {
+	rc := newSeedReceiver(t, func(_ int, r request, body []byte) testkit.Response {
 		var hook struct{ ID, EntityType, EventType, Timestamp string }
 		dec := json.NewDecoder(strings.NewReader(string(body)))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&hook); err != nil {
-			return http.StatusBadRequest, "malformed webhook: " + err.Error()
+			return answer(http.StatusBadRequest, "malformed webhook: "+err.Error())
 		}
 		if hook.ID == "BROKEN-1" {
-			return http.StatusBadRequest, "no commercial entity matches user " + hook.ID
+			return answer(http.StatusBadRequest, "no commercial entity matches user "+hook.ID)
 		}
-		return http.StatusOK, "OK"
+		return answer(http.StatusOK, "OK")
 	})
 	h := newHarness(t, `CREATE TABLE users (id text PRIMARY KEY, email text)`)
 	h.start(fmt.Sprintf(`

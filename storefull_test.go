@@ -77,7 +77,7 @@ func TestStoreFullUnderLoad(t *testing.T) {
 
 	w := startWriter(t, dsn)
 	waitFor(t, "3,000 changes written", time.Minute, func() bool { return w.written() >= 3000 })
-	before := procMemory(t, p.cmd.Process.Pid)
+	before := procMemory(t, p.Pid())
 	t.Logf("before the fault: %s", before)
 
 	// Fault 1: the disk fills, space returns, walhook goes on by itself.
@@ -96,7 +96,7 @@ func TestStoreFullUnderLoad(t *testing.T) {
 		}
 		time.Sleep(500 * time.Millisecond) // spacing samples, not waiting for an outcome
 	}
-	atEnd := procMemory(t, p.cmd.Process.Pid)
+	atEnd := procMemory(t, p.Pid())
 	t.Logf("end of the fault (%s, %d changes written): %s", time.Since(start).Round(time.Second), w.written(), atEnd)
 	fmt.Printf("%s: RSS before %d kB (anon %d), end of a %s fault %d kB (anon %d), peak %d kB\n", t.Name(),
 		before.rss, before.anon, time.Since(start).Round(time.Second), atEnd.rss, atEnd.anon, atEnd.peak)
@@ -139,8 +139,8 @@ func TestStoreFullUnderLoad(t *testing.T) {
 	keys := w.stop()
 	exited := make(chan error, 1)
 	sent := time.Now()
-	p.cmd.Process.Signal(syscall.SIGTERM)
-	go func() { exited <- p.cmd.Wait() }()
+	p.Signal(syscall.SIGTERM)
+	go func() { exited <- p.Wait() }()
 	select {
 	case err := <-exited:
 		var ee *exec.ExitError
@@ -149,7 +149,7 @@ func TestStoreFullUnderLoad(t *testing.T) {
 		}
 		t.Logf("SIGTERM with the store full: exited after %s: %v", time.Since(sent).Round(100*time.Millisecond), err)
 	case <-time.After(20 * time.Second): // its usual shutdown: in-flight requests (timeout_ms 5,000) and the reader's 3 s
-		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.Signal(syscall.SIGKILL)
 		<-exited
 		t.Fatal("walhook did not stop within 20 s of SIGTERM with the store full")
 	}

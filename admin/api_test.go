@@ -107,7 +107,8 @@ func TestWebhookLifecycle(t *testing.T) {
 	if !ping.OK || ping.Status != 200 || ping.DurationMS <= 0 || ping.Error != "" {
 		t.Errorf("test answered %s", r.body)
 	}
-	req, body := rc.last(t)
+	req := rc.Last(t)
+	body := string(req.Body)
 	if want := testkit.StandardSignature(t, created.Secret, req.Header.Get("Webhook-Id"), req.Header.Get("Webhook-Timestamp"), []byte(body)); req.Header.Get("Webhook-Signature") != want {
 		t.Errorf("ping signature %q, want %q", req.Header.Get("Webhook-Signature"), want)
 	}
@@ -229,8 +230,8 @@ func TestConfigWebhooksAreReadOnly(t *testing.T) {
 	}
 	// Testing works on a config webhook too.
 	e.mustDo(200, "POST", "/api/webhooks/from-config/test", "")
-	if rc.count() != 1 {
-		t.Errorf("receiver got %d requests, want the ping", rc.count())
+	if rc.Count() != 1 {
+		t.Errorf("receiver got %d requests, want the ping", rc.Count())
 	}
 }
 
@@ -281,7 +282,7 @@ func TestActivateDeactivate(t *testing.T) {
 		t.Fatal("a reload after activate switched the webhook off again")
 	}
 	e.write(200, 2)
-	waitFor(t, "the delivery after activate", func() bool { return rc.count() == 2 })
+	waitFor(t, "the delivery after activate", func() bool { return rc.Count() == 2 })
 
 	// Off through the API: nothing more goes out, across a restart and a
 	// reload of the same config.
@@ -297,8 +298,8 @@ func TestActivateDeactivate(t *testing.T) {
 	e.write(300, 3)
 	e.mustDo(200, "POST", "/api/webhooks/cfg/activate", "")
 	e.write(400, 4)
-	waitFor(t, "the delivery after the restart", func() bool { return rc.count() == 3 })
-	if _, body := rc.last(t); !strings.Contains(body, `"id":4`) {
+	waitFor(t, "the delivery after the restart", func() bool { return rc.Count() == 3 })
+	if body := string(rc.Last(t).Body); !strings.Contains(body, `"id":4`) {
 		t.Errorf("the webhook got the event written while it was off: %s", body)
 	}
 

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -121,14 +120,14 @@ func TestBrowser(t *testing.T) {
 	if got := text(`#flash`); !strings.Contains(got, "HTTP 200") {
 		t.Errorf("flash after the test: %q", got)
 	}
-	ping := w.receiver.waitRequest(t, func(r *http.Request, body string) bool { return strings.Contains(body, `"event":"ping"`) })
-	if want := testkit.StandardSignature(t, secret, ping.Header.Get("Webhook-Id"), ping.Header.Get("Webhook-Timestamp"), []byte(ping.body)); ping.Header.Get("Webhook-Signature") != want {
+	ping := w.receiver.WaitRequest(t, 20*time.Second, func(r testkit.Request) bool { return strings.Contains(string(r.Body), `"event":"ping"`) })
+	if want := testkit.StandardSignature(t, secret, ping.Header.Get("Webhook-Id"), ping.Header.Get("Webhook-Timestamp"), ping.Body); ping.Header.Get("Webhook-Signature") != want {
 		t.Errorf("the ping is not signed with the secret the page showed")
 	}
 
 	// A row change is delivered, then the webhook is switched off.
 	w.exec(t, `INSERT INTO items (id, name) VALUES (7, 'widget')`)
-	w.receiver.waitRequest(t, func(r *http.Request, body string) bool {
+	w.receiver.WaitRequest(t, 20*time.Second, func(r testkit.Request) bool {
 		return r.Header.Get("X-Walhook-Webhook") == "browser-hook" && r.Header.Get("X-Walhook-Event") == "item.create"
 	})
 	waitFor(t, "the delivery to be counted", func() bool {
@@ -148,9 +147,9 @@ func TestBrowser(t *testing.T) {
 	if got := text(`#flash`); got != "Backfill done: 1 rows queued, 0 left out for a newer change." {
 		t.Errorf("flash after the backfill: %q", got)
 	}
-	w.receiver.waitRequest(t, func(r *http.Request, body string) bool {
+	w.receiver.WaitRequest(t, 20*time.Second, func(r testkit.Request) bool {
 		id := r.Header.Get("Webhook-Id")
-		return r.Header.Get("X-Walhook-Webhook") == "browser-hook" && strings.Contains(body, `"name":"widget"`) && len(id) == 25 && id[17] == '8'
+		return r.Header.Get("X-Walhook-Webhook") == "browser-hook" && strings.Contains(string(r.Body), `"name":"widget"`) && len(id) == 25 && id[17] == '8'
 	})
 	waitFor(t, "the backfill's delivery to be counted", func() bool {
 		var hook webhook
@@ -333,7 +332,7 @@ func newBrowser(t *testing.T, chromium string) (_ context.Context, expect func(s
 type walhook struct {
 	url      string
 	dsn      string
-	receiver *receiver
+	receiver *testkit.Receiver
 }
 
 // startWalhook builds walhook, starts a PostgreSQL with two tables and runs
@@ -356,10 +355,6 @@ func startWalhook(t *testing.T) *walhook {
 	w.exec(t, `CREATE TABLE notes (body text)`)
 
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "walhook")
-	if out, err := exec.Command("go", "build", "-o", bin, "walhook").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	addr := freeAddr(t)
 	w.url = "http://" + addr
 	config := filepath.Join(dir, "config.toml")
@@ -381,25 +376,7 @@ active = false
 `, dsn, addr, token, w.receiver.URL), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(dir, "walhook.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "run", "-config", config)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-		logFile.Close()
-		if t.Failed() {
-			raw, _ := os.ReadFile(logPath)
-			t.Logf("walhook's log:\n%s", raw)
-		}
-	})
+	testkit.StartProcess(t, filepath.Join(dir, "walhook.log"), nil, testkit.Walhook(t), "run", "-config", config)
 	waitFor(t, "walhook to be ready", func() bool { return w.api(t, "GET", "/readyz", nil) == 200 })
 	return w
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -217,78 +216,24 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	testkit.WaitFor(t, 20*time.Second, what, cond)
 }
 
-// receiver is a real HTTP endpoint recording requests; status decides the
-// answer (200 when nil).
-type receiver struct {
-	*httptest.Server
-	mu     sync.Mutex
-	reqs   []*http.Request
-	bodies []string
-	status func(n int) int
-	answer string
+// newReceiver is testkit's recording receiver answering {"received": true}
+// with the header X-Receiver: test and the status status decides (200
+// when nil).
+func newReceiver(t *testing.T, status func(n int) int) *testkit.Receiver {
+	t.Helper()
+	return newAnswering(t, status, `{"received": true}`)
 }
 
-func newReceiver(t *testing.T, status func(n int) int) *receiver {
+// newAnswering is newReceiver answering with the body answer.
+func newAnswering(t *testing.T, status func(n int) int, answer string) *testkit.Receiver {
 	t.Helper()
-	rc := &receiver{status: status, answer: `{"received": true}`}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		rc.mu.Lock()
-		rc.reqs = append(rc.reqs, r)
-		rc.bodies = append(rc.bodies, string(body))
-		n, answer := len(rc.reqs), rc.answer
-		rc.mu.Unlock()
+	return testkit.NewReceiver(t, func(n int, _ testkit.Request) testkit.Response {
 		code := http.StatusOK
-		if rc.status != nil {
-			code = rc.status(n)
+		if status != nil {
+			code = status(n)
 		}
-		w.Header().Set("X-Receiver", "test")
-		w.WriteHeader(code)
-		io.WriteString(w, answer)
-	}))
-	t.Cleanup(rc.Close)
-	return rc
-}
-
-// last returns the latest request and its body.
-func (rc *receiver) last(t *testing.T) (*http.Request, string) {
-	t.Helper()
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if len(rc.reqs) == 0 {
-		t.Fatal("the receiver got no request")
-	}
-	return rc.reqs[len(rc.reqs)-1], rc.bodies[len(rc.bodies)-1]
-}
-
-// seen is a request a receiver got, with its body.
-type seen struct {
-	*http.Request
-	body string
-}
-
-// waitRequest waits for a request that match accepts.
-func (rc *receiver) waitRequest(t *testing.T, match func(r *http.Request, body string) bool) seen {
-	t.Helper()
-	var got seen
-	waitFor(t, "a matching request at the receiver", func() bool {
-		rc.mu.Lock()
-		defer rc.mu.Unlock()
-		for i, r := range rc.reqs {
-			if match(r, rc.bodies[i]) {
-				got = seen{r, rc.bodies[i]}
-				return true
-			}
-		}
-		return false
+		return testkit.Response{Status: code, Header: http.Header{"X-Receiver": {"test"}}, Body: answer}
 	})
-	return got
-}
-
-func (rc *receiver) count() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return len(rc.reqs)
 }
 
 // syncBuffer is a log destination the test reads while the code writes.

@@ -2,14 +2,12 @@ package admin_test
 
 import (
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 // TestHistorySearch: the history API finds every delivery of an entity and
@@ -18,13 +16,12 @@ import (
 func TestHistorySearch(t *testing.T) {
 	e := newEnv(t)
 	// Entity 43's deliveries fail, the others succeed.
-	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if strings.Contains(string(body), `"entity_id":"43"`) {
-			w.WriteHeader(500)
+	rc := testkit.NewReceiver(t, func(_ int, r testkit.Request) testkit.Response {
+		if strings.Contains(string(r.Body), `"entity_id":"43"`) {
+			return testkit.Response{Status: 500}
 		}
-	}))
-	t.Cleanup(rc.Close)
+		return testkit.Response{}
+	})
 	e.mustDo(201, "POST", "/api/webhooks", fmt.Sprintf(`{"name": "s", "url": %q, "events": ["employee"], "max_attempts": 1}`, rc.URL))
 	const n = 150 // 120 succeed, 30 fail; the retention keeps 100 successes
 	tx := &cdc.Tx{CommitLSN: 10, EndLSN: 11, CommitTime: time.Now().UTC()}

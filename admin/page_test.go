@@ -21,9 +21,9 @@ func TestSecretsStayHidden(t *testing.T) {
 		"basic_auth": {"username": "u", "password": "basic-pw-7d0"}}`, url))
 	e.mustDo(200, "POST", "/api/webhooks/guarded/test", "")
 	e.write(10, 1)
-	waitFor(t, "the delivery", func() bool { return rc.count() == 2 })
+	waitFor(t, "the delivery", func() bool { return rc.Count() == 2 })
 	// The receiver got every credential: they are in use, just not shown.
-	req, _ := rc.last(t)
+	req := rc.Last(t)
 	if user, pw, _ := req.BasicAuth(); user != "u" || pw != "basic-pw-7d0" || req.Header.Get("X-Api-Key") != "hdr-value-9c2" {
 		t.Fatalf("receiver got basic auth %q/%q, X-Api-Key %q", user, pw, req.Header.Get("X-Api-Key"))
 	}
@@ -66,7 +66,7 @@ func TestPatchKeepsHiddenValues(t *testing.T) {
 	e.mustDo(200, "PATCH", "/api/webhooks/kept", fmt.Sprintf(`{"url": %q, "headers": {"X-Api-Key": "[redacted]", "X-New": "n1"},
 		"basic_auth": {"username": "u2"}}`, shown.URL))
 	e.mustDo(200, "POST", "/api/webhooks/kept/test", "")
-	req, _ := rc.last(t)
+	req := rc.Last(t)
 	user, pw, _ := req.BasicAuth()
 	if req.Header.Get("X-Api-Key") != "k1" || req.Header.Get("X-New") != "n1" || req.Header.Get("X-Other") != "" ||
 		user != "u2" || pw != "p1" || req.Header.Get("Webhook-Signature") == "" {
@@ -81,7 +81,7 @@ func TestPatchKeepsHiddenValues(t *testing.T) {
 	// signature "" makes it unsigned; a signature again generates a secret.
 	e.mustDo(200, "PATCH", "/api/webhooks/kept", `{"signature": "", "basic_auth": {"username": ""}}`)
 	e.mustDo(200, "POST", "/api/webhooks/kept/test", "")
-	req, _ = rc.last(t)
+	req = rc.Last(t)
 	if req.Header.Get("Webhook-Signature") != "" {
 		t.Errorf("unsigned webhook sent Webhook-Signature %q", req.Header.Get("Webhook-Signature"))
 	}
@@ -105,8 +105,7 @@ func TestPatchKeepsHiddenValues(t *testing.T) {
 func TestPagesEscape(t *testing.T) {
 	e := newEnv(t)
 	const xss = `<script>alert(1)</script>`
-	rc := newReceiver(t, func(int) int { return 500 })
-	rc.answer = xss
+	rc := newAnswering(t, func(int) int { return 500 }, xss)
 	url := rc.URL + "/?q=" + xss
 	tmpl := `{"id": {{json .EntityID}}, "note": "` + xss + `"}`
 	e.mustDo(201, "POST", "/api/webhooks", fmt.Sprintf(`{"name": "x.y-z", "url": %q, "events": ["employee", "s.%s"],

@@ -1,11 +1,12 @@
 package admin_test
 
 import (
-	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 // TestWhenAPI: when, columns and exclude_columns through POST, PATCH and
@@ -31,11 +32,11 @@ func TestWhenAPI(t *testing.T) {
 
 	e.write(10, 7)   // id 7: not sent
 	e.write(11, 130) // sent, without the email
-	rc.waitRequest(t, func(_ *http.Request, body string) bool { return strings.Contains(body, `"data":{"id":130}`) })
-	if n := rc.count(); n != 1 {
+	rc.WaitRequest(t, 20*time.Second, func(r testkit.Request) bool { return strings.Contains(string(r.Body), `"data":{"id":130}`) })
+	if n := rc.Count(); n != 1 {
 		t.Errorf("receiver got %d requests, want 1", n)
 	}
-	if _, body := rc.last(t); strings.Contains(body, "email") {
+	if body := string(rc.Last(t).Body); strings.Contains(body, "email") {
 		t.Errorf("excluded column sent: %s", body)
 	}
 
@@ -70,7 +71,7 @@ func TestWhenAPI(t *testing.T) {
 	if n := strings.Count(e.logs.String(), "webhook's when failed on an event"); n != 1 {
 		t.Errorf("the filter error was logged %d times, want once a minute", n)
 	}
-	if n := rc.count(); n != 1 {
+	if n := rc.Count(); n != 1 {
 		t.Errorf("receiver got %d requests, want still 1", n)
 	}
 }

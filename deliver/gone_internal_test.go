@@ -2,12 +2,12 @@ package deliver
 
 import (
 	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 // TestGoneMeetsReloadOrActivate: between a 410 switching a config webhook
@@ -17,16 +17,12 @@ import (
 func TestGoneMeetsReloadOrActivate(t *testing.T) {
 	for _, meanwhile := range []string{"reload", "activate"} {
 		t.Run(meanwhile, func(t *testing.T) {
-			var mu sync.Mutex
-			answers := 0
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				mu.Lock()
-				defer mu.Unlock()
-				if answers++; answers == 1 {
-					w.WriteHeader(http.StatusGone)
+			srv := testkit.NewReceiver(t, func(n int, _ testkit.Request) testkit.Response {
+				if n == 1 {
+					return testkit.Response{Status: http.StatusGone}
 				}
-			}))
-			defer srv.Close()
+				return testkit.Response{}
+			})
 			dir := t.TempDir()
 			q := openWith(t, dir, srv.URL, []string{"h"}, nil)
 			def := hookDef(srv.URL, "h")

@@ -4,7 +4,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -138,59 +137,35 @@ func (e *env) write(t *testing.T, tx *cdc.Tx) {
 var waitFor = testkit.WaitFor
 
 // received is one request a receiver got.
-type received struct {
-	Method string
-	Path   string
-	Query  string
-	Header http.Header
-	Body   []byte
-	At     time.Time
-}
+type received = testkit.Request
 
-// receiver is a real HTTP endpoint that records requests and answers with
-// what respond returns (200 when nil).
+// receiver is testkit's recording receiver answering with what respond
+// returns (200 "ok" when nil); a test swaps respond under mu.
 type receiver struct {
-	*httptest.Server
+	*testkit.Receiver
 	mu      sync.Mutex
-	reqs    []received
 	respond func(r received, n int) (int, http.Header, string)
 }
 
 func newReceiver(t testing.TB, respond func(r received, n int) (int, http.Header, string)) *receiver {
 	t.Helper()
 	rc := &receiver{respond: respond}
-	rc.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		got := received{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Header: r.Header.Clone(), Body: body, At: time.Now()}
+	rc.Receiver = testkit.NewReceiver(t, func(n int, r received) testkit.Response {
 		rc.mu.Lock()
-		rc.reqs = append(rc.reqs, got)
-		n := len(rc.reqs)
+		respond := rc.respond
 		rc.mu.Unlock()
-		code, hdr, text := 200, http.Header(nil), "ok"
-		if rc.respond != nil {
-			code, hdr, text = rc.respond(got, n)
+		if respond == nil {
+			return testkit.Response{Body: "ok"}
 		}
-		for k, v := range hdr {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(code)
-		io.WriteString(w, text)
-	}))
-	t.Cleanup(rc.Close)
+		code, hdr, text := respond(r, n)
+		return testkit.Response{Status: code, Header: hdr, Body: text}
+	})
 	return rc
 }
 
-func (rc *receiver) requests() []received {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return append([]received(nil), rc.reqs...)
-}
+func (rc *receiver) requests() []received { return rc.Requests() }
 
-func (rc *receiver) count() int {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	return len(rc.reqs)
-}
+func (rc *receiver) count() int { return rc.Count() }
 
 // metric sums the samples of a counter or gauge whose label has value
 // (every sample when label is "").

@@ -2,34 +2,21 @@ package deliver_test
 
 import (
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // listenerOn is a receiver answering 200 on ip (127.0.0.x: every one of
-// them is this machine's), counting its requests.
-func listenerOn(t *testing.T, ip string) (*httptest.Server, *atomic.Int64) {
+// them is this machine's).
+func listenerOn(t *testing.T, ip string) *testkit.Receiver {
 	t.Helper()
-	ln, err := net.Listen("tcp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n atomic.Int64
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.Add(1)
-		w.Write([]byte("secret credentials"))
-	}))
-	srv.Listener.Close()
-	srv.Listener = ln
-	srv.Start()
-	t.Cleanup(srv.Close)
-	return srv, &n
+	return testkit.ListenReceiver(t, ip+":0", func(int, testkit.Request) testkit.Response {
+		return testkit.Response{Body: "secret credentials"}
+	})
 }
 
 func prefixes(s ...string) []netip.Prefix {
@@ -84,9 +71,9 @@ func TestAddressPolicyCheck(t *testing.T) {
 // receiver's.
 func TestAddressPolicyDial(t *testing.T) {
 	t.Parallel()
-	denied, deniedN := listenerOn(t, "127.0.0.2")
-	open, openN := listenerOn(t, "127.0.0.3")
-	allowed, allowedN := listenerOn(t, "127.0.0.4")
+	denied := listenerOn(t, "127.0.0.2")
+	open := listenerOn(t, "127.0.0.3")
+	allowed := listenerOn(t, "127.0.0.4")
 	e := newEnv(t, []string{"denied", "open", "byname"}, func(o *deliver.Options) {
 		o.Policy = deliver.AddressPolicy{Deny: prefixes("127.0.0.1/32", "127.0.0.2/32", "::1/128"), Allow: prefixes("127.0.0.4/32"), APIDenyPrivate: true}
 	})
@@ -133,11 +120,11 @@ func TestAddressPolicyDial(t *testing.T) {
 	if att, _ := e.q.Test(t.Context(), "open"); att.Status != 200 {
 		t.Errorf("config webhook's test ping: %d %q", att.Status, att.Error)
 	}
-	if deniedN.Load() != 0 {
-		t.Errorf("the denied receiver got %d requests", deniedN.Load())
+	if denied.Count() != 0 {
+		t.Errorf("the denied receiver got %d requests", denied.Count())
 	}
-	if openN.Load() != 2 || allowedN.Load() != 1 {
-		t.Errorf("open got %d requests (want the event and a ping), allowed %d (want 1)", openN.Load(), allowedN.Load())
+	if open.Count() != 2 || allowed.Count() != 1 {
+		t.Errorf("open got %d requests (want the event and a ping), allowed %d (want 1)", open.Count(), allowed.Count())
 	}
 }
 

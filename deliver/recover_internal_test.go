@@ -5,12 +5,12 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 // TestRecoverInChunks: Recover queues again, a chunk to a transaction,
@@ -20,21 +20,23 @@ func TestRecoverInChunks(t *testing.T) {
 	defer func(n int) { recoverChunk = n }(recoverChunk)
 	recoverChunk = 3
 
-	var (
-		ok   atomic.Bool
-		mu   sync.Mutex
-		sent = map[string]int{} // event id → 2xx answers
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var ok atomic.Bool
+	srv := testkit.NewReceiver(t, func(int, testkit.Request) testkit.Response {
 		if !ok.Load() {
-			w.WriteHeader(http.StatusInternalServerError)
-			return
+			return testkit.Response{Status: http.StatusInternalServerError}
 		}
-		mu.Lock()
-		sent[r.Header.Get("Webhook-Id")]++
-		mu.Unlock()
-	}))
-	defer srv.Close()
+		return testkit.Response{}
+	})
+	// sent is event id → 2xx answers.
+	sent := func() map[string]int {
+		m := map[string]int{}
+		for _, r := range srv.Requests() {
+			if r.Status == http.StatusOK {
+				m[r.Header.Get("Webhook-Id")]++
+			}
+		}
+		return m
+	}
 	q := openWith(t, t.TempDir(), srv.URL, nil, nil)
 	q.opts.Route = func(*cdc.Event) []string { return []string{"h"} }
 	w := hookDef(srv.URL, "h")
@@ -81,23 +83,21 @@ func TestRecoverInChunks(t *testing.T) {
 	if st := q.Stats("h"); st.Failed != 4 || st.Queued != 0 {
 		t.Errorf("after recovering 6 of 10: %+v, want 4 failed and none queued", st)
 	}
-	mu.Lock()
+	got := sent()
 	for i, id := range ids {
 		if want := 0; i >= 4 {
 			want = 1
-			if sent[id] != want {
-				t.Errorf("event %d (%s) was sent %d times, want %d", i, id, sent[id], want)
+			if got[id] != want {
+				t.Errorf("event %d (%s) was sent %d times, want %d", i, id, got[id], want)
 			}
-		} else if sent[id] != want {
-			t.Errorf("event %d (%s), failed before since, was sent %d times, want %d", i, id, sent[id], want)
+		} else if got[id] != want {
+			t.Errorf("event %d (%s), failed before since, was sent %d times, want %d", i, id, got[id], want)
 		}
 	}
-	mu.Unlock()
 	recovered(time.Time{}, 4, 10) // a full chunk and a part
-	mu.Lock()
-	defer mu.Unlock()
-	if len(sent) != 10 || slices.ContainsFunc(ids, func(id string) bool { return sent[id] != 1 }) {
-		t.Errorf("each event should have been sent once after the two recoveries: %v", sent)
+	got = sent()
+	if len(got) != 10 || slices.ContainsFunc(ids, func(id string) bool { return got[id] != 1 }) {
+		t.Errorf("each event should have been sent once after the two recoveries: %v", got)
 	}
 	if st := q.Stats("h"); st.Failed != 0 {
 		t.Errorf("after recovering all: %+v, want none failed", st)

@@ -14,6 +14,7 @@ import (
 
 	"walhook/cdc"
 	"walhook/deliver/store"
+	"walhook/internal/testkit"
 )
 
 // A backlog far larger than the window stays on disk and drains in order.
@@ -21,6 +22,8 @@ func TestBacklogStaysOnDisk(t *testing.T) {
 	const total = 3 * windowSize
 	var got atomic.Int64
 	release := make(chan struct{})
+	// Not testkit's Receiver: it holds every request at a gate and keeps
+	// nothing but a count of 3 windows' worth of them.
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		<-release
 		got.Add(1)
@@ -140,14 +143,7 @@ func TestCommitFailureRetried(t *testing.T) {
 // delivery arrives, none is left behind on disk when the writes stop.
 func TestWritesWhileRefilling(t *testing.T) {
 	const txs, per = 60, 100
-	var mu sync.Mutex
-	seen := map[string]int{}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		seen[r.Header.Get("Webhook-Id")]++
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	srv := testkit.NewReceiver(t, nil)
 	q := openWith(t, t.TempDir(), srv.URL, []string{"h"}, func(o *Options) { o.Concurrency = 8 })
 	for i := range txs {
 		tx := &cdc.Tx{CommitLSN: uint64(i + 1), EndLSN: uint64(i + 2), CommitTime: time.Now()}
@@ -168,8 +164,10 @@ func TestWritesWhileRefilling(t *testing.T) {
 		st := q.Stats("h")
 		t.Fatalf("%d of %d delivered, %d still queued", st.SuccessfulCalls, txs*per, st.Queued)
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	seen := map[string]bool{}
+	for _, r := range srv.Requests() {
+		seen[r.Header.Get("Webhook-Id")] = true
+	}
 	if len(seen) != txs*per {
 		t.Errorf("%d distinct events arrived, want %d", len(seen), txs*per)
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -304,11 +303,9 @@ func TestNotifierQueue(t *testing.T) {
 	ms := newMailServer(t, false, "", "")
 	n, _ := newNotifier(ms)
 	defer n.Close()
-	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.WriteHeader(http.StatusGone)
-		io.WriteString(w, "no such hook")
-	}))
-	defer rc.Close()
+	rc := testkit.NewReceiver(t, func(int, testkit.Request) testkit.Response {
+		return testkit.Response{Status: http.StatusGone, Body: "no such hook"}
+	})
 	q, err := deliver.Open(deliver.Options{
 		Dir: t.TempDir(), Route: func(*cdc.Event) []string { return []string{"gone"} }, OnFailed: n.Notify,
 		Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -6,30 +6,25 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"walhook/internal/bench"
+	"walhook/internal/testkit"
 )
 
 // TestHelperCeilingClient: bench-helper ceiling-client sends signed
 // requests with the body it is given for -duration and prints how many
 // were answered 2xx, which is what the server counted.
 func TestHelperCeilingClient(t *testing.T) {
-	var got atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if string(body) != `{"x":1}` || r.Header.Get("Webhook-Id") == "" || !strings.HasPrefix(r.Header.Get("Webhook-Signature"), "v1,") {
-			http.Error(w, "not like walhook's", http.StatusBadRequest)
-			return
+	srv := testkit.NewReceiver(t, func(_ int, r testkit.Request) testkit.Response {
+		if string(r.Body) != `{"x":1}` || r.Header.Get("Webhook-Id") == "" || !strings.HasPrefix(r.Header.Get("Webhook-Signature"), "v1,") {
+			return testkit.Response{Status: http.StatusBadRequest, Body: "not like walhook's"}
 		}
-		got.Add(1)
-	}))
-	defer srv.Close()
+		return testkit.Response{}
+	})
 	path := filepath.Join(t.TempDir(), "body")
 	if err := os.WriteFile(path, []byte(`{"x":1}`), 0o600); err != nil {
 		t.Fatal(err)
@@ -44,8 +39,14 @@ func TestHelperCeilingClient(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
 		t.Fatalf("printed %q: %v", out.String(), err)
 	}
-	if r.Requests < 1 || int64(r.Requests) != got.Load() {
-		t.Errorf("printed %v requests, the server answered %d with 2xx", r.Requests, got.Load())
+	got := 0
+	for _, req := range srv.Requests() {
+		if req.Status/100 == 2 {
+			got++
+		}
+	}
+	if r.Requests < 1 || int(r.Requests) != got {
+		t.Errorf("printed %v requests, the server answered %d with 2xx", r.Requests, got)
 	}
 	if r.Seconds < 0.2 {
 		t.Errorf("seconds = %v, want at least the 200ms asked for", r.Seconds)

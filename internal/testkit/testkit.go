@@ -1,8 +1,10 @@
 // Package testkit holds the pieces every package's tests need, once: a
 // log destination tests can read while the code under test writes, a free
 // loopback address, a condition wait with a deadline (WaitFor,
-// Eventually), PostgreSQL connections, the Standard Webhooks signature a
-// receiver checks, and a real SMTP server keeping what it is sent.
+// Eventually), PostgreSQL connections, a real HTTP receiver recording
+// what it gets (Receiver), the Standard Webhooks signature a receiver
+// checks, a real SMTP server keeping what it is sent, and walhook's binary
+// built once and run as a child process (Walhook, Process).
 package testkit
 
 import (
