@@ -59,6 +59,16 @@ type App struct {
 	// source database: their changes are walhook's own and never events.
 	ownSchema string
 
+	// A store in PostgreSQL, shared with other walhooks (see leader.go);
+	// nil for bbolt.
+	pg          *store.Postgres
+	me          store.Instance         // this walhook, to the others
+	leads       atomic.Bool            // it holds the leader lock and reads the slot
+	following   atomic.Pointer[string] // while it does not lead: who does, or why it cannot tell
+	otherLeads  atomic.Bool            // another walhook holds the leader lock, as last seen
+	unreachable atomic.Pointer[error]  // the store cannot be reached (leadLoop); nil when it can
+	leaderGauge prometheus.Gauge       // walhook_leader
+
 	backfills sync.Map      // webhook → *backfillRun, the latest
 	lastPoint atomic.Uint64 // of the latest backfill's snapshot
 	bgCtx     context.Context
@@ -80,13 +90,21 @@ func NewApp(cfg *Config, opts AppOptions) (*App, error) {
 	nopts := cfg.SMTPOptions()
 	nopts.AdminURL, nopts.Logger = adminURL(*cfg.Admin.Listen), opts.Logger
 	a.notifier = notify.New(nopts)
-	st, err := openStore(cfg, opts.Logger)
+	pg, err := openStore(cfg, opts.Logger)
 	if err != nil {
 		return nil, err
 	}
+	var st deliver.Store
+	if pg != nil {
+		a.pg, st, a.me = pg, pg, newInstance(cfg)
+		a.leaderGauge = prometheus.NewGauge(prometheus.GaugeOpts{Name: "walhook_leader", Help: "1 when this walhook leads the walhooks sharing its store in PostgreSQL (reads the slot), 0 while another does; every one of them delivers its share."})
+		opts.Registry.MustRegister(a.leaderGauge)
+		waiting := "waiting for the store's leader lock"
+		a.following.Store(&waiting)
+	}
 	q, err := deliver.Open(deliver.Options{
-		Store: st,
-		Dir:   cfg.Store.Dir, LogDir: cfg.Log.Dir,
+		Store: st, Shared: pg != nil,
+		Dir: cfg.Store.Dir, LogDir: cfg.Log.Dir,
 		LogMaxSizeMB: cfg.Log.MaxSizeMB, LogMaxBackups: cfg.Log.MaxBackups,
 		LogMaxAgeDays: cfg.Log.MaxAgeDays, LogCompress: cfg.Log.Compress,
 		Retention:  cfg.Store.Retention,
@@ -372,7 +390,14 @@ func (a *App) Queue() *deliver.Queue { return a.queue }
 // slotState is the slot as the admin page's overview strip shows it.
 func (a *App) slotState() admin.SlotState {
 	st := admin.SlotState{Reading: a.reader.Ready(), LagBytes: a.lag.Bytes(), LagSeconds: a.lag.Seconds(), MaxLagBytes: a.lag.Limit()}
+	if a.pg != nil {
+		st.Shared, st.Leads = true, a.leads.Load()
+		st.Instances, _ = a.pg.Instances()
+		st.Differing = a.differingConfigs()
+	}
 	switch err := a.queue.Healthy(); {
+	case a.pg != nil && !st.Leads:
+		st.Reading, st.Waiting = false, "another walhook reads the slot; this one delivers its share: "+*a.following.Load()
 	case !st.Reading:
 		st.Waiting = "not connected to PostgreSQL, retrying"
 	case err != nil:
@@ -385,6 +410,19 @@ func (a *App) slotState() admin.SlotState {
 // ready is /readyz: a slot above max_lag_mb is named first, because it is
 // what fills the database's disk.
 func (a *App) ready() error {
+	if a.pg != nil && !a.leads.Load() {
+		// Delivering its share and answering the admin API as the leader
+		// does: ready while another walhook reads the slot and the store
+		// takes writes. Not before it has seen the leader: a walhook about
+		// to lead is ready once it reads.
+		if err := a.unreachable.Load(); err != nil {
+			return *err
+		}
+		if !a.otherLeads.Load() {
+			return errors.New(*a.following.Load())
+		}
+		return a.queue.Healthy()
+	}
 	var errs []error
 	if a.lag.Exceeded() {
 		errs = append(errs, fmt.Errorf("replication slot lag %d bytes is above max_lag_mb = %d: PostgreSQL keeps that WAL on its disk",
@@ -413,13 +451,18 @@ func (a *App) Run(ctx context.Context) error {
 		a.mu.Unlock()
 		a.logger.Info("admin page", "url", scheme+a.AdminAddr()+"/")
 	}
-	a.resumeBackfill()
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
 	go func() { a.lag.Run(lagCtx); close(lagDone) }()
-	err := a.reader.Run(ctx)
-	if missing := (*cdc.MissingTablesError)(nil); errors.As(err, &missing) {
-		err = a.unknownNames(missing)
+	var err error
+	if a.pg != nil {
+		err = a.runShared(ctx)
+	} else {
+		a.resumeBackfill()
+		err = a.reader.Run(ctx)
+		if missing := (*cdc.MissingTablesError)(nil); errors.As(err, &missing) {
+			err = a.unknownNames(missing)
+		}
 	}
 	stopLag()
 	<-lagDone
@@ -446,21 +489,18 @@ func adminURL(listen string) string {
 	return "http://" + listen
 }
 
-// openStore opens the store [store] names; nil for bbolt, which the queue
-// opens itself in store.dir.
-func openStore(cfg *Config, logger *slog.Logger) (deliver.Store, error) {
+// openStore opens the store in PostgreSQL that [store] names; nil for
+// bbolt, which the queue opens itself in store.dir. It does not lead it
+// yet (App.leadTerm).
+func openStore(cfg *Config, logger *slog.Logger) (*store.Postgres, error) {
 	if cfg.Store.Kind != storePostgres {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st, err := store.OpenPostgres(ctx, store.PostgresOptions{
-		DSN: cfg.Store.DSN, Schema: cfg.Store.Schema, Retention: cfg.Store.Retention, Logger: logger, Lead: true,
+	return store.OpenPostgres(ctx, store.PostgresOptions{
+		DSN: cfg.Store.DSN, Schema: cfg.Store.Schema, Retention: cfg.Store.Retention, Logger: logger,
 	})
-	if err != nil {
-		return nil, err
-	}
-	return st, nil
 }
 
 // ownSchema is the store's schema for a store in PostgreSQL: its changes

@@ -2,95 +2,220 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"sync/atomic"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"walhook/admin"
+	"walhook/cdc"
+	"walhook/deliver"
 	"walhook/deliver/store"
 )
 
-// lead returns at once for a store on the local disk (one walhook per
-// store: bbolt's file lock sees to it). For a store in PostgreSQL, which
-// several walhooks may share, it waits until this one holds the store's
-// leader lock: only the leader reads the slot and delivers. Meanwhile the
-// admin address answers as a standby: /healthz 200, /readyz 503 naming the
-// leader, /metrics with walhook_leader 0.
-//
-// At the first start a store that cannot be reached is an error; later (a
-// leader lock lost with its session, when the store's server restarts) it
-// tries again every few seconds until the store is back.
-func lead(ctx context.Context, cfg *Config, logger *slog.Logger, reg prometheus.Registerer, first bool) (*store.Leader, error) {
-	if cfg.Store.Kind != storePostgres {
-		return nil, nil
-	}
-	gauge := prometheus.NewGauge(prometheus.GaugeOpts{Name: "walhook_leader", Help: "1 when this walhook leads the walhooks sharing its store (reads the slot and delivers), 0 while it waits as a standby."})
-	reg.MustRegister(gauge)
-	var standby atomic.Pointer[string]
-	msg := "standby: waiting for the store's leader lock"
-	standby.Store(&msg)
-	stop, err := serveStandby(cfg, logger, reg, &standby)
-	if err != nil {
-		return nil, err
-	}
-	defer stop()
-	host, _ := os.Hostname()
-	name := fmt.Sprintf("%s %s pid %d", host, *cfg.Admin.Listen, os.Getpid())
+// With a store in PostgreSQL several walhooks share one queue. Each
+// delivers its share of the partitions (store.Postgres.Claim) and hears
+// of the others' changes (Listen); one of them, the holder of the store's
+// leader lock, also reads the slot and writes the events. A walhook that
+// does not lead waits for the lock beside its deliveries, and takes over
+// the slot when the leader's session ends (a SIGKILL, a crash of its host
+// that the server's TCP keepalive notices).
+
+// runShared is Run's reading for a store in PostgreSQL: it delivers its
+// share at once and reads the slot whenever it leads, until ctx ends or
+// the reader stops for good.
+func (a *App) runShared(ctx context.Context) error {
+	bg, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); a.pg.Listen(bg, a.queue.Noted) }()
+	go func() { defer wg.Done(); a.pg.Claim(bg, a.instance(), a.leads.Load, a.queue.Own) }()
+	go func() { defer wg.Done(); a.watchConfigs(bg) }()
+	err := a.leadLoop(ctx)
+	stop() // Claim stops the deliveries and gives the partitions up
+	wg.Wait()
+	return err
+}
+
+// leadLoop waits for the leader lock and reads the slot while it holds
+// it, again and again, until ctx ends. At the first start a store that
+// cannot be reached was an error already (NewApp); later it tries again
+// every few seconds until the store is back.
+func (a *App) leadLoop(ctx context.Context) error {
 	var told string
 	waiting := func(h store.Holder) {
-		msg := "standby: the leader is " + h.String()
-		standby.Store(&msg)
+		a.unreachable.Store(nil)
+		a.otherLeads.Store(true)
+		msg := "the leader is " + h.String()
+		a.following.Store(&msg)
 		if msg != told {
-			logger.Info("waiting as a standby: another walhook leads the store", "leader", h.String())
+			a.logger.Info("another walhook leads the store: this one delivers its share and waits to lead", "leader", h.String())
 			told = msg
 		}
 	}
-	l, err := store.AcquireLeader(ctx, cfg.Store.DSN, cfg.Store.Schema, name, waiting)
-	for err != nil && !first && ctx.Err() == nil {
-		msg := "standby: the store cannot be reached: " + err.Error()
-		standby.Store(&msg)
-		logger.Error("the store cannot be reached; trying again in 5 s", "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(5 * time.Second):
+	for ctx.Err() == nil {
+		a.mu.Lock()
+		dsn, schema := a.cfg.Store.DSN, a.cfg.Store.Schema
+		a.mu.Unlock()
+		l, err := store.AcquireLeader(ctx, dsn, schema, a.me.Name, waiting)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			msg := "the store cannot be reached: " + err.Error()
+			a.following.Store(&msg)
+			e := errors.New(msg)
+			a.unreachable.Store(&e)
+			a.otherLeads.Store(false)
+			a.logger.Error("the store cannot be reached; trying again in 5 s", "err", err)
+			pause(ctx, 5*time.Second)
+			continue
 		}
-		l, err = store.AcquireLeader(ctx, cfg.Store.DSN, cfg.Store.Schema, name, waiting)
+		a.unreachable.Store(nil)
+		a.otherLeads.Store(false)
+		err = a.leadTerm(ctx, l)
+		l.Release()
+		if err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return nil, err
-	}
-	gauge.Set(1)
-	logger.Info("this walhook leads the store", "schema", cfg.Store.Schema)
-	return l, nil
+	return nil
 }
 
-// serveStandby serves a standby's admin routes on the admin address until
-// stop is called, which frees the address for the leader's admin server.
-func serveStandby(cfg *Config, logger *slog.Logger, reg prometheus.Registerer, state *atomic.Pointer[string]) (stop func(), err error) {
-	listen := *cfg.Admin.Listen
-	if listen == "" {
-		return func() {}, nil
+// leadTerm reads the slot while l is held. It returns nil when the lock is
+// lost (the next leader reads on from what was stored) or ctx ends, and
+// the reader's error when it stops for good.
+func (a *App) leadTerm(ctx context.Context, l *store.Leader) error {
+	if err := a.queue.Lead(ctx); err != nil {
+		a.logger.Error("taking the lead failed; trying again in 5 s", "err", err)
+		pause(ctx, 5*time.Second)
+		return nil
 	}
-	ln, err := net.Listen("tcp", listen)
+	a.leads.Store(true)
+	a.leaderGauge.Set(1)
+	a.logger.Info("this walhook leads the store: it reads the slot", "schema", a.cfg.Store.Schema)
+	defer func() {
+		a.leads.Store(false)
+		a.leaderGauge.Set(0)
+		a.queue.Follow()
+	}()
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-l.Lost():
+			a.logger.Error("this walhook no longer leads the store: it stops reading the slot, delivers its share and waits to lead again", "err", l.Err())
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	a.resumeBackfill()
+	err := a.reader.Run(rctx)
+	if missing := (*cdc.MissingTablesError)(nil); errors.As(err, &missing) {
+		return a.unknownNames(missing)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("admin.listen: %w", err)
+		return err
 	}
-	gatherer, _ := reg.(prometheus.Gatherer)
-	srv := &http.Server{Handler: admin.New(admin.Options{
-		Token: cfg.Admin.Token, Logger: logger, Gatherer: gatherer,
-		Ready: func() error { return errors.New(*state.Load()) },
-	}), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	}, nil
+	if ctx.Err() == nil {
+		pause(ctx, 5*time.Second) // a lock lost with a store that restarts is not fought for in a loop
+	}
+	return nil
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// newInstance says who this walhook is to the others sharing its store.
+func newInstance(cfg *Config) store.Instance {
+	host, _ := os.Hostname()
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		panic(err)
+	}
+	return store.Instance{
+		ID:     hex.EncodeToString(id),
+		Name:   fmt.Sprintf("%s %s pid %d", host, *cfg.Admin.Listen, os.Getpid()),
+		Admin:  *cfg.Admin.Listen,
+		Config: configDigest(cfg),
+	}
+}
+
+// instance is this walhook as its renewals say, with the config in use.
+func (a *App) instance() store.Instance {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	me := a.me
+	me.Config = configDigest(a.cfg)
+	return me
+}
+
+// configDigest is a digest of the config's webhooks, which every walhook
+// sharing a store must agree on: their names, URLs, events, actions,
+// filters, templates and limits; not their secrets or header values
+// (the store holds only the digest, but a digest of a weak secret could be
+// guessed).
+func configDigest(cfg *Config) string {
+	hooks := cfg.DeliverWebhooks()
+	for i := range hooks {
+		w := &hooks[i]
+		w.Secrets = nil
+		names := make(map[string]string, len(w.Headers)) // a copy: the config's map stays
+		for k := range w.Headers {
+			names[k] = ""
+		}
+		w.Headers = names
+	}
+	slices.SortFunc(hooks, func(x, y deliver.Webhook) int { return strings.Compare(x.Name, y.Name) })
+	b, _ := json.Marshal(hooks)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// watchConfigs logs, when it changes, which walhooks sharing the store
+// run a config whose webhooks differ from this one's.
+func (a *App) watchConfigs(ctx context.Context) {
+	var told string
+	for {
+		if differ := a.differingConfigs(); differ != nil {
+			if s := fmt.Sprint(differ); s != told {
+				a.logger.Error("walhooks sharing the store run configs whose webhooks differ from this one's: each delivers by its own, so make them agree", "differing", differ)
+				told = s
+			}
+		} else {
+			told = ""
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// differingConfigs names the walhooks alive whose config differs from
+// this one's; nil when they agree (or cannot be read).
+func (a *App) differingConfigs() []string {
+	ins, err := a.pg.Instances()
+	if err != nil {
+		return nil
+	}
+	mine := a.instance().Config
+	var out []string
+	for _, in := range ins {
+		if in.Config != mine {
+			out = append(out, in.Name)
+		}
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"walhook/deliver/store"
 	"walhook/internal/pgcluster"
 )
 
@@ -94,11 +96,12 @@ func TestPostgresStoreInSourceDatabase(t *testing.T) {
 }
 
 // TestLeaderFailover: three walhooks share a store in PostgreSQL; one
-// leads (reads the slot and delivers), the others wait as standbys and say
-// who leads. The leader is SIGKILLed while 20,000 changes are written:
-// another takes over, and every change arrives, in order per row, a
-// repeat only under the same id. The takeover time is logged, not
-// asserted.
+// leads (reads the slot), every one delivers its share of the partitions
+// and is ready, and the overview of each says who leads. The leader is
+// SIGKILLed while 20,000 changes are written: another takes the slot over,
+// the others take the dead one's partitions once their leases run out,
+// and every change arrives, in order per row, a repeat only under the
+// same id. The takeover time is logged, not asserted.
 func TestLeaderFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 20,000 changes")
@@ -116,18 +119,27 @@ func TestLeaderFailover(t *testing.T) {
 		admins = append(admins, admin)
 	}
 	leader := -1
-	waitFor(t, "one leader and two standbys", time.Minute, func() bool {
+	waitFor(t, "one leader and two others, all ready, each delivering a share", time.Minute, func() bool {
 		leader = -1
-		standbys := 0
+		others := 0
 		for i, a := range admins {
-			switch code, body := httpGet("http://" + a + "/readyz"); {
-			case code == 200:
+			o, ok := overviewOf(a)
+			if !ok || httpStatus("http://"+a+"/readyz") != 200 || len(o.Instances) != 3 {
+				return false
+			}
+			for _, in := range o.Instances {
+				if in.Parts == 0 {
+					return false
+				}
+			}
+			switch {
+			case *o.Leader:
 				leader = i
-			case code == 503 && strings.Contains(body, "standby: the leader is walhook "):
-				standbys++
+			case strings.Contains(o.Text["instances"], "leader: "):
+				others++
 			}
 		}
-		return leader >= 0 && standbys == 2
+		return leader >= 0 && others == 2
 	})
 
 	ctx := context.Background()
@@ -142,7 +154,7 @@ func TestLeaderFailover(t *testing.T) {
 	next := -1
 	waitFor(t, "another leader", time.Minute, func() bool {
 		for i, a := range admins {
-			if i != leader && httpStatus("http://"+a+"/readyz") == 200 {
+			if o, ok := overviewOf(a); i != leader && ok && *o.Leader {
 				next = i
 				return true
 			}
@@ -157,6 +169,25 @@ func TestLeaderFailover(t *testing.T) {
 	if t.Failed() {
 		logMetrics(t, admins[next])
 	}
+}
+
+// sharedOverview is what the tests read of GET /api/overview with a
+// shared store.
+type sharedOverview struct {
+	Leader    *bool             `json:"leader"`
+	Instances []store.Instance  `json:"instances"`
+	Text      map[string]string `json:"text"`
+}
+
+// overviewOf reads a walhook's overview; false when it does not answer or
+// shares no store.
+func overviewOf(admin string) (sharedOverview, bool) {
+	var o sharedOverview
+	code, body := httpGet("http://" + admin + "/api/overview")
+	if code != 200 || json.Unmarshal([]byte(body), &o) != nil || o.Leader == nil {
+		return o, false
+	}
+	return o, true
 }
 
 // httpGet returns the status and body of a GET of url; 0 when it fails.

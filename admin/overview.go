@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"walhook/deliver"
+	"walhook/deliver/store"
 )
 
 // SlotState is the replication slot as the overview strip shows it.
@@ -17,6 +18,12 @@ type SlotState struct {
 	LagBytes    uint64  // WAL the database keeps for the slot
 	LagSeconds  float64 // how far the slot's confirmed position trails, in time
 	MaxLagBytes uint64  // [postgres] max_lag_mb; 0: no limit
+
+	// A store in PostgreSQL that several walhooks share.
+	Shared    bool
+	Leads     bool             // this walhook reads the slot
+	Instances []store.Instance // the walhooks alive that share the store
+	Differing []string         // those whose config's webhooks differ from this one's
 }
 
 // overviewJSON is GET /api/overview: walhook at a glance.
@@ -32,6 +39,12 @@ type overviewJSON struct {
 	Failed          int        `json:"failed"`
 	OldestPending   *time.Time `json:"oldest_pending,omitempty"` // commit time of the oldest undelivered event
 	OldestAgeSecs   float64    `json:"oldest_pending_age_seconds"`
+
+	// Of a store shared by several walhooks: whether this one leads (reads
+	// the slot), the walhooks alive and those whose config differs.
+	Leader           *bool            `json:"leader,omitempty"`
+	Instances        []store.Instance `json:"instances,omitempty"`
+	DifferingConfigs []string         `json:"differing_configs,omitempty"`
 
 	// Text is each figure as the page's strip prints it.
 	Text map[string]string `json:"text"`
@@ -56,6 +69,9 @@ func (s *Server) overview(now time.Time) overviewJSON {
 		if !st.Reading {
 			v.State = "waiting: " + st.Waiting
 		}
+		if st.Shared {
+			v.Leader, v.Instances, v.DifferingConfigs = &st.Leads, st.Instances, st.Differing
+		}
 	}
 	if !o.OldestPending.IsZero() {
 		t := o.OldestPending.UTC()
@@ -78,7 +94,28 @@ func (s *Server) overview(now time.Time) overviewJSON {
 		"failed": fmt.Sprint(v.Failed),
 		"oldest": oldest,
 	}
+	if v.Leader != nil {
+		v.Text["instances"] = instancesText(v)
+	}
 	return v
+}
+
+// instancesText is the strip's line on the walhooks sharing the store.
+func instancesText(v overviewJSON) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d sharing the store", len(v.Instances))
+	for _, in := range v.Instances {
+		if in.Leader {
+			fmt.Fprintf(&b, " · leader: %s", in.Name)
+		}
+	}
+	if *v.Leader {
+		b.WriteString(" (this one)")
+	}
+	if len(v.DifferingConfigs) > 0 {
+		fmt.Fprintf(&b, " · CONFIGS DIFFER: %s", strings.Join(v.DifferingConfigs, ", "))
+	}
+	return b.String()
 }
 
 func bytesText(n uint64) string {

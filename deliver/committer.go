@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"time"
@@ -15,6 +16,8 @@ type commitItem struct {
 	tx     *cdc.Tx
 	routes [][]string // per event: names of the webhooks that want it
 	upd    *update
+
+	flushed chan struct{} // closed once the outcomes before it are committed (Queue.flush)
 
 	backfill      *Backfill // tx holds its rows (see Backfill)
 	backfillState []byte    // stored with the rows
@@ -46,8 +49,13 @@ func (q *Queue) commitLoop() {
 		events   int          // in batch
 		outcomes []commitItem // delivery outcomes, oldest first
 		since    time.Time    // when the oldest outcome came
+		flushes  []chan struct{}
 	)
 	add := func(it commitItem) {
+		if it.flushed != nil {
+			flushes = append(flushes, it.flushed)
+			return
+		}
 		if it.upd != nil {
 			if len(outcomes) == 0 {
 				since = time.Now()
@@ -78,6 +86,12 @@ func (q *Queue) commitLoop() {
 			}
 			linger.Stop()
 		}
+		flushed := func() {
+			for _, f := range flushes {
+				close(f)
+			}
+			flushes = flushes[:0]
+		}
 	fill:
 		for len(batch) < maxBatch && events < maxBatchEvents && len(outcomes) < maxOutcomes {
 			select {
@@ -87,8 +101,11 @@ func (q *Queue) commitLoop() {
 				break fill
 			}
 		}
-		withOutcomes := len(outcomes) > 0 && (len(outcomes) >= maxOutcomes || time.Since(since) >= outcomeLinger)
+		withOutcomes := len(outcomes) > 0 && (len(outcomes) >= maxOutcomes || time.Since(since) >= outcomeLinger || len(flushes) > 0)
 		if len(batch) == 0 && !withOutcomes {
+			if len(outcomes) == 0 {
+				flushed()
+			}
 			continue
 		}
 		items := batch
@@ -96,6 +113,15 @@ func (q *Queue) commitLoop() {
 			items = append(slices.Clip(batch), outcomes...)
 		}
 		if err := q.commit(items); err != nil {
+			if errors.Is(err, store.ErrFenced) && len(batch) > 0 {
+				// Another walhook leads now and writes these events (it
+				// reads them from the slot, as nothing past the stored
+				// position was confirmed): only the outcomes are kept.
+				q.log.Warn("another walhook leads the store now: the events this one had not stored are left to it", "transactions", len(batch), "events", events)
+				q.gate.release(events)
+				batch, events = batch[:0], 0
+				continue
+			}
 			if !q.retryCommit(err, items) {
 				q.finalCommit(append(batch, outcomes...))
 				return
@@ -107,6 +133,7 @@ func (q *Queue) commitLoop() {
 		batch, events = batch[:0], 0
 		if withOutcomes {
 			outcomes = outcomes[:0]
+			flushed()
 		}
 	}
 }

@@ -166,12 +166,17 @@ func (q *Queue) newDispatcher(w Webhook) (*dispatcher, error) {
 	h.stat = q.metrics.forHook(w.Name)
 	h.stat.depth.Set(float64(h.queued))
 	h.refill()
-	h.wg.Add(1 + q.opts.Concurrency)
+	h.start()
+	return h, nil
+}
+
+// start starts the scheduler and the workers.
+func (h *dispatcher) start() {
+	h.wg.Add(1 + h.q.opts.Concurrency)
 	go h.schedule()
-	for range q.opts.Concurrency {
+	for range h.q.opts.Concurrency {
 		go h.worker()
 	}
-	return h, nil
 }
 
 // load reads the webhook's counters, queue sizes and, for a config
@@ -255,10 +260,13 @@ func (h *dispatcher) poke() {
 
 // enqueue takes deliveries just committed, in sequence order.
 func (h *dispatcher) enqueue(ps []*pending) {
+	parts := h.q.Parts()
 	h.mu.Lock()
 	h.queued += len(ps)
 	for _, p := range ps {
 		switch {
+		case parts != store.AllParts && !parts.Has(store.PartOf(p.rec.EntityID)):
+			// another walhook's to send
 		case p.seq < h.nextLoad:
 			// already loaded from disk
 		case !h.diskMore && p.seq == h.nextLoad && h.inWindow < windowSize:
@@ -316,9 +324,15 @@ func (h *dispatcher) refill() {
 	}
 	from, room := h.nextLoad, windowSize-h.inWindow
 	h.queuedMeanwhile = false
+	parts := h.q.Parts()
+	if parts == 0 { // nothing of the store's to send, until Own
+		h.diskMore = false
+		h.mu.Unlock()
+		return
+	}
 	h.mu.Unlock()
 
-	win, err := h.q.st.Window(h.name, from, room)
+	win, err := h.q.st.Window(h.name, from, room, parts)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err != nil {

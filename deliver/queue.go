@@ -52,6 +52,11 @@ type Options struct {
 	Client        *http.Client                 // default: keep-alive transport that never follows redirects
 	MaxBodyBytes  int                          // the largest body a template renders; default DefaultMaxBodyBytes
 	Policy        AddressPolicy                // which addresses webhooks may connect to (not applied to Client)
+	// Shared: other walhooks share the Store (see shared.go). The Queue
+	// then delivers no partition until Own gives it some, counts as the
+	// store does, and drops the queues of removed config webhooks only
+	// while it leads.
+	Shared bool
 }
 
 // Stats are a webhook's call counters and queue sizes.
@@ -152,6 +157,8 @@ type Queue struct {
 	loaded    *lru.Cache[*cdc.Event, *event] // events read back from the store, shared by the webhooks that load them
 	gate      eventGate                      // bounds the events in items not yet committed
 	durable   atomic.Uint64
+	parts     atomic.Uint32 // the store.Parts it delivers
+	leading   atomic.Bool   // Lead was called (Options.Shared)
 	health    atomic.Pointer[error]
 	fault     storeFault // while commits fail
 	closed    atomic.Bool
@@ -231,6 +238,9 @@ func Open(opts Options) (*Queue, error) {
 		hooks:     map[string]*dispatcher{},
 	}
 	q.durable.Store(st.Durable())
+	if !opts.Shared {
+		q.parts.Store(uint32(store.AllParts))
+	}
 	q.ctx, q.cancel = context.WithCancel(context.Background())
 	for _, w := range apiHooks {
 		h, err := q.newDispatcher(w)

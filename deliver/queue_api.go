@@ -118,14 +118,26 @@ func (q *Queue) reloadWebhook(h *dispatcher, w Webhook) error {
 	return nil
 }
 
-// dropOrphans deletes the queues of webhooks that exist no more.
+// dropOrphans deletes the queues of webhooks that exist no more. In a
+// shared store, only the leader does, as its config decides (the API's
+// webhooks another walhook made and this one has not read yet are kept).
 func (q *Queue) dropOrphans() error {
+	if !q.mayDrop() {
+		return nil
+	}
+	defs, err := q.st.WebhookDefs()
+	if err != nil {
+		return fmt.Errorf("list webhooks: %w", err)
+	}
 	q.mu.Lock()
 	live := map[string]bool{}
 	for n := range q.hooks {
 		live[n] = true
 	}
 	q.mu.Unlock()
+	for n := range defs {
+		live[n] = true
+	}
 	queues, err := q.st.Queues()
 	if err != nil {
 		return fmt.Errorf("list queues: %w", err)
@@ -153,6 +165,9 @@ func (q *Queue) dropHook(h *dispatcher) error {
 	h.stop(true)
 	h.closeLog()
 	q.metrics.depth.DeleteLabelValues(h.name)
+	if h.webhook().Source == SourceConfig && !q.mayDrop() {
+		return nil // the leader's reload drops it
+	}
 	err := q.st.DeleteWebhook(h.name)
 	if err == nil {
 		err = q.st.DropQueue(h.name)
@@ -388,21 +403,27 @@ func (q *Queue) Webhook(name string) (Webhook, bool) {
 	return h.webhook().redacted(), true
 }
 
-// Stats returns a webhook's counters; zero for an unknown name.
+// Stats returns a webhook's counters; zero for an unknown name. With a
+// shared store the counters and queue sizes are the store's: every
+// walhook's.
 func (q *Queue) Stats(name string) Stats {
 	h := q.dispatcherOf(name)
 	if h == nil {
 		return Stats{}
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	return Stats{
+	st := Stats{
 		LatestStatus: h.stats.LatestStatus, SuccessfulCalls: h.stats.SuccessfulCalls,
 		TotalCalls: h.stats.TotalCalls, LastAttemptAt: h.stats.LastAttemptAt,
 		Queued: h.queued, Failed: h.failedN,
 		FilterErrors: h.filterErrs.n, LastFilterError: h.filterErrs.last,
 		SwitchedOff: h.offReason,
 	}
+	h.mu.Unlock()
+	if q.opts.Shared {
+		q.sharedStats(name, &st)
+	}
+	return st
 }
 
 // Deliveries returns a webhook's latest deliveries, newest first, filtered

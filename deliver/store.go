@@ -21,7 +21,8 @@ type Store interface {
 	Commit(b *store.Batch) ([]store.Queued, error)
 
 	Queue(webhook string) (store.Queue, error)
-	Window(webhook string, from uint64, limit int) (store.Window, error)
+	// Window reads pending deliveries of the partitions parts only.
+	Window(webhook string, from uint64, limit int, parts store.Parts) (store.Window, error)
 	Deliveries(webhook string, limit int, status string) ([]store.Pending, error)
 	// Find searches a webhook's stored deliveries, a page at a time.
 	Find(webhook string, q store.Query) (store.Page, error)

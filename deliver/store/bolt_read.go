@@ -55,7 +55,7 @@ func (s *Bolt) Queue(name string) (Queue, error) {
 // others share it: events are never changed once decoded. An event only
 // one delivery still refers to is not kept for sharing. A delivery whose
 // record or event cannot be read is logged and skipped.
-func (s *Bolt) Window(name string, from uint64, limit int) (Window, error) {
+func (s *Bolt) Window(name string, from uint64, limit int, parts Parts) (Window, error) {
 	w := Window{Last: from - 1, Exhausted: true}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if s.DuringWindow != nil {
@@ -79,6 +79,9 @@ func (s *Bolt) Window(name string, from uint64, limit int) (Window, error) {
 			rec, err := decodeRecord(v)
 			if err != nil {
 				s.log.Error("skipping unreadable delivery", "webhook", name, "seq", w.Last, "err", err)
+				continue
+			}
+			if parts != AllParts && !parts.Has(PartOf(rec.EntityID)) {
 				continue
 			}
 			ev, err := s.loadEvent(events, rec.EventID)

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +25,7 @@ import (
 // PostgresVersion is the version of the tables this walhook writes. A store
 // whose tables are newer is refused: an older binary must not write into a
 // layout it does not know.
-const PostgresVersion = 3
+const PostgresVersion = 4
 
 // callTimeout bounds each call on the store's database: a database that
 // stops answering fails the call, which the caller retries or reports,
@@ -61,7 +63,9 @@ type Postgres struct {
 	// unpruned counts the successes stored per webhook since its last
 	// prune; Commit's alone (see pruneEvery).
 	unpruned map[string]int
-	epoch    int64 // this leader's (see PostgresOptions.Lead); 0: not checked
+	epoch    atomic.Int64 // this leader's (see Lead); 0: not checked
+	channel  string       // of the notes between walhooks sharing the store (see Listen)
+	counted  counted      // the counters as this walhook last stored them (see pgCommit.counters)
 }
 
 // RedactDSN hides the password of a connection string, URL or key=value
@@ -109,37 +113,61 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 		return nil, fmt.Errorf("open store at %s: %w", RedactDSN(o.DSN), err)
 	}
 	loaded, _ := lru.New[string, *cdc.Event](loadedEvents)
-	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded, unpruned: map[string]int{}}
+	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded, unpruned: map[string]int{},
+		channel: "walhook " + o.Schema}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store at %s, schema %s: %w", RedactDSN(o.DSN), o.Schema, err)
 	}
-	var v []byte
-	err = pool.QueryRow(ctx, s.sql(`SELECT value FROM {s}.meta WHERE key = 'durable_lsn'`)).Scan(&v)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := s.readDurable(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("store: read durable position: %w", err)
-	}
-	if len(v) == 8 {
-		s.durable.Store(binary.BigEndian.Uint64(v))
+		return nil, err
 	}
 	if o.Lead {
-		err = pool.QueryRow(ctx, s.sql(`INSERT INTO {s}.leader VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET epoch = {s}.leader.epoch + 1 RETURNING epoch`)).Scan(&s.epoch)
-		if err != nil {
+		if err := s.Lead(ctx); err != nil {
 			pool.Close()
-			return nil, fmt.Errorf("store: take the leader's epoch: %w", err)
+			return nil, err
 		}
 	}
 	return s, nil
 }
 
+// readDurable reads the durable position stored.
+func (s *Postgres) readDurable(ctx context.Context) error {
+	var v []byte
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT value FROM {s}.meta WHERE key = 'durable_lsn'`)).Scan(&v)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("store: read durable position: %w", err)
+	}
+	if len(v) == 8 {
+		s.durable.Store(binary.BigEndian.Uint64(v))
+	}
+	return nil
+}
+
+// Lead makes this walhook the one that writes events: for the walhook that
+// has just taken the leader lock (see Leader). It takes the next epoch,
+// which fences the commits of events of every earlier leader (see
+// seqLock), and reads the durable position the previous leader stored.
+func (s *Postgres) Lead(ctx context.Context) error {
+	var epoch int64
+	err := s.pool.QueryRow(ctx, s.sql(`INSERT INTO {s}.leader VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET epoch = {s}.leader.epoch + 1 RETURNING epoch`)).Scan(&epoch)
+	if err != nil {
+		return fmt.Errorf("store: take the leader's epoch: %w", err)
+	}
+	s.epoch.Store(epoch)
+	return s.readDurable(ctx)
+}
+
 // seqLock serializes the transactions that hand out delivery sequences
 // (Commit, Redeliver): a sequence taken must not become visible after a
 // greater one, or a window read in between would pass it by. With a
-// leader's epoch it also fences the transaction: the epoch row is locked
-// for share, so a new leader's count-up waits for it, and it is refused
-// if the epoch has moved on. It returns the durable position stored.
-func (s *Postgres) seqLock(ctx context.Context, tx pgx.Tx) (uint64, error) {
+// leader's epoch and fence (a transaction that writes events) it also
+// fences the transaction: the epoch row is locked for share, so a new
+// leader's count-up waits for it, and it is refused if the epoch has moved
+// on. Outcomes and redeliveries are not fenced: every walhook sharing the
+// store writes those. It returns the durable position stored.
+func (s *Postgres) seqLock(ctx context.Context, tx pgx.Tx, fence bool) (uint64, error) {
 	var v []byte
 	var epoch *int64
 	err := tx.QueryRow(ctx, s.sql(`SELECT (SELECT value FROM {s}.meta WHERE key = 'durable_lsn'),
@@ -147,7 +175,7 @@ func (s *Postgres) seqLock(ctx context.Context, tx pgx.Tx) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if s.epoch != 0 && (epoch == nil || *epoch != s.epoch) {
+	if mine := s.epoch.Load(); fence && mine != 0 && (epoch == nil || *epoch != mine) {
 		return 0, ErrFenced
 	}
 	if len(v) == 8 {
@@ -197,9 +225,27 @@ CREATE TABLE {s}.charts (webhook text NOT NULL, slot smallint NOT NULL, bucket b
 
 // pgSchemaV3 adds the leader's epoch: each walhook that leads the store
 // counts it up when it opens the store, and its commits check it is still
-// theirs (see Postgres.fence).
+// theirs (see Postgres.seqLock).
 const pgSchemaV3 = `
 CREATE TABLE {s}.leader (id integer PRIMARY KEY CHECK (id = 1), epoch bigint NOT NULL);
+`
+
+// pgSchemaV4 lets several walhooks deliver side by side: each delivery
+// has the partition of its entity id (PartOf; filled by fillParts for the
+// pending deliveries of v3), the partitions have leases (Postgres.Claim),
+// and each walhook sharing the store says it is alive in instances.
+const pgSchemaV4 = `
+ALTER TABLE {s}.deliveries ADD COLUMN part smallint;
+CREATE TABLE {s}.instances (
+	id      text        PRIMARY KEY,
+	name    text        NOT NULL,
+	admin   text        NOT NULL,
+	config  text        NOT NULL,
+	leader  boolean     NOT NULL,
+	seen_at timestamptz NOT NULL
+);
+CREATE TABLE {s}.partitions (part smallint PRIMARY KEY, owner text, lease_until timestamptz);
+INSERT INTO {s}.partitions (part) SELECT generate_series(0, %d);
 `
 
 // migrate creates the schema's tables, or brings them to PostgresVersion,
@@ -263,6 +309,17 @@ func (s *Postgres) migrate(ctx context.Context) error {
 			return err
 		}
 	}
+	if version < 4 {
+		if _, err := tx.Exec(ctx, s.sql(fmt.Sprintf(pgSchemaV4, Partitions-1))); err != nil {
+			return fmt.Errorf("migrate the tables to version 4: %w", err)
+		}
+		if err := s.fillParts(ctx, tx); err != nil {
+			return fmt.Errorf("migrate the tables to version 4: %w", err)
+		}
+		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.schema_version SET version = 4`)); err != nil {
+			return err
+		}
+	}
 	s.log.Info("store tables created", "schema", s.schema, "from_version", version, "version", PostgresVersion)
 	return tx.Commit(ctx)
 }
@@ -308,6 +365,44 @@ func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET entity_id = u.entity_id, event = u.event, created_at = u.created_at
 			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(webhook, seq, entity_id, event, created_at)
 			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, entities, events, created); err != nil {
+			return err
+		}
+	}
+}
+
+// fillParts sets the partition of the pending deliveries stored before
+// version 4, a chunk of rows per statement (the others are never read by
+// partition).
+func (s *Postgres) fillParts(ctx context.Context, tx pgx.Tx) error {
+	for {
+		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, coalesce(entity_id, '') FROM {s}.deliveries WHERE status = 'p' AND part IS NULL LIMIT 10000`))
+		if err != nil {
+			return err
+		}
+		var (
+			names []string
+			seqs  []int64
+			parts []int16
+		)
+		for rows.Next() {
+			var name, id string
+			var seq int64
+			if err := rows.Scan(&name, &seq, &id); err != nil {
+				rows.Close()
+				return err
+			}
+			names, seqs, parts = append(names, name), append(seqs, seq), append(parts, int16(PartOf(id)))
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(names) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET part = u.part
+			FROM unnest($1::text[], $2::bigint[], $3::smallint[]) AS u(webhook, seq, part)
+			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, parts); err != nil {
 			return err
 		}
 	}
@@ -361,6 +456,7 @@ func (s *Postgres) Commit(b *Batch) ([]Queued, error) {
 	for _, name := range c.pruned {
 		s.unpruned[name] = 0
 	}
+	s.counted.set(c.counted)
 	return c.queued, nil
 }
 
@@ -379,11 +475,14 @@ type pgCommit struct {
 	derefs map[string]int32 // references dropped per event, applied at the end
 	added  map[string]int   // successes added per webhook
 	pruned []string         // webhooks pruned
+	// counted is Batch.Counters, noted in Postgres.counted once the
+	// transaction is committed.
+	counted map[string]Counters
 }
 
 // run writes the batch and returns the durable position it stored.
 func (c *pgCommit) run(b *Batch) (uint64, error) {
-	persisted, err := c.s.seqLock(c.ctx, c.tx)
+	persisted, err := c.s.seqLock(c.ctx, c.tx, len(b.Appends) > 0)
 	if err != nil {
 		return 0, err
 	}
@@ -417,6 +516,11 @@ func (c *pgCommit) run(b *Batch) (uint64, error) {
 			return 0, err
 		}
 	}
+	if n := len(c.queued); n > 0 {
+		if err := c.s.notify(c.ctx, c.tx, seqNote(c.queued[n-1].Seq)); err != nil {
+			return 0, err
+		}
+	}
 	return stored, nil
 }
 
@@ -425,14 +529,87 @@ func (c *pgCommit) putMeta(key string, value []byte) error {
 	return err
 }
 
+// counters adds to each webhook's stored counters what this walhook's
+// counted since it last stored them: the walhooks sharing the store each
+// count their own attempts, and the stored sums are everybody's. The
+// latest status is the latest attempt's, whoever made it.
 func (c *pgCommit) counters(m map[string]Counters) error {
-	for name, st := range m {
+	if len(m) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(m)) // one order: walhooks committing together do not deadlock
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT webhook, value FROM {s}.counters WHERE webhook = ANY($1) ORDER BY webhook FOR UPDATE`), names)
+	if err != nil {
+		return err
+	}
+	stored := map[string]Counters{}
+	for rows.Next() {
+		var name string
+		var v []byte
+		if err := rows.Scan(&name, &v); err != nil {
+			rows.Close()
+			return err
+		}
+		var st Counters
+		if err := json.Unmarshal(v, &st); err != nil {
+			c.s.log.Error("unreadable counters counted afresh", "webhook", name, "err", err)
+		}
+		stored[name] = st
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, name := range names {
+		now := m[name]
+		st := stored[name].add(now.minus(c.s.counted.get(name)))
 		if _, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.counters (webhook, value) VALUES ($1, $2) ON CONFLICT (webhook) DO UPDATE SET value = excluded.value`),
 			name, marshalCounters(st)); err != nil {
 			return err
 		}
 	}
+	c.counted = m
 	return nil
+}
+
+// counted is, per webhook, the counters as this walhook last stored them,
+// or loaded them first (Queue).
+type counted struct {
+	mu sync.Mutex
+	m  map[string]Counters
+}
+
+func (c *counted) get(name string) Counters {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[name]
+}
+
+// first notes a webhook's counters as loaded, unless some were noted.
+func (c *counted) first(name string, st Counters) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[name]; !ok {
+		if c.m == nil {
+			c.m = map[string]Counters{}
+		}
+		c.m[name] = st
+	}
+}
+
+func (c *counted) set(m map[string]Counters) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]Counters{}
+	}
+	maps.Copy(c.m, m)
+}
+
+func (c *counted) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, name)
 }
 
 // outcomes stores the deliveries' new states in one statement, and deletes
@@ -596,6 +773,7 @@ func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
 		drecs         [][]byte
 		dentities     []string // the search columns (pgSchemaV2)
 		devents       []string
+		dparts        []int16 // pgSchemaV4
 	)
 	now := time.Now().UTC()
 	for _, q := range queue {
@@ -612,7 +790,7 @@ func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
 			seqs = seqs[1:]
 			rec := &Record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, PrevEntityID: ev.PrevEntityID, CreatedAt: now}
 			dnames, deids, dseqs, drecs = append(dnames, h), append(deids, ev.ID), append(dseqs, int64(seq)), append(drecs, encodeRecord(rec))
-			dentities, devents = append(dentities, rec.EntityID), append(devents, name)
+			dentities, devents, dparts = append(dentities, rec.EntityID), append(devents, name), append(dparts, int16(PartOf(rec.EntityID)))
 			c.queued = append(c.queued, Queued{Append: q.i, Webhook: h, Seq: seq, Record: rec, Event: ev})
 		}
 	}
@@ -635,13 +813,14 @@ func (c *pgCommit) appends(appends []Append, stored uint64) (uint64, error) {
 			fresh[id] = true
 		}
 		keep := func(i int) bool { return fresh[deids[i]] }
-		dnames, dseqs, drecs, dentities, devents = kept(dnames, keep), kept(dseqs, keep), kept(drecs, keep), kept(dentities, keep), kept(devents, keep)
+		dnames, dseqs, drecs, dentities, devents, dparts = kept(dnames, keep), kept(dseqs, keep), kept(drecs, keep), kept(dentities, keep), kept(devents, keep), kept(dparts, keep)
 		deids = kept(deids, keep)
 		c.queued = slices.DeleteFunc(c.queued, func(q Queued) bool { return !fresh[q.Record.EventID] })
 	}
-	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at)
-		SELECT u.webhook, u.seq, 'p', u.event_id, u.record, u.entity_id, u.event, $7 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::text[]) AS u(webhook, seq, event_id, record, entity_id, event)`),
-		dnames, dseqs, deids, drecs, dentities, devents, now)
+	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at, part)
+		SELECT u.webhook, u.seq, 'p', u.event_id, u.record, u.entity_id, u.event, $7, u.part
+		FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bytea[], $5::text[], $6::text[], $8::smallint[]) AS u(webhook, seq, event_id, record, entity_id, event, part)`),
+		dnames, dseqs, deids, drecs, dentities, devents, now, dparts)
 	return stored, err
 }
 
@@ -727,16 +906,21 @@ func (s *Postgres) Queue(name string) (Queue, error) {
 	if err != nil {
 		return Queue{}, fmt.Errorf("load webhook %s: %w", name, err)
 	}
+	s.counted.first(name, q.Counters)
 	return q, nil
 }
 
 // Window reads up to limit pending deliveries of a webhook from sequence
 // from on, with their events (see Bolt.Window).
-func (s *Postgres) Window(name string, from uint64, limit int) (Window, error) {
+func (s *Postgres) Window(name string, from uint64, limit int, parts Parts) (Window, error) {
 	ctx, cancel := callContext()
 	defer cancel()
+	var only []int16 // nil: all
+	if parts != AllParts {
+		only = parts.List()
+	}
 	rows, err := s.pool.Query(ctx, s.sql(`SELECT d.seq, d.record, d.event_id, e.refs, e.body FROM {s}.deliveries d LEFT JOIN {s}.events e ON e.id = d.event_id
-		WHERE d.webhook = $1 AND d.status = 'p' AND d.seq >= $2 ORDER BY d.seq LIMIT $3`), name, int64(from), limit+1)
+		WHERE d.webhook = $1 AND d.status = 'p' AND d.seq >= $2 AND ($4::smallint[] IS NULL OR d.part = ANY($4)) ORDER BY d.seq LIMIT $3`), name, int64(from), limit+1, only)
 	if err != nil {
 		return Window{}, err
 	}
@@ -865,11 +1049,13 @@ func (s *Postgres) FailedSince(name string, since time.Time) ([]uint64, error) {
 func (s *Postgres) Redeliver(name string, seq uint64) (Redelivered, error) {
 	var r Redelivered
 	err := s.inTx(func(ctx context.Context, tx pgx.Tx) (err error) {
-		if _, err := s.seqLock(ctx, tx); err != nil {
+		if _, err := s.seqLock(ctx, tx, false); err != nil {
 			return err
 		}
-		r, err = s.redeliverIn(ctx, tx, name, seq, false)
-		return err
+		if r, err = s.redeliverIn(ctx, tx, name, seq, false); err != nil {
+			return err
+		}
+		return s.notify(ctx, tx, seqNote(r.Seq))
 	})
 	return r, err
 }
@@ -879,11 +1065,14 @@ func (s *Postgres) Redeliver(name string, seq uint64) (Redelivered, error) {
 func (s *Postgres) RedeliverFailed(name string, seqs []uint64) ([]Redelivered, error) {
 	var out []Redelivered
 	err := s.inTx(func(ctx context.Context, tx pgx.Tx) (err error) {
-		if _, err := s.seqLock(ctx, tx); err != nil {
+		if _, err := s.seqLock(ctx, tx, false); err != nil {
 			return err
 		}
 		out, err = redeliverEach(seqs, func(seq uint64) (Redelivered, error) { return s.redeliverIn(ctx, tx, name, seq, true) })
-		return err
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		return s.notify(ctx, tx, seqNote(out[len(out)-1].Seq))
 	})
 	return out, err
 }
@@ -914,8 +1103,8 @@ func (s *Postgres) redeliverIn(ctx context.Context, tx pgx.Tx, name string, seq 
 		return Redelivered{}, err
 	}
 	rec := &Record{Status: StatusPending, EventID: old.EventID, Event: old.Event, Entity: old.Entity, EntityID: old.EntityID, PrevEntityID: old.PrevEntityID, CreatedAt: time.Now().UTC()}
-	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at) VALUES ($1, $2, 'p', $3, $4, $5, $6, $7)`),
-		name, nseq, old.EventID, encodeRecord(rec), rec.EntityID, rec.Event, rec.CreatedAt); err != nil {
+	if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.deliveries (webhook, seq, status, event_id, record, entity_id, event, created_at, part) VALUES ($1, $2, 'p', $3, $4, $5, $6, $7, $8)`),
+		name, nseq, old.EventID, encodeRecord(rec), rec.EntityID, rec.Event, rec.CreatedAt, int16(PartOf(rec.EntityID))); err != nil {
 		return Redelivered{}, err
 	}
 	r := Redelivered{Pending: Pending{Seq: uint64(nseq), Record: rec, Event: ev}}
@@ -988,6 +1177,9 @@ func (s *Postgres) DropQueue(name string) error {
 			}
 			return err
 		})
+		if err == nil && !more {
+			s.counted.forget(name)
+		}
 		if err != nil {
 			return err
 		}
@@ -1018,12 +1210,12 @@ func (s *Postgres) WebhookDefs() (map[string][]byte, error) {
 
 // PutWebhook stores the definition of a webhook made through the admin API.
 func (s *Postgres) PutWebhook(name string, def []byte) error {
-	return s.exec(`INSERT INTO {s}.webhooks (name, def) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET def = excluded.def`, name, def)
+	return s.execNoting(noteWebhooks, `INSERT INTO {s}.webhooks (name, def) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET def = excluded.def`, name, def)
 }
 
 // DeleteWebhook forgets a definition PutWebhook stored.
 func (s *Postgres) DeleteWebhook(name string) error {
-	return s.exec(`DELETE FROM {s}.webhooks WHERE name = $1`, name)
+	return s.execNoting(noteWebhooks, `DELETE FROM {s}.webhooks WHERE name = $1`, name)
 }
 
 // SwitchedOff reports whether the store keeps config webhook name, at url,
@@ -1040,9 +1232,9 @@ func (s *Postgres) SwitchedOff(name, url string) (bool, error) {
 // stays url (off), or forgets that (not off).
 func (s *Postgres) SetSwitchedOff(name, url string, off bool) error {
 	if !off {
-		return s.exec(`DELETE FROM {s}.switched_off WHERE name = $1`, name)
+		return s.execNoting(noteWebhooks, `DELETE FROM {s}.switched_off WHERE name = $1`, name)
 	}
-	return s.exec(`INSERT INTO {s}.switched_off (name, url) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET url = excluded.url`, name, url)
+	return s.execNoting(noteWebhooks, `INSERT INTO {s}.switched_off (name, url) VALUES ($1, $2) ON CONFLICT (name) DO UPDATE SET url = excluded.url`, name, url)
 }
 
 // Backfill returns the state of the backfill under way, nil if none.

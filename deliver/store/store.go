@@ -77,6 +77,25 @@ type Counters struct {
 	LastAttemptAt   time.Time `json:"last_attempt_at"`
 }
 
+// minus is what c counted since base: the calls' differences, c's latest
+// attempt.
+func (c Counters) minus(base Counters) Counters {
+	c.SuccessfulCalls -= base.SuccessfulCalls
+	c.TotalCalls -= base.TotalCalls
+	return c
+}
+
+// add sums two walhooks' counts; the latest attempt is the later one's.
+func (c Counters) add(d Counters) Counters {
+	sum := c
+	sum.SuccessfulCalls += d.SuccessfulCalls
+	sum.TotalCalls += d.TotalCalls
+	if d.LastAttemptAt.After(c.LastAttemptAt) {
+		sum.LatestStatus, sum.LastAttemptAt = d.LatestStatus, d.LastAttemptAt
+	}
+	return sum
+}
+
 // Batch is what one commit writes, all of it or nothing.
 type Batch struct {
 	// Appends are WAL transactions (or chunks of one) and backfill rows, in

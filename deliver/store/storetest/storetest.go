@@ -35,6 +35,7 @@ func Run(t *testing.T, newPlace NewPlace) {
 		{"RepeatsQueueNothing", testRepeatsQueueNothing},
 		{"QueueOrder", testQueueOrder},
 		{"Window", testWindow},
+		{"WindowOfParts", testWindowOfParts},
 		{"Outcomes", testOutcomes},
 		{"Retention", testRetention},
 		{"Redeliver", testRedeliver},
@@ -141,7 +142,7 @@ func record(t *testing.T, s deliver.Store, outcomes ...store.Outcome) {
 
 func window(t *testing.T, s deliver.Store, webhook string, from uint64, limit int) store.Window {
 	t.Helper()
-	w, err := s.Window(webhook, from, limit)
+	w, err := s.Window(webhook, from, limit, store.AllParts)
 	if err != nil {
 		t.Fatalf("Window(%s, %d, %d): %v", webhook, from, limit, err)
 	}
@@ -277,6 +278,43 @@ func testWindow(t *testing.T, newPlace NewPlace) {
 	}
 	if w := window(t, s, "nobody", 1, 10); len(w.Pending) != 0 || !w.Exhausted {
 		t.Errorf("an unknown webhook's window %+v, want empty", w)
+	}
+}
+
+// A window of some partitions holds the pending deliveries of those
+// partitions' entity ids only, in queue order; all partitions hold all.
+func testWindowOfParts(t *testing.T, newPlace NewPlace) {
+	s := open(t, newPlace(t, 10))
+	queued := commit(t, s, to(tx(100, 101, 0, 40), "h"))
+	var some store.Parts
+	for p := range store.Partitions / 2 {
+		some |= 1 << p
+	}
+	var want []uint64
+	for _, q := range queued {
+		if some.Has(store.PartOf(q.Record.EntityID)) {
+			want = append(want, q.Seq)
+		}
+	}
+	if len(want) == 0 || len(want) == len(queued) {
+		t.Fatalf("the entity ids fall %d of %d into the first half of the partitions: the test needs some in each half", len(want), len(queued))
+	}
+	w, err := s.Window("h", 1, 100, some)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []uint64
+	for _, p := range w.Pending {
+		got = append(got, p.Seq)
+	}
+	if !slices.Equal(got, want) || !w.Exhausted {
+		t.Errorf("window of half the partitions: %v (exhausted %v), want %v", got, w.Exhausted, want)
+	}
+	if w, err := s.Window("h", 1, 100, 0); err != nil || len(w.Pending) != 0 {
+		t.Errorf("window of no partition: %d deliveries, %v; want none", len(w.Pending), err)
+	}
+	if w := window(t, s, "h", 1, 100); len(w.Pending) != len(queued) {
+		t.Errorf("window of all partitions: %d deliveries, want %d", len(w.Pending), len(queued))
 	}
 }
 
