@@ -60,6 +60,9 @@ func (r *backfillRun) update(f func(*admin.BackfillStatus)) {
 // events, in order with the changes (see deliver.Backfill). It returns
 // once the backfill is under way.
 func (a *App) StartBackfill(name string, events []string) (admin.BackfillStatus, error) {
+	if err := a.mustLead(); err != nil {
+		return admin.BackfillStatus{}, err
+	}
 	w, err := a.backfillable(name)
 	if err != nil {
 		return admin.BackfillStatus{}, err

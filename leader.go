@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"walhook/admin"
 	"walhook/cdc"
 	"walhook/deliver"
 	"walhook/deliver/store"
@@ -218,4 +219,22 @@ func (a *App) differingConfigs() []string {
 		}
 	}
 	return out
+}
+
+// mustLead refuses what only the walhook that reads the slot may do (a
+// backfill: it reads the rows in step with the changes it reads), naming
+// the one that does.
+func (a *App) mustLead() error {
+	if a.pg == nil || a.leads.Load() {
+		return nil
+	}
+	where := "another walhook"
+	if ins, err := a.pg.Instances(); err == nil {
+		for _, in := range ins {
+			if in.Leader {
+				where = fmt.Sprintf("the walhook at %s (%s)", in.Admin, in.Name)
+			}
+		}
+	}
+	return fmt.Errorf("%w: backfills run on the walhook that does, %s: send the request there", admin.ErrNotLeader, where)
 }

@@ -453,6 +453,8 @@ func writeErr(w http.ResponseWriter, err error) {
 		status = se.status
 	case errors.As(err, &inv), errors.Is(err, ErrBackfillInvalid), errors.Is(err, deliver.ErrWhen), errors.Is(err, deliver.ErrEvent):
 		status = http.StatusUnprocessableEntity
+	case errors.Is(err, ErrNotLeader):
+		status = http.StatusConflict
 	case errors.Is(err, deliver.ErrBackfillRunning):
 		status = http.StatusConflict
 		err = fmt.Errorf("%w: one at a time (GET /api/webhooks/{name}/backfill shows its progress)", err)

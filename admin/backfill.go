@@ -36,6 +36,10 @@ type BackfillStatus struct {
 // ErrBackfillInvalid marks a backfill request the user must change (422).
 var ErrBackfillInvalid = errors.New("backfill")
 
+// ErrNotLeader marks a request only the walhook that reads the slot takes
+// (409): a backfill, among walhooks sharing a store.
+var ErrNotLeader = errors.New("this walhook does not read the slot")
+
 func (s *Server) startBackfill(w http.ResponseWriter, r *http.Request) {
 	if s.opts.Backfills == nil {
 		writeError(w, http.StatusNotFound, "backfills are not available")

@@ -80,7 +80,7 @@ func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved
 			}
 			seq := binary.BigEndian.Uint64(k)
 			maxSeq = max(maxSeq, seq)
-			deliveries = append(deliveries, []any{webhook, int64(seq), string(v[:1]), rec.EventID, v, rec.EntityID, rec.Event, rec.CreatedAt})
+			deliveries = append(deliveries, []any{webhook, int64(seq), string(v[:1]), rec.EventID, v, rec.EntityID, rec.Event, rec.CreatedAt, int16(PartOf(rec.EntityID))})
 			return nil
 		})
 	})
@@ -90,7 +90,7 @@ func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved
 	if m.Events, err = copyRows(ctx, tx, table("events"), []string{"id", "refs", "body"}, events); err != nil {
 		return m, err
 	}
-	if m.Deliveries, err = copyRows(ctx, tx, table("deliveries"), []string{"webhook", "seq", "status", "event_id", "record", "entity_id", "event", "created_at"}, deliveries); err != nil {
+	if m.Deliveries, err = copyRows(ctx, tx, table("deliveries"), []string{"webhook", "seq", "status", "event_id", "record", "entity_id", "event", "created_at", "part"}, deliveries); err != nil {
 		return m, err
 	}
 	if maxSeq > 0 {

@@ -177,6 +177,17 @@ func TestMoveToPostgres(t *testing.T) {
 		if gq, err := p.Queue(name); err != nil || !reflect.DeepEqual(gq, wq) {
 			t.Errorf("%s: queue %+v, %v; want %+v", name, gq, err, wq)
 		}
+		// A walhook delivering some partitions finds the moved pending
+		// deliveries of those.
+		for _, d := range want {
+			if d.Record.Status != store.StatusPending {
+				continue
+			}
+			w, err := p.Window(name, d.Seq, 1, 1<<store.PartOf(d.Record.EntityID))
+			if err != nil || len(w.Pending) != 1 || w.Pending[0].Seq != d.Seq {
+				t.Errorf("%s: the window of delivery %d's partition: %+v, %v", name, d.Seq, w, err)
+			}
+		}
 	}
 	if defs, _ := p.WebhookDefs(); string(defs["api"]) != `{"name":"api"}` {
 		t.Errorf("API webhooks moved: %q", defs)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"walhook/deliver/store"
 )
 
 // -store postgres: walhook with its queue in PostgreSQL, in another
@@ -253,8 +256,8 @@ const instancesReceiverDelay = 50 * time.Millisecond
 
 // storeInstances runs 1 to -instances walhooks on one PostgreSQL store
 // (one schema per count) with a receiver that takes 50 ms per request,
-// and records the deliveries per second of each count. One leads and
-// the others wait as standbys.
+// and records the deliveries per second of each count. One leads (reads
+// the slot); every one delivers its share of the partitions.
 func (h *harness) storeInstances(ctx context.Context, res *Result) error {
 	rc, err := newReceiver(instancesReceiverDelay)
 	if err != nil {
@@ -312,6 +315,9 @@ func (h *harness) instancesRun(ctx context.Context, k, n int) (float64, error) {
 		}
 		procs = append(procs, p)
 	}
+	if err := waitShared(ctx, procs[0], k); err != nil {
+		return 0, err
+	}
 	if _, err := h.insert(ctx, n, h.o.TxSize, 4, 0); err != nil {
 		return 0, err
 	}
@@ -323,4 +329,37 @@ func (h *harness) instancesRun(ctx context.Context, k, n int) (float64, error) {
 		return 0, fmt.Errorf("%d deliveries in no time", n)
 	}
 	return float64(n-1) / last.Sub(first).Seconds(), nil
+}
+
+// waitShared waits until k walhooks share the store, each holding its
+// share of the partitions (at least an even split rounded down), as p's
+// overview says: only then do they all deliver.
+func waitShared(ctx context.Context, p *process, k int) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var o struct {
+			Instances []store.Instance `json:"instances"`
+		}
+		if resp, err := p.request("/api/overview"); err == nil {
+			json.NewDecoder(resp.Body).Decode(&o)
+			resp.Body.Close()
+		}
+		fair := 0
+		for _, in := range o.Instances {
+			if in.Parts >= store.Partitions/k {
+				fair++
+			}
+		}
+		if len(o.Instances) == k && fair == k {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d walhooks did not share the store's partitions within a minute: %+v", k, o.Instances)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestSharedStore: two walhooks share a store in PostgreSQL. Both deliver
+// (each its share of the partitions, the non-leader's requests counted in
+// its own metrics); a webhook created through one's admin API appears on
+// the other; the stats of a webhook read the same on both; and when the
+// walhook that does not lead is SIGKILLed with deliveries pending in its
+// partitions, the leader takes them once their leases run out: every
+// change arrives, in order per row, a repeat only under the same id.
+func TestSharedStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 6,000 changes through two walhooks")
+	}
+	ctx := context.Background()
+	dsn := itemsDatabase(t)
+	storeDSN := newDatabase(t)
+	rc := newKeyRecorder(nil)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(20 * time.Millisecond) // a backlog builds up in every partition
+		rc.serve(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	var procs []*process
+	var admins []string
+	for i := range 2 {
+		admin := freeAddr(t)
+		cfg := crashConfig(t, dsn, slow.URL, admin)
+		appendFile(t, cfg, pgStoreSection(storeDSN, "walhook"))
+		procs = append(procs, startProcess(t, filepath.Join(t.TempDir(), fmt.Sprint("walhook", i, ".log")), "run", "-config", cfg))
+		admins = append(admins, admin)
+	}
+	leader, other := -1, -1
+	var otherID string
+	waitFor(t, "two walhooks, 16 partitions each, one leading", time.Minute, func() bool {
+		leader, other = -1, -1
+		for i, a := range admins {
+			o, ok := overviewOf(a)
+			if !ok || len(o.Instances) != 2 || o.Instances[0].Parts != 16 || o.Instances[1].Parts != 16 || httpStatus("http://"+a+"/readyz") != 200 {
+				return false
+			}
+			if *o.Leader {
+				leader = i
+			} else {
+				other = i
+				for _, in := range o.Instances {
+					if !in.Leader {
+						otherID = in.ID
+					}
+				}
+			}
+		}
+		return leader >= 0 && other >= 0 && otherID != ""
+	})
+
+	// An API webhook made on one is on the other.
+	made := time.Now()
+	body := `{"name":"api-made","url":"` + slow.URL + `/api","events":["public.items"]}`
+	resp, err := http.Post("http://"+admins[other]+"/api/webhooks", "application/json", strings.NewReader(body))
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /api/webhooks on the walhook that does not lead: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	waitFor(t, "the API webhook on the leader", 30*time.Second, func() bool {
+		return httpStatus("http://"+admins[leader]+"/api/webhooks/api-made") == 200
+	})
+	t.Logf("a webhook made through one walhook's API appeared on the other %.2f s later", time.Since(made).Seconds())
+	req, _ := http.NewRequest("DELETE", "http://"+admins[leader]+"/api/webhooks/api-made", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent && resp.StatusCode != http.StatusOK {
+		t.Fatalf("DELETE on the leader: %v %v", resp, err)
+	}
+	waitFor(t, "the API webhook gone from the other", 30*time.Second, func() bool {
+		return httpStatus("http://"+admins[other]+"/api/webhooks/api-made") == 404
+	})
+
+	db, c, _ := seededChurn(t, dsn, 2000)
+	if err := c.run(ctx, db, 3000); err != nil {
+		t.Fatal(err)
+	}
+	rc.awaitAll(t, c.keys, 2*time.Minute)
+	for i, a := range admins {
+		if n := successes(t, a); n == 0 {
+			t.Errorf("walhook %d (leader %v) made no successful delivery: only one of them delivers", i, i == leader)
+		} else {
+			t.Logf("walhook %d (leader %v): %d successful deliveries", i, i == leader, n)
+		}
+	}
+	var stats [2]map[string]any
+	waitFor(t, "the same stats on both walhooks", 30*time.Second, func() bool {
+		for i, a := range admins {
+			stats[i] = webhookStats(t, a, "items")
+		}
+		return fmt.Sprint(stats[0]) == fmt.Sprint(stats[1]) && stats[0]["queued"] == 0.0
+	})
+	if calls, _ := stats[0]["successful_calls"].(float64); int(calls) < len(c.keys) {
+		t.Errorf("stats %v: successful calls below the %d changes sent", stats[0], len(c.keys))
+	}
+
+	// The walhook that does not lead is killed with deliveries pending in
+	// its partitions.
+	written := make(chan error, 1)
+	go func() { written <- c.run(ctx, db, 6000) }()
+	waitFor(t, "deliveries pending in the other walhook's partitions", time.Minute, func() bool {
+		return pendingOf(t, storeDSN, otherID) >= 200
+	})
+	pending := pendingOf(t, storeDSN, otherID)
+	procs[other].kill()
+	killed := time.Now()
+	t.Logf("killed the walhook that does not lead with %d deliveries pending in its partitions", pending)
+	if err := <-written; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leader holding every partition", time.Minute, func() bool {
+		o, ok := overviewOf(admins[leader])
+		return ok && len(o.Instances) == 1 && o.Instances[0].Parts == 32
+	})
+	t.Logf("the leader holds every partition %.1f s after the kill", time.Since(killed).Seconds())
+	rc.awaitAll(t, c.keys, 2*time.Minute)
+	if t.Failed() {
+		logMetrics(t, admins[leader])
+	}
+}
+
+// successes is walhook_deliveries_total{outcome="success"} summed over
+// the webhooks of the walhook at admin.
+func successes(t *testing.T, admin string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "walhook_deliveries_total{") && strings.Contains(line, `outcome="success"`) {
+			v, _ := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			n += int(v)
+		}
+	}
+	return n
+}
+
+// webhookStats is the stats of GET /api/webhooks/{name}.
+func webhookStats(t *testing.T, admin, name string) map[string]any {
+	t.Helper()
+	code, body := httpGet("http://" + admin + "/api/webhooks/" + name)
+	var w struct {
+		Stats map[string]any `json:"stats"`
+	}
+	if code != 200 || json.Unmarshal([]byte(body), &w) != nil {
+		t.Fatalf("GET /api/webhooks/%s: %d %s", name, code, body)
+	}
+	return w.Stats
+}
+
+// pendingOf counts the pending deliveries in the partitions a walhook
+// holds, as the store says.
+func pendingOf(t *testing.T, storeDSN, id string) int {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), storeDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM walhook.deliveries d JOIN walhook.partitions p ON p.part = d.part
+		WHERE d.status = 'p' AND p.owner = $1`, id).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
