@@ -127,6 +127,13 @@ func (q *Queue) Chart(name, span string, now time.Time) (Chart, bool) {
 	h.mu.Lock()
 	c := h.chart.c
 	h.mu.Unlock()
+	if q.opts.Shared { // every walhook's attempts, as stored
+		if stored, err := q.st.Chart(name); err == nil {
+			c = stored
+		} else {
+			q.log.Warn("read a webhook's chart", "webhook", name, "err", err)
+		}
+	}
 	first, n, step, slotOf := 0, store.ChartMinutes, int64(60), store.MinuteSlot
 	if span == ChartDay {
 		first, n, step, slotOf = store.ChartMinutes, store.ChartQuarters, 900, store.QuarterSlot

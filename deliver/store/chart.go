@@ -3,6 +3,8 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -137,20 +139,129 @@ func (s *Bolt) Chart(name string) (Chart, error) {
 	return c, nil
 }
 
-// putCharts stores a commit's chart buckets in one statement.
+// putCharts stores a commit's chart buckets. Several walhooks sharing the
+// store each count their own attempts in the same buckets: what is stored
+// is the sum of their counts, each walhook adding what it counted since it
+// last stored (or loaded) the bucket; the depth is the latest seen.
 func (c *pgCommit) putCharts(charts []ChartBucket) error {
 	if len(charts) == 0 {
 		return nil
 	}
 	names := make([]string, len(charts))
 	slots := make([]int16, len(charts))
-	buckets := make([][]byte, len(charts))
 	for i := range charts {
-		names[i], slots[i], buckets[i] = charts[i].Webhook, int16(charts[i].Slot), encodeBucket(&charts[i].Bucket)
+		names[i], slots[i] = charts[i].Webhook, int16(charts[i].Slot)
 	}
-	_, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.charts (webhook, slot, bucket) SELECT * FROM unnest($1::text[], $2::smallint[], $3::bytea[])
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT c.webhook, c.slot, c.bucket FROM {s}.charts c JOIN unnest($1::text[], $2::smallint[]) AS u(webhook, slot)
+		ON c.webhook = u.webhook AND c.slot = u.slot ORDER BY 1, 2 FOR UPDATE OF c`), names, slots)
+	if err != nil {
+		return err
+	}
+	stored := map[chartKey]Bucket{}
+	for rows.Next() {
+		var name string
+		var slot int16
+		var v []byte
+		if err := rows.Scan(&name, &slot, &v); err != nil {
+			rows.Close()
+			return err
+		}
+		if b, err := decodeBucket(v); err == nil {
+			stored[chartKey{name, int(slot)}] = b
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	buckets := make([][]byte, len(charts))
+	c.charted = make(map[chartKey]Bucket, len(charts))
+	for i := range charts {
+		key := chartKey{charts[i].Webhook, charts[i].Slot}
+		merged := mergeBucket(stored[key], charts[i].Bucket, c.s.charted.get(key))
+		buckets[i] = encodeBucket(&merged)
+		c.charted[key] = charts[i].Bucket
+	}
+	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.charts (webhook, slot, bucket) SELECT * FROM unnest($1::text[], $2::smallint[], $3::bytea[])
 		ON CONFLICT (webhook, slot) DO UPDATE SET bucket = excluded.bucket`), names, slots, buckets)
 	return err
+}
+
+// chartKey is a bucket of a webhook's chart.
+type chartKey struct {
+	webhook string
+	slot    int
+}
+
+// mergeBucket is the bucket to store: stored, with what this walhook
+// counted since it last stored or loaded the bucket (now less mine, when
+// mine is of the same interval). A stored bucket of a later interval
+// stays; one of an earlier interval is replaced.
+func mergeBucket(stored, now, mine Bucket) Bucket {
+	if stored.Start > now.Start {
+		return stored
+	}
+	if mine.Start != now.Start {
+		mine = Bucket{}
+	}
+	out := Bucket{Start: now.Start}
+	if stored.Start == now.Start {
+		out = stored
+	}
+	out.Depth = now.Depth
+	out.OK += now.OK - mine.OK
+	out.Failed += now.Failed - mine.Failed
+	for i := range out.Durations {
+		out.Durations[i] += now.Durations[i] - mine.Durations[i]
+	}
+	return out
+}
+
+// charted is, per bucket, what this walhook last stored or loaded of it.
+type charted struct {
+	mu sync.Mutex
+	m  map[chartKey]Bucket
+}
+
+func (c *charted) get(k chartKey) Bucket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[k]
+}
+
+// load notes the buckets of a chart loaded, those not noted before.
+func (c *charted) load(name string, ch *Chart) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[chartKey]Bucket{}
+	}
+	for slot := range ch {
+		if k := (chartKey{name, slot}); ch[slot].Start != 0 {
+			if _, ok := c.m[k]; !ok {
+				c.m[k] = ch[slot]
+			}
+		}
+	}
+}
+
+func (c *charted) set(m map[chartKey]Bucket) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[chartKey]Bucket{}
+	}
+	maps.Copy(c.m, m)
+}
+
+func (c *charted) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k := range c.m {
+		if k.webhook == name {
+			delete(c.m, k)
+		}
+	}
 }
 
 // Chart reads a webhook's chart; a webhook without one has empty buckets.
@@ -176,5 +287,9 @@ func (s *Postgres) Chart(name string) (Chart, error) {
 			return Chart{}, fmt.Errorf("chart of %s: %w", name, err)
 		}
 	}
-	return c, rows.Err()
+	if err := rows.Err(); err != nil {
+		return Chart{}, err
+	}
+	s.charted.load(name, &c)
+	return c, nil
 }

@@ -66,6 +66,7 @@ type Postgres struct {
 	epoch    atomic.Int64 // this leader's (see Lead); 0: not checked
 	channel  string       // of the notes between walhooks sharing the store (see Listen)
 	counted  counted      // the counters as this walhook last stored them (see pgCommit.counters)
+	charted  charted      // the chart buckets as this walhook last stored them (see pgCommit.putCharts)
 }
 
 // RedactDSN hides the password of a connection string, URL or key=value
@@ -457,6 +458,7 @@ func (s *Postgres) Commit(b *Batch) ([]Queued, error) {
 		s.unpruned[name] = 0
 	}
 	s.counted.set(c.counted)
+	s.charted.set(c.charted)
 	return c.queued, nil
 }
 
@@ -475,9 +477,10 @@ type pgCommit struct {
 	derefs map[string]int32 // references dropped per event, applied at the end
 	added  map[string]int   // successes added per webhook
 	pruned []string         // webhooks pruned
-	// counted is Batch.Counters, noted in Postgres.counted once the
-	// transaction is committed.
+	// counted and charted are Batch.Counters and Charts, noted in
+	// Postgres.counted and charted once the transaction is committed.
 	counted map[string]Counters
+	charted map[chartKey]Bucket
 }
 
 // run writes the batch and returns the durable position it stored.
@@ -1179,6 +1182,7 @@ func (s *Postgres) DropQueue(name string) error {
 		})
 		if err == nil && !more {
 			s.counted.forget(name)
+			s.charted.forget(name)
 		}
 		if err != nil {
 			return err

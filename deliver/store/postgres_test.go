@@ -386,3 +386,69 @@ func TestPostgresWholeAfterChunks(t *testing.T) {
 		t.Errorf("durable position %d, want 160", s.Durable())
 	}
 }
+
+// TestPostgresSharedCounts: two walhooks sharing a store each count their
+// own attempts; the stored counters and chart buckets are the sums, the
+// latest status the latest attempt's, whichever walhook stored last.
+func TestPostgresSharedCounts(t *testing.T) {
+	const schema = "walhook_shared_counts"
+	a, err := openPostgres(t, schema, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := openPostgres(t, schema, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	at := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	start := at.Unix() / 60 * 60
+	for _, s := range []*store.Postgres{a, b} { // as each dispatcher loads them
+		if _, err := s.Queue("h"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Chart("h"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit := func(s *store.Postgres, c store.Counters, bk store.Bucket) {
+		t.Helper()
+		if _, err := s.Commit(&store.Batch{Counters: map[string]store.Counters{"h": c}, Charts: []store.ChartBucket{{Webhook: "h", Slot: 3, Bucket: bk}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// a: 3 calls, 2 ok; b: 5 calls, 5 ok, later; a again: one more, failed, latest.
+	commit(a, store.Counters{LatestStatus: 200, SuccessfulCalls: 2, TotalCalls: 3, LastAttemptAt: at}, store.Bucket{Start: start, OK: 2, Failed: 1, Depth: 7})
+	commit(b, store.Counters{LatestStatus: 201, SuccessfulCalls: 5, TotalCalls: 5, LastAttemptAt: at.Add(time.Second)}, store.Bucket{Start: start, OK: 5, Depth: 4})
+	commit(a, store.Counters{LatestStatus: 503, SuccessfulCalls: 2, TotalCalls: 4, LastAttemptAt: at.Add(2 * time.Second)}, store.Bucket{Start: start, OK: 2, Failed: 2, Depth: 9})
+	q, err := b.Queue("h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := store.Counters{LatestStatus: 503, SuccessfulCalls: 7, TotalCalls: 9, LastAttemptAt: at.Add(2 * time.Second)}
+	if !q.Counters.LastAttemptAt.Equal(want.LastAttemptAt) || q.Counters.LatestStatus != want.LatestStatus ||
+		q.Counters.SuccessfulCalls != want.SuccessfulCalls || q.Counters.TotalCalls != want.TotalCalls {
+		t.Errorf("stored counters %+v, want %+v", q.Counters, want)
+	}
+	c, err := a.Chart("h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bk := c[3]; bk.Start != start || bk.OK != 7 || bk.Failed != 2 || bk.Depth != 9 {
+		t.Errorf("stored bucket %+v, want start %d, 7 ok, 2 failed, depth 9 (the latest)", bk, start)
+	}
+	// The slot's next interval replaces the bucket; a late write of the
+	// old interval does not bring it back.
+	commit(b, store.Counters{LatestStatus: 201, SuccessfulCalls: 6, TotalCalls: 6, LastAttemptAt: at.Add(time.Hour)}, store.Bucket{Start: start + 3600, OK: 1, Depth: 1})
+	commit(a, store.Counters{LatestStatus: 503, SuccessfulCalls: 2, TotalCalls: 5, LastAttemptAt: at.Add(3 * time.Second)}, store.Bucket{Start: start, OK: 2, Failed: 3, Depth: 9})
+	if c, err = b.Chart("h"); err != nil {
+		t.Fatal(err)
+	}
+	if bk := c[3]; bk.Start != start+3600 || bk.OK != 1 || bk.Failed != 0 {
+		t.Errorf("bucket after the next interval and a late write: %+v, want the next interval's, 1 ok", bk)
+	}
+	if q, _ := a.Queue("h"); q.Counters.TotalCalls != 11 || q.Counters.LatestStatus != 201 {
+		t.Errorf("counters after the late write %+v: want 11 calls, the latest status 201 (b's, an hour later)", q.Counters)
+	}
+}
