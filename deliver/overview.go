@@ -17,7 +17,10 @@ type Overview struct {
 
 // Overview sums the webhooks' queues and finds the oldest event a delivery
 // still waits for: the oldest head among each webhook's entities in
-// memory, since the deliveries beyond a webhook's window are newer.
+// memory, since the deliveries beyond a webhook's window are newer. With a
+// shared store the queue's sizes are the store's, every walhook's; the
+// events are those this walhook read (the leader's), and the oldest
+// pending event is that of the partitions it delivers.
 func (q *Queue) Overview(now time.Time) Overview {
 	o := Overview{EventsPerSecond: q.rate.perSecond(now)}
 	hooks := q.dispatchers()
@@ -39,6 +42,15 @@ func (q *Queue) Overview(now time.Time) Overview {
 			}
 		}
 		h.mu.Unlock()
+	}
+	if q.opts.Shared { // every walhook's queue, as stored
+		o.Queued, o.Failed = 0, 0
+		for _, h := range hooks {
+			var st Stats
+			q.sharedStats(h.name, &st)
+			o.Queued += st.Queued
+			o.Failed += st.Failed
+		}
 	}
 	return o
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"sync"
 	"time"
 
 	"walhook/deliver/store"
@@ -46,10 +47,12 @@ func (q *Queue) Follow() { q.leading.Store(false) }
 
 // Own makes the Queue send the deliveries of parts, and no others. It
 // returns when the deliveries of the partitions it gave up are no longer
-// sent by it (requests under way are aborted, and end as failed attempts)
-// and their outcomes are stored, unless the store fails: then it waits for
-// that at most ownFlush. Each webhook's window is read afresh from the
-// store, as at a start.
+// sent by it and their outcomes are stored, unless the store fails: then
+// it waits for that at most ownFlush. Each webhook's window is read afresh
+// from the store, as at a start. Requests under way may end for ownAbort;
+// those that do not are aborted (they end as failed attempts, and go out
+// again under the same ids): a slow receiver must not hold the change up
+// while the leases run.
 func (q *Queue) Own(parts store.Parts) {
 	q.admin.Lock()
 	defer q.admin.Unlock()
@@ -57,11 +60,19 @@ func (q *Queue) Own(parts store.Parts) {
 	if was == parts || q.closed.Load() {
 		return
 	}
-	lost := was &^ parts
 	hooks := q.dispatchers()
+	var wg sync.WaitGroup
 	for _, h := range hooks {
-		h.stop(lost != 0)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			abort := h.abort
+			t := time.AfterFunc(ownAbort, abort)
+			h.stop(false)
+			t.Stop()
+		}()
 	}
+	wg.Wait()
 	q.flush(ownFlush)
 	for _, h := range hooks {
 		if !h.deleted.Load() {
@@ -71,8 +82,12 @@ func (q *Queue) Own(parts store.Parts) {
 	q.log.Info("delivering partitions", "parts", parts.Len(), "of", store.Partitions)
 }
 
-// ownFlush bounds Own's wait for the outcomes of the partitions given up.
-const ownFlush = 5 * time.Second
+// ownAbort bounds Own's wait for the requests under way; ownFlush its wait
+// for the outcomes of the partitions given up.
+const (
+	ownAbort = 2 * time.Second
+	ownFlush = 5 * time.Second
+)
 
 // flush waits until the outcomes handed to the committer so far are
 // stored, at most wait.

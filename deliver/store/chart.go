@@ -182,9 +182,9 @@ func (c *pgCommit) putCharts(charts []ChartBucket) error {
 		buckets[i] = encodeBucket(&merged)
 		c.charted[key] = charts[i].Bucket
 	}
-	_, err = c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.charts (webhook, slot, bucket) SELECT * FROM unnest($1::text[], $2::smallint[], $3::bytea[])
-		ON CONFLICT (webhook, slot) DO UPDATE SET bucket = excluded.bucket`), names, slots, buckets)
-	return err
+	c.later(`INSERT INTO {s}.charts (webhook, slot, bucket) SELECT * FROM unnest($1::text[], $2::smallint[], $3::bytea[])
+		ON CONFLICT (webhook, slot) DO UPDATE SET bucket = excluded.bucket`, names, slots, buckets)
+	return nil
 }
 
 // chartKey is a bucket of a webhook's chart.

@@ -477,6 +477,7 @@ type pgCommit struct {
 	derefs map[string]int32 // references dropped per event, applied at the end
 	added  map[string]int   // successes added per webhook
 	pruned []string         // webhooks pruned
+	late   pgx.Batch        // writes sent at the end (later)
 	// counted and charted are Batch.Counters and Charts, noted in
 	// Postgres.counted and charted once the transaction is committed.
 	counted map[string]Counters
@@ -515,16 +516,34 @@ func (c *pgCommit) run(b *Batch) (uint64, error) {
 		return 0, err
 	}
 	if stored > persisted {
-		if err := c.putMeta("durable_lsn", binary.BigEndian.AppendUint64(nil, stored)); err != nil {
-			return 0, err
-		}
+		c.later(`INSERT INTO {s}.meta (key, value) VALUES ('durable_lsn', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value`,
+			binary.BigEndian.AppendUint64(nil, stored))
 	}
 	if n := len(c.queued); n > 0 {
-		if err := c.s.notify(c.ctx, c.tx, seqNote(c.queued[n-1].Seq)); err != nil {
-			return 0, err
+		c.late.Queue(`SELECT pg_notify($1, $2)`, c.s.channel, seqNote(c.queued[n-1].Seq))
+	}
+	return stored, c.sendLate()
+}
+
+// later queues a write whose result nothing in the commit waits for: they
+// go to the server together at the end (sendLate), in one round trip.
+func (c *pgCommit) later(query string, args ...any) {
+	c.late.Queue(c.s.sql(query), args...)
+}
+
+// sendLate runs the writes later queued.
+func (c *pgCommit) sendLate() error {
+	if c.late.Len() == 0 {
+		return nil
+	}
+	br := c.tx.SendBatch(c.ctx, &c.late)
+	for range c.late.Len() {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return err
 		}
 	}
-	return stored, nil
+	return br.Close()
 }
 
 func (c *pgCommit) putMeta(key string, value []byte) error {
@@ -566,10 +585,8 @@ func (c *pgCommit) counters(m map[string]Counters) error {
 	for _, name := range names {
 		now := m[name]
 		st := stored[name].add(now.minus(c.s.counted.get(name)))
-		if _, err := c.tx.Exec(c.ctx, c.s.sql(`INSERT INTO {s}.counters (webhook, value) VALUES ($1, $2) ON CONFLICT (webhook) DO UPDATE SET value = excluded.value`),
-			name, marshalCounters(st)); err != nil {
-			return err
-		}
+		c.later(`INSERT INTO {s}.counters (webhook, value) VALUES ($1, $2) ON CONFLICT (webhook) DO UPDATE SET value = excluded.value`,
+			name, marshalCounters(st))
 	}
 	c.counted = m
 	return nil
@@ -877,17 +894,15 @@ func (c *pgCommit) storedEvents(appends []Append, stored uint64) (map[string]boo
 
 // nextSeqs allocates n delivery sequences, ascending.
 func (c *pgCommit) nextSeqs(n int) ([]uint64, error) {
-	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT nextval('{s}.delivery_seq') FROM generate_series(1, $1) ORDER BY 1`), n)
-	if err != nil {
+	// One call, whatever n: the transactions that take sequences hold
+	// seqLock, so nobody takes one between nextval and setval.
+	var last int64
+	if err := c.tx.QueryRow(c.ctx, c.s.sql(`SELECT setval('{s}.delivery_seq', nextval('{s}.delivery_seq') + $1 - 1)`), n).Scan(&last); err != nil {
 		return nil, err
 	}
-	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, err
-	}
-	out := make([]uint64, len(seqs))
-	for i, v := range seqs {
-		out[i] = uint64(v)
+	out := make([]uint64, n)
+	for i := range out {
+		out[i] = uint64(last) - uint64(n-1-i)
 	}
 	return out, nil
 }
