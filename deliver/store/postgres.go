@@ -325,12 +325,18 @@ func (s *Postgres) migrate(ctx context.Context) error {
 	return tx.Commit(ctx)
 }
 
+// fillChunk is the rows a migration's statement fills at once.
+var fillChunk = 10000
+
 // fillSearchColumns copies the entity id, event name and creation time of
 // the deliveries stored before version 2 out of their records into the
-// columns version 2 added, a chunk of rows per statement.
+// columns version 2 added, a chunk of rows per statement, each from where
+// the last ended (by the primary key: linear in the table).
 func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
+	lastName, lastSeq := "", int64(-1)
 	for {
-		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, record FROM {s}.deliveries WHERE created_at IS NULL LIMIT 10000`))
+		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, record FROM {s}.deliveries
+			WHERE (webhook, seq) > ($1, $2) AND created_at IS NULL ORDER BY webhook, seq LIMIT $3`), lastName, lastSeq, fillChunk)
 		if err != nil {
 			return err
 		}
@@ -363,6 +369,7 @@ func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
 		if len(names) == 0 {
 			return nil
 		}
+		lastName, lastSeq = names[len(names)-1], seqs[len(seqs)-1]
 		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET entity_id = u.entity_id, event = u.event, created_at = u.created_at
 			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(webhook, seq, entity_id, event, created_at)
 			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, entities, events, created); err != nil {
@@ -373,10 +380,12 @@ func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
 
 // fillParts sets the partition of the pending deliveries stored before
 // version 4, a chunk of rows per statement (the others are never read by
-// partition).
+// partition), as fillSearchColumns does.
 func (s *Postgres) fillParts(ctx context.Context, tx pgx.Tx) error {
+	lastName, lastSeq := "", int64(-1)
 	for {
-		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, coalesce(entity_id, '') FROM {s}.deliveries WHERE status = 'p' AND part IS NULL LIMIT 10000`))
+		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, coalesce(entity_id, '') FROM {s}.deliveries
+			WHERE (webhook, seq) > ($1, $2) AND status = 'p' AND part IS NULL ORDER BY webhook, seq LIMIT $3`), lastName, lastSeq, fillChunk)
 		if err != nil {
 			return err
 		}
@@ -401,6 +410,7 @@ func (s *Postgres) fillParts(ctx context.Context, tx pgx.Tx) error {
 		if len(names) == 0 {
 			return nil
 		}
+		lastName, lastSeq = names[len(names)-1], seqs[len(seqs)-1]
 		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET part = u.part
 			FROM unnest($1::text[], $2::bigint[], $3::smallint[]) AS u(webhook, seq, part)
 			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, parts); err != nil {

@@ -41,6 +41,18 @@ func (s *Postgres) Find(name string, q Query) (Page, error) {
 	if q.Before != 0 {
 		add("d.seq < $?", int64(q.Before))
 	}
+	// Without an index for its filters a search reads at most findScan of
+	// the webhook's deliveries, as Bolt's does, and says where it stopped.
+	var floor uint64
+	if q.EntityID == "" && q.EventID == "" && (q.Action != "" || !q.Since.IsZero() || !q.Until.IsZero()) {
+		var err error
+		if floor, err = s.scanFloor(name, q.Before); err != nil {
+			return Page{}, err
+		}
+		if floor != 0 {
+			add("d.seq >= $?", int64(floor))
+		}
+	}
 	limit := q.limit()
 	args = append(args, limit)
 	rows, err := s.pool.Query(ctx, s.sql(`SELECT d.seq, d.record, d.event_id, e.refs, e.body FROM {s}.deliveries d LEFT JOIN {s}.events e ON e.id = d.event_id
@@ -62,6 +74,27 @@ func (s *Postgres) Find(name string, q Query) (Page, error) {
 	}
 	if len(p.Deliveries) == limit {
 		p.Next = p.Deliveries[limit-1].Seq
+	} else if floor > 1 {
+		p.Next = floor
 	}
 	return p, rows.Err()
+}
+
+// scanFloor is the lowest of the findScan newest deliveries of a webhook
+// before before (0: no bound), when there are more than findScan of them;
+// 0 when a search reads them all.
+func (s *Postgres) scanFloor(name string, before uint64) (uint64, error) {
+	ctx, cancel := callContext()
+	defer cancel()
+	if before == 0 {
+		before = 1<<63 - 1
+	}
+	var low *int64
+	var n int
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT min(seq), count(*) FROM (SELECT seq FROM {s}.deliveries WHERE webhook = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3) x`),
+		name, int64(before), findScan+1).Scan(&low, &n)
+	if err != nil || n <= findScan || low == nil {
+		return 0, err
+	}
+	return uint64(*low) + 1, nil // the findScan newest: above the lowest of findScan + 1
 }

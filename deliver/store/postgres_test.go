@@ -217,9 +217,10 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// A store of version 1 (no search columns, no charts) is migrated to
-// version 2 when opened: its deliveries are found by entity id, event id
-// and time queued, and new ones are too.
+// A store of version 1 (no search columns, no charts, no partitions) is
+// migrated when opened, a chunk of rows at a time: its deliveries are found
+// by entity id, event id and time queued, and in their partitions, and new
+// ones are too.
 func TestPostgresMigratesV1(t *testing.T) {
 	const schema = "walhook_v1"
 	s, err := openPostgres(t, schema, 10)
@@ -246,6 +247,7 @@ func TestPostgresMigratesV1(t *testing.T) {
 		DROP TABLE walhook_v1.instances; DROP TABLE walhook_v1.partitions; UPDATE walhook_v1.schema_version SET version = 1`); err != nil {
 		t.Fatal(err)
 	}
+	defer store.SetFillChunk(2)() // three deliveries: two chunks
 	if s, err = openPostgres(t, schema, 10); err != nil {
 		t.Fatalf("opening a version 1 store: %v", err)
 	}
@@ -258,6 +260,12 @@ func TestPostgresMigratesV1(t *testing.T) {
 		p, err := s.Find("h", q)
 		if err != nil || len(p.Deliveries) != 1 || p.Deliveries[0].Seq != queued[1].Seq {
 			t.Errorf("Find(%+v) after the migration: %+v, %v; want delivery %d", q, p, err, queued[1].Seq)
+		}
+	}
+	for _, q := range queued { // version 4: each pending delivery in its entity id's partition
+		w, err := s.Window("h", q.Seq, 1, 1<<store.PartOf(q.Record.EntityID))
+		if err != nil || len(w.Pending) != 1 || w.Pending[0].Seq != q.Seq {
+			t.Errorf("the window of delivery %d's partition after the migration: %+v, %v", q.Seq, w, err)
 		}
 	}
 	if _, err := s.Commit(&store.Batch{Charts: []store.ChartBucket{{Webhook: "h", Slot: 1, Bucket: store.Bucket{Start: 60, OK: 1}}}}); err != nil {
@@ -450,5 +458,55 @@ func TestPostgresSharedCounts(t *testing.T) {
 	}
 	if q, _ := a.Queue("h"); q.Counters.TotalCalls != 11 || q.Counters.LatestStatus != 201 {
 		t.Errorf("counters after the late write %+v: want 11 calls, the latest status 201 (b's, an hour later)", q.Counters)
+	}
+}
+
+// TestPostgresFindBounded: a search without an index for its filters
+// reads a bounded number of deliveries per call and says where to go on;
+// paging from there finds every match, and a search that matches nothing
+// ends.
+func TestPostgresFindBounded(t *testing.T) {
+	defer store.SetFindScan(5)()
+	s, err := openPostgres(t, "walhook_find_bounded", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tx := &cdc.Tx{CommitLSN: 0x2000, EndLSN: 0x2001}
+	var targets [][]string
+	for i := range 12 {
+		action := cdc.ActionCreate
+		if i%3 == 0 {
+			action = cdc.ActionDelete
+		}
+		tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(0x2000, uint32(i)), CommitLSN: 0x2000, Index: uint32(i),
+			Schema: "public", Table: "orders", Action: action, Entity: "orders", EntityID: fmt.Sprint(i)})
+		targets = append(targets, []string{"h"})
+	}
+	if _, err := s.Commit(&store.Batch{Appends: []store.Append{{Tx: tx, Targets: targets}}}); err != nil {
+		t.Fatal(err)
+	}
+	for action, want := range map[string]int{cdc.ActionDelete: 4, cdc.ActionModify: 0} {
+		found, calls := 0, 0
+		for before := uint64(0); ; calls++ {
+			p, err := s.Find("h", store.Query{Action: action, Before: before})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(p.Deliveries) > 5 {
+				t.Errorf("%s: one call returned %d deliveries, more than it may read", action, len(p.Deliveries))
+			}
+			found += len(p.Deliveries)
+			if p.Next == 0 {
+				break
+			}
+			if calls > 5 {
+				t.Fatalf("%s: still paging after %d calls", action, calls)
+			}
+			before = p.Next
+		}
+		if found != want || calls != 2 {
+			t.Errorf("%s: %d found in %d calls after the first, want %d in 2 (12 deliveries read 5 at a time)", action, found, calls, want)
+		}
 	}
 }

@@ -1,0 +1,17 @@
+package store
+
+// SetFindScan changes the bound of the deliveries one Find reads, for a
+// test; restore puts it back.
+func SetFindScan(n int) (restore func()) {
+	was := findScan
+	findScan = n
+	return func() { findScan = was }
+}
+
+// SetFillChunk changes the rows a migration fills per statement, for a
+// test; restore puts it back.
+func SetFillChunk(n int) (restore func()) {
+	was := fillChunk
+	fillChunk = n
+	return func() { fillChunk = was }
+}
