@@ -59,39 +59,41 @@ func MoveToPostgres(ctx context.Context, from *Bolt, to *Postgres) (Moved, error
 func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved, error) {
 	var m Moved
 	table := func(name string) pgx.Identifier { return pgx.Identifier{strings.Trim(to.schema, `"`), name} }
-	var events [][]any
-	btx.Bucket(bucketEvents).ForEach(func(k, v []byte) error {
-		if len(v) >= 4 {
-			events = append(events, []any{string(k), int32(binary.BigEndian.Uint32(v)), v})
+	// Events and deliveries stream from the bbolt file into COPY, a row at
+	// a time: a store of millions is never held in memory.
+	n, err := copyFrom(ctx, tx, table("events"), []string{"id", "refs", "body"}, cursorRows(btx.Bucket(bucketEvents).Cursor(), func(k, v []byte) ([]any, error) {
+		if len(v) < 4 {
+			return nil, nil
 		}
-		return nil
-	})
-	var deliveries [][]any
-	var maxSeq uint64
-	err := btx.ForEach(func(name []byte, b *bolt.Bucket) error {
-		webhook, ok := strings.CutPrefix(string(name), "q/")
-		if !ok {
-			return nil
-		}
-		return b.ForEach(func(k, v []byte) error {
-			rec, err := decodeRecord(v)
-			if err != nil {
-				return fmt.Errorf("delivery %s-%x: %w", webhook, k, err)
-			}
-			seq := binary.BigEndian.Uint64(k)
-			maxSeq = max(maxSeq, seq)
-			deliveries = append(deliveries, []any{webhook, int64(seq), string(v[:1]), rec.EventID, v, rec.EntityID, rec.Event, rec.CreatedAt, int16(PartOf(rec.EntityID))})
-			return nil
-		})
-	})
+		return []any{string(k), int32(binary.BigEndian.Uint32(v)), v}, nil
+	}))
 	if err != nil {
 		return m, err
 	}
-	if m.Events, err = copyRows(ctx, tx, table("events"), []string{"id", "refs", "body"}, events); err != nil {
-		return m, err
-	}
-	if m.Deliveries, err = copyRows(ctx, tx, table("deliveries"), []string{"webhook", "seq", "status", "event_id", "record", "entity_id", "event", "created_at", "part"}, deliveries); err != nil {
-		return m, err
+	m.Events = n
+	var queues []string
+	btx.ForEach(func(name []byte, _ *bolt.Bucket) error {
+		if webhook, ok := strings.CutPrefix(string(name), "q/"); ok {
+			queues = append(queues, webhook)
+		}
+		return nil
+	})
+	var maxSeq uint64
+	for _, webhook := range queues {
+		n, err := copyFrom(ctx, tx, table("deliveries"), []string{"webhook", "seq", "status", "event_id", "record", "entity_id", "event", "created_at", "part"},
+			cursorRows(btx.Bucket(queueBucket(webhook)).Cursor(), func(k, v []byte) ([]any, error) {
+				rec, err := decodeRecord(v)
+				if err != nil {
+					return nil, fmt.Errorf("delivery %s-%x: %w", webhook, k, err)
+				}
+				seq := binary.BigEndian.Uint64(k)
+				maxSeq = max(maxSeq, seq)
+				return []any{webhook, int64(seq), string(v[:1]), rec.EventID, v, rec.EntityID, rec.Event, rec.CreatedAt, int16(PartOf(rec.EntityID))}, nil
+			}))
+		if err != nil {
+			return m, err
+		}
+		m.Deliveries += n
 	}
 	if maxSeq > 0 {
 		if _, err := tx.Exec(ctx, to.sql(`SELECT setval('{s}.delivery_seq', $1)`), int64(maxSeq)); err != nil {
@@ -153,9 +155,36 @@ func copyBolt(ctx context.Context, btx *bolt.Tx, tx pgx.Tx, to *Postgres) (Moved
 }
 
 func copyRows(ctx context.Context, tx pgx.Tx, table pgx.Identifier, columns []string, rows [][]any) (int, error) {
-	n, err := tx.CopyFrom(ctx, table, columns, pgx.CopyFromRows(rows))
+	return copyFrom(ctx, tx, table, columns, pgx.CopyFromRows(rows))
+}
+
+func copyFrom(ctx context.Context, tx pgx.Tx, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int, error) {
+	n, err := tx.CopyFrom(ctx, table, columns, src)
 	if err != nil {
 		return 0, fmt.Errorf("copy into %s: %w", table.Sanitize(), err)
 	}
 	return int(n), nil
+}
+
+// cursorRows is the rows row makes of a bbolt cursor's pairs, in key
+// order; a pair it makes no row of (nil) is left out.
+func cursorRows(c *bolt.Cursor, row func(k, v []byte) ([]any, error)) pgx.CopyFromSource {
+	var k, v []byte
+	started := false
+	return pgx.CopyFromFunc(func() ([]any, error) {
+		for {
+			if started {
+				k, v = c.Next()
+			} else {
+				k, v = c.First()
+				started = true
+			}
+			if k == nil {
+				return nil, nil
+			}
+			if r, err := row(k, v); err != nil || r != nil {
+				return r, err
+			}
+		}
+	})
 }
