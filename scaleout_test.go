@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -185,4 +186,40 @@ func pendingOf(t *testing.T, storeDSN, id string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestSharedStoreConfigsDiffer: two walhooks share a store but their
+// configs' webhooks differ (another URL): each names the other in its
+// overview and its log, as a config to make agree; neither mixes them.
+func TestSharedStoreConfigsDiffer(t *testing.T) {
+	dsn := itemsDatabase(t)
+	storeDSN := newDatabase(t)
+	var admins, logs []string
+	for i, url := range []string{"http://127.0.0.1:9/a", "http://127.0.0.1:9/b"} {
+		admin := freeAddr(t)
+		cfg := crashConfig(t, dsn, url, admin)
+		appendFile(t, cfg, pgStoreSection(storeDSN, "walhook"))
+		log := filepath.Join(t.TempDir(), fmt.Sprint("walhook", i, ".log"))
+		startProcess(t, log, "run", "-config", cfg)
+		admins, logs = append(admins, admin), append(logs, log)
+	}
+	waitFor(t, "each walhook naming the other's config as differing", time.Minute, func() bool {
+		for _, a := range admins {
+			code, body := httpGet("http://" + a + "/api/overview")
+			var o struct {
+				Differing []string          `json:"differing_configs"`
+				Text      map[string]string `json:"text"`
+			}
+			if code != 200 || json.Unmarshal([]byte(body), &o) != nil || len(o.Differing) != 1 || !strings.Contains(o.Text["instances"], "CONFIGS DIFFER") {
+				return false
+			}
+		}
+		return true
+	})
+	for _, log := range logs {
+		waitFor(t, "the difference logged", 30*time.Second, func() bool {
+			b, _ := os.ReadFile(log)
+			return strings.Contains(string(b), "configs whose webhooks differ")
+		})
+	}
 }
