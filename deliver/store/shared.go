@@ -269,14 +269,14 @@ func (s *Postgres) unclaim(id string) {
 	}
 }
 
-// Instances are the walhooks sharing the store that renewed their leases
-// within the last minute, by name.
+// Instances are the walhooks alive sharing the store (they renewed their
+// leases within a Lease), by name.
 func (s *Postgres) Instances() ([]Instance, error) {
 	ctx, cancel := callContext()
 	defer cancel()
 	rows, err := s.pool.Query(ctx, s.sql(`SELECT i.id, i.name, i.admin, i.config, i.leader, i.seen_at,
 		(SELECT count(*) FROM {s}.partitions p WHERE p.owner = i.id AND p.lease_until > now())
-		FROM {s}.instances i WHERE i.seen_at > now() - interval '1 minute' ORDER BY i.name`))
+		FROM {s}.instances i WHERE i.seen_at > now() - $1::interval ORDER BY i.name`), Lease.String())
 	if err != nil {
 		return nil, err
 	}
