@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -65,6 +66,7 @@ type Postgres struct {
 	unpruned map[string]int
 	epoch    atomic.Int64 // this leader's (see Lead); 0: not checked
 	channel  string       // of the notes between walhooks sharing the store (see Listen)
+	origin   string       // this store's in its notes: a walhook does not hear its own
 	counted  counted      // the counters as this walhook last stored them (see pgCommit.counters)
 	charted  charted      // the chart buckets as this walhook last stored them (see pgCommit.putCharts)
 }
@@ -115,7 +117,7 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 	}
 	loaded, _ := lru.New[string, *cdc.Event](loadedEvents)
 	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded, unpruned: map[string]int{},
-		channel: "walhook " + o.Schema}
+		channel: "walhook " + o.Schema, origin: rand.Text()}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("store at %s, schema %s: %w", RedactDSN(o.DSN), o.Schema, err)
@@ -530,7 +532,7 @@ func (c *pgCommit) run(b *Batch) (uint64, error) {
 			binary.BigEndian.AppendUint64(nil, stored))
 	}
 	if n := len(c.queued); n > 0 {
-		c.late.Queue(`SELECT pg_notify($1, $2)`, c.s.channel, seqNote(c.queued[n-1].Seq))
+		c.late.Queue(`SELECT pg_notify($1, $2)`, c.s.channel, c.s.origin+" "+seqNote(c.queued[n-1].Seq))
 	}
 	return stored, c.sendLate()
 }

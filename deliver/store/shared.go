@@ -61,7 +61,7 @@ type Note struct {
 
 // notify tells the walhooks listening, when tx commits.
 func (s *Postgres) notify(ctx context.Context, tx pgx.Tx, note string) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, note)
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.channel, s.origin+" "+note)
 	return err
 }
 
@@ -75,8 +75,8 @@ func (s *Postgres) execNoting(note, query string, args ...any) error {
 	})
 }
 
-// Listen calls f with what the walhooks sharing the store tell each other
-// (this one included), until ctx ends. When it starts to listen, also
+// Listen calls f with what the other walhooks sharing the store tell (what
+// this one tells, it knows), until ctx ends. When it starts to listen, also
 // after a lost connection, it calls f with every note set: what was told
 // while it did not listen is lost.
 func (s *Postgres) Listen(ctx context.Context, f func(Note)) {
@@ -109,12 +109,16 @@ func (s *Postgres) listen(ctx context.Context, f func(Note)) error {
 		if err != nil {
 			return err
 		}
-		switch seq, ok := strings.CutPrefix(n.Payload, "seq "); {
+		origin, note, _ := strings.Cut(n.Payload, " ")
+		if origin == s.origin {
+			continue
+		}
+		switch seq, ok := strings.CutPrefix(note, "seq "); {
 		case ok:
 			if v, err := strconv.ParseUint(seq, 10, 64); err == nil {
 				f(Note{Seq: v})
 			}
-		case n.Payload == noteWebhooks:
+		case note == noteWebhooks:
 			f(Note{Webhooks: true})
 		}
 	}
