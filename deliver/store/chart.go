@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -142,49 +143,54 @@ func (s *Bolt) Chart(name string) (Chart, error) {
 // putCharts stores a commit's chart buckets. Several walhooks sharing the
 // store each count their own attempts in the same buckets: what is stored
 // is the sum of their counts, each walhook adding what it counted since it
-// last stored (or loaded) the bucket; the depth is the latest seen.
-func (c *pgCommit) putCharts(charts []ChartBucket) error {
+// last stored (or loaded) the bucket; the depth is the latest seen. stored
+// are the buckets readCharts read.
+func (c *pgCommit) putCharts(charts []ChartBucket, stored map[chartKey]Bucket) {
 	if len(charts) == 0 {
-		return nil
+		return
+	}
+	names := make([]string, len(charts))
+	slots := make([]int16, len(charts))
+	buckets := make([][]byte, len(charts))
+	c.charted = make(map[chartKey]Bucket, len(charts))
+	for i := range charts {
+		key := chartKey{charts[i].Webhook, charts[i].Slot}
+		merged := mergeBucket(stored[key], charts[i].Bucket, c.s.charted.get(key))
+		names[i], slots[i], buckets[i] = key.webhook, int16(key.slot), encodeBucket(&merged)
+		c.charted[key] = charts[i].Bucket
+	}
+	c.later(`INSERT INTO {s}.charts (webhook, slot, bucket) SELECT * FROM unnest($1::text[], $2::smallint[], $3::bytea[])
+		ON CONFLICT (webhook, slot) DO UPDATE SET bucket = excluded.bucket`, names, slots, buckets)
+}
+
+// readCharts queues in b the read of the stored buckets of charts, locked
+// until the commit; the map is filled when b is sent.
+func (c *pgCommit) readCharts(b *pgx.Batch, charts []ChartBucket) map[chartKey]Bucket {
+	stored := map[chartKey]Bucket{}
+	if len(charts) == 0 {
+		return stored
 	}
 	names := make([]string, len(charts))
 	slots := make([]int16, len(charts))
 	for i := range charts {
 		names[i], slots[i] = charts[i].Webhook, int16(charts[i].Slot)
 	}
-	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT c.webhook, c.slot, c.bucket FROM {s}.charts c JOIN unnest($1::text[], $2::smallint[]) AS u(webhook, slot)
-		ON c.webhook = u.webhook AND c.slot = u.slot ORDER BY 1, 2 FOR UPDATE OF c`), names, slots)
-	if err != nil {
-		return err
-	}
-	stored := map[chartKey]Bucket{}
-	for rows.Next() {
-		var name string
-		var slot int16
-		var v []byte
-		if err := rows.Scan(&name, &slot, &v); err != nil {
-			rows.Close()
-			return err
+	b.Queue(c.s.sql(`SELECT c.webhook, c.slot, c.bucket FROM {s}.charts c JOIN unnest($1::text[], $2::smallint[]) AS u(webhook, slot)
+		ON c.webhook = u.webhook AND c.slot = u.slot ORDER BY 1, 2 FOR UPDATE OF c`), names, slots).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			var slot int16
+			var v []byte
+			if err := rows.Scan(&name, &slot, &v); err != nil {
+				return err
+			}
+			if bk, err := decodeBucket(v); err == nil {
+				stored[chartKey{name, int(slot)}] = bk
+			}
 		}
-		if b, err := decodeBucket(v); err == nil {
-			stored[chartKey{name, int(slot)}] = b
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	buckets := make([][]byte, len(charts))
-	c.charted = make(map[chartKey]Bucket, len(charts))
-	for i := range charts {
-		key := chartKey{charts[i].Webhook, charts[i].Slot}
-		merged := mergeBucket(stored[key], charts[i].Bucket, c.s.charted.get(key))
-		buckets[i] = encodeBucket(&merged)
-		c.charted[key] = charts[i].Bucket
-	}
-	c.later(`INSERT INTO {s}.charts (webhook, slot, bucket) SELECT * FROM unnest($1::text[], $2::smallint[], $3::bytea[])
-		ON CONFLICT (webhook, slot) DO UPDATE SET bucket = excluded.bucket`, names, slots, buckets)
-	return nil
+		return rows.Err()
+	})
+	return stored
 }
 
 // chartKey is a bucket of a webhook's chart.

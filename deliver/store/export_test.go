@@ -15,3 +15,11 @@ func SetFillChunk(n int) (restore func()) {
 	fillChunk = n
 	return func() { fillChunk = was }
 }
+
+// SetPruneSweep changes how often a prune reads all of a webhook's
+// successes, for a test; restore puts it back.
+func SetPruneSweep(n int) (restore func()) {
+	was := pruneSweep
+	pruneSweep = n
+	return func() { pruneSweep = was }
+}

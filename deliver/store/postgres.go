@@ -64,11 +64,12 @@ type Postgres struct {
 	// unpruned counts the successes stored per webhook since its last
 	// prune; Commit's alone (see pruneEvery).
 	unpruned map[string]int
-	epoch    atomic.Int64 // this leader's (see Lead); 0: not checked
-	channel  string       // of the notes between walhooks sharing the store (see Listen)
-	origin   string       // this store's in its notes: a walhook does not hear its own
-	counted  counted      // the counters as this walhook last stored them (see pgCommit.counters)
-	charted  charted      // the chart buckets as this walhook last stored them (see pgCommit.putCharts)
+	prunes   map[string]pruned // Commit's alone, as unpruned
+	epoch    atomic.Int64      // this leader's (see Lead); 0: not checked
+	channel  string            // of the notes between walhooks sharing the store (see Listen)
+	origin   string            // this store's in its notes: a walhook does not hear its own
+	counted  counted           // the counters as this walhook last stored them (see pgCommit.counters)
+	charted  charted           // the chart buckets as this walhook last stored them (see pgCommit.putCharts)
 }
 
 // RedactDSN hides the password of a connection string, URL or key=value
@@ -116,7 +117,7 @@ func OpenPostgres(ctx context.Context, o PostgresOptions) (*Postgres, error) {
 		return nil, fmt.Errorf("open store at %s: %w", RedactDSN(o.DSN), err)
 	}
 	loaded, _ := lru.New[string, *cdc.Event](loadedEvents)
-	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded, unpruned: map[string]int{},
+	s := &Postgres{pool: pool, schema: pgx.Identifier{o.Schema}.Sanitize(), retention: o.Retention, log: o.Logger, loaded: loaded, unpruned: map[string]int{}, prunes: map[string]pruned{},
 		channel: "walhook " + o.Schema, origin: rand.Text()}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
@@ -171,20 +172,31 @@ func (s *Postgres) Lead(ctx context.Context) error {
 // on. Outcomes and redeliveries are not fenced: every walhook sharing the
 // store writes those. It returns the durable position stored.
 func (s *Postgres) seqLock(ctx context.Context, tx pgx.Tx, fence bool) (uint64, error) {
-	var v []byte
-	var epoch *int64
-	err := tx.QueryRow(ctx, s.sql(`SELECT (SELECT value FROM {s}.meta WHERE key = 'durable_lsn'),
-		(SELECT epoch FROM {s}.leader WHERE id = 1 FOR SHARE) FROM pg_advisory_xact_lock($1, hashtext($2))`), leaderKey+1, s.schema).Scan(&v, &epoch)
-	if err != nil {
-		return 0, err
-	}
-	if mine := s.epoch.Load(); fence && mine != 0 && (epoch == nil || *epoch != mine) {
-		return 0, ErrFenced
-	}
-	if len(v) == 8 {
-		return binary.BigEndian.Uint64(v), nil
-	}
-	return 0, nil
+	var b pgx.Batch
+	var persisted uint64
+	s.queueSeqLock(&b, fence, &persisted)
+	err := tx.SendBatch(ctx, &b).Close()
+	return persisted, err
+}
+
+// queueSeqLock queues seqLock's statement in b, to be sent with others:
+// the durable position goes to persisted.
+func (s *Postgres) queueSeqLock(b *pgx.Batch, fence bool, persisted *uint64) {
+	b.Queue(s.sql(`SELECT (SELECT value FROM {s}.meta WHERE key = 'durable_lsn'),
+		(SELECT epoch FROM {s}.leader WHERE id = 1 FOR SHARE) FROM pg_advisory_xact_lock($1, hashtext($2))`), leaderKey+1, s.schema).QueryRow(func(row pgx.Row) error {
+		var v []byte
+		var epoch *int64
+		if err := row.Scan(&v, &epoch); err != nil {
+			return err
+		}
+		if mine := s.epoch.Load(); fence && mine != 0 && (epoch == nil || *epoch != mine) {
+			return ErrFenced
+		}
+		if len(v) == 8 {
+			*persisted = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
 }
 
 // sql puts the store's schema in place of {s}.
@@ -469,6 +481,7 @@ func (s *Postgres) Commit(b *Batch) ([]Queued, error) {
 	for _, name := range c.pruned {
 		s.unpruned[name] = 0
 	}
+	maps.Copy(s.prunes, c.prunes)
 	s.counted.set(c.counted)
 	s.charted.set(c.charted)
 	return c.queued, nil
@@ -486,10 +499,11 @@ type pgCommit struct {
 	ctx    context.Context
 	tx     pgx.Tx
 	queued []Queued
-	derefs map[string]int32 // references dropped per event, applied at the end
-	added  map[string]int   // successes added per webhook
-	pruned []string         // webhooks pruned
-	late   pgx.Batch        // writes sent at the end (later)
+	derefs map[string]int32  // references dropped per event, applied at the end
+	added  map[string]int    // successes added per webhook
+	pruned []string          // webhooks pruned
+	prunes map[string]pruned // where their prunes got to
+	late   pgx.Batch         // writes sent at the end (later)
 	// counted and charted are Batch.Counters and Charts, noted in
 	// Postgres.counted and charted once the transaction is committed.
 	counted map[string]Counters
@@ -498,16 +512,17 @@ type pgCommit struct {
 
 // run writes the batch and returns the durable position it stored.
 func (c *pgCommit) run(b *Batch) (uint64, error) {
-	persisted, err := c.s.seqLock(c.ctx, c.tx, len(b.Appends) > 0)
-	if err != nil {
+	// The lock and the rows the commit adds to, in one round trip.
+	var first pgx.Batch
+	var persisted uint64
+	c.s.queueSeqLock(&first, len(b.Appends) > 0, &persisted)
+	counters := c.readCounters(&first, b.Counters)
+	charts := c.readCharts(&first, b.Charts)
+	if err := c.tx.SendBatch(c.ctx, &first).Close(); err != nil {
 		return 0, err
 	}
-	if err := c.counters(b.Counters); err != nil {
-		return 0, err
-	}
-	if err := c.putCharts(b.Charts); err != nil {
-		return 0, err
-	}
+	c.counters(b.Counters, counters)
+	c.putCharts(b.Charts, charts)
 	if err := c.outcomes(b.Outcomes); err != nil {
 		return 0, err
 	}
@@ -548,14 +563,7 @@ func (c *pgCommit) sendLate() error {
 	if c.late.Len() == 0 {
 		return nil
 	}
-	br := c.tx.SendBatch(c.ctx, &c.late)
-	for range c.late.Len() {
-		if _, err := br.Exec(); err != nil {
-			br.Close()
-			return err
-		}
-	}
-	return br.Close()
+	return c.tx.SendBatch(c.ctx, &c.late).Close()
 }
 
 func (c *pgCommit) putMeta(key string, value []byte) error {
@@ -567,41 +575,40 @@ func (c *pgCommit) putMeta(key string, value []byte) error {
 // counted since it last stored them: the walhooks sharing the store each
 // count their own attempts, and the stored sums are everybody's. The
 // latest status is the latest attempt's, whoever made it.
-func (c *pgCommit) counters(m map[string]Counters) error {
-	if len(m) == 0 {
-		return nil
-	}
-	names := slices.Sorted(maps.Keys(m)) // one order: walhooks committing together do not deadlock
-	rows, err := c.tx.Query(c.ctx, c.s.sql(`SELECT webhook, value FROM {s}.counters WHERE webhook = ANY($1) ORDER BY webhook FOR UPDATE`), names)
-	if err != nil {
-		return err
-	}
-	stored := map[string]Counters{}
-	for rows.Next() {
-		var name string
-		var v []byte
-		if err := rows.Scan(&name, &v); err != nil {
-			rows.Close()
-			return err
-		}
-		var st Counters
-		if err := json.Unmarshal(v, &st); err != nil {
-			c.s.log.Error("unreadable counters counted afresh", "webhook", name, "err", err)
-		}
-		stored[name] = st
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	for _, name := range names {
+func (c *pgCommit) counters(m, stored map[string]Counters) {
+	for _, name := range slices.Sorted(maps.Keys(m)) {
 		now := m[name]
 		st := stored[name].add(now.minus(c.s.counted.get(name)))
 		c.later(`INSERT INTO {s}.counters (webhook, value) VALUES ($1, $2) ON CONFLICT (webhook) DO UPDATE SET value = excluded.value`,
 			name, marshalCounters(st))
 	}
 	c.counted = m
-	return nil
+}
+
+// readCounters queues in b the read of the stored counters of m's
+// webhooks, locked until the commit; the map is filled when b is sent.
+func (c *pgCommit) readCounters(b *pgx.Batch, m map[string]Counters) map[string]Counters {
+	stored := map[string]Counters{}
+	if len(m) == 0 {
+		return stored
+	}
+	names := slices.Sorted(maps.Keys(m)) // one order: walhooks committing together do not deadlock
+	b.Queue(c.s.sql(`SELECT webhook, value FROM {s}.counters WHERE webhook = ANY($1) ORDER BY webhook FOR UPDATE`), names).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var name string
+			var v []byte
+			if err := rows.Scan(&name, &v); err != nil {
+				return err
+			}
+			var st Counters
+			if err := json.Unmarshal(v, &st); err != nil {
+				c.s.log.Error("unreadable counters counted afresh", "webhook", name, "err", err)
+			}
+			stored[name] = st
+		}
+		return rows.Err()
+	})
+	return stored
 }
 
 // counted is, per webhook, the counters as this walhook last stored them,
@@ -725,11 +732,54 @@ func (c *pgCommit) deleteDeliveries(query string, args ...any) error {
 	return rows.Err()
 }
 
-// prune deletes a webhook's oldest successes beyond the retention.
+// prune deletes a webhook's oldest successes beyond the retention: those
+// up to the newest success the retention leaves out, and above the
+// previous prune's bound. The index of statuses keeps the entries of the
+// rows pruned before until a vacuum; a prune that went down to the first
+// sequence each time read all of them again, and took longer with every
+// prune. Every pruneSweep-th prune goes down to the first sequence, for
+// the successes of retries that completed below an earlier bound.
 func (c *pgCommit) prune(name string) error {
-	return c.deleteDeliveries(`DELETE FROM {s}.deliveries WHERE webhook = $1 AND status = 's' AND seq IN (
-		SELECT seq FROM {s}.deliveries WHERE webhook = $1 AND status = 's' ORDER BY seq DESC OFFSET $2) RETURNING event_id`, name, c.s.retention)
+	p := c.s.prunes[name]
+	from := p.to
+	if p.n%pruneSweep == 0 {
+		from = 0
+	}
+	rows, err := c.tx.Query(c.ctx, c.s.sql(`WITH bound AS (
+			SELECT seq FROM {s}.deliveries WHERE webhook = $1 AND status = 's' ORDER BY seq DESC OFFSET $2 LIMIT 1)
+		DELETE FROM {s}.deliveries d USING bound WHERE d.webhook = $1 AND d.status = 's' AND d.seq > $3 AND d.seq <= bound.seq
+		RETURNING d.event_id, bound.seq`), name, c.s.retention, int64(from))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	to := p.to
+	for rows.Next() {
+		var id string
+		var bound int64
+		if err := rows.Scan(&id, &bound); err != nil {
+			return err
+		}
+		c.derefs[id]++
+		to = max(to, uint64(bound))
+	}
+	if c.prunes == nil {
+		c.prunes = map[string]pruned{}
+	}
+	c.prunes[name] = pruned{n: p.n + 1, to: to}
+	return rows.Err()
 }
+
+// pruned is where a webhook's prunes got to: how many ran, and the
+// sequence up to which they deleted.
+type pruned struct {
+	n  int
+	to uint64
+}
+
+// pruneSweep: every pruneSweep-th prune of a webhook reads all its
+// successes, down to the first.
+var pruneSweep = 50
 
 // applyDerefs drops the references gathered, and the events left without.
 func (c *pgCommit) applyDerefs() error {

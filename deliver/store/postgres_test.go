@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -508,5 +509,65 @@ func TestPostgresFindBounded(t *testing.T) {
 		if found != want || calls != 2 {
 			t.Errorf("%s: %d found in %d calls after the first, want %d in 2 (12 deliveries read 5 at a time)", action, found, calls, want)
 		}
+	}
+}
+
+// TestPostgresPruneStragglers: a prune deletes above the previous one's
+// bound; a success that completed below it (a retry) is deleted by the
+// next prune that sweeps from the first sequence.
+func TestPostgresPruneStragglers(t *testing.T) {
+	defer store.SetPruneSweep(2)()
+	s, err := openPostgres(t, "walhook_prune_stragglers", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	tx := &cdc.Tx{CommitLSN: 0x3000, EndLSN: 0x3001}
+	var targets [][]string
+	for i := range 12 {
+		tx.Events = append(tx.Events, cdc.Event{ID: cdc.EventID(0x3000, uint32(i)), CommitLSN: 0x3000, Index: uint32(i),
+			Schema: "public", Table: "orders", Action: cdc.ActionCreate, Entity: "orders", EntityID: fmt.Sprint(i)})
+		targets = append(targets, []string{"h"})
+	}
+	queued, err := s.Commit(&store.Batch{Appends: []store.Append{{Tx: tx, Targets: targets}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	succeed := func(idx ...int) {
+		t.Helper()
+		var outs []store.Outcome
+		for _, i := range idx {
+			rec := *queued[i].Record
+			rec.Status = store.StatusSuccess
+			outs = append(outs, store.Outcome{Webhook: "h", Seq: queued[i].Seq, Record: &rec, Done: true})
+		}
+		if _, err := s.Commit(&store.Batch{Outcomes: outs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept := func() []uint64 {
+		t.Helper()
+		ds, err := s.Deliveries("h", 100, store.StatusSuccess)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs []uint64
+		for _, d := range ds {
+			seqs = append(seqs, d.Seq)
+		}
+		return seqs
+	}
+	// One success a commit, each commit a prune; every second one sweeps.
+	for _, i := range []int{0, 2, 3, 4, 5, 6, 7} {
+		succeed(i)
+	}
+	succeed(1) // a retry's success, below the bound: this prune (not a sweep) does not reach it
+	if got := kept(); len(got) != 4 || !slices.Contains(got, queued[1].Seq) {
+		t.Errorf("successes after the straggler: %v, want the 3 newest and the straggler %d", got, queued[1].Seq)
+	}
+	succeed(8) // a sweep
+	want := []uint64{queued[8].Seq, queued[7].Seq, queued[6].Seq}
+	if got := kept(); !slices.Equal(got, want) {
+		t.Errorf("successes after a sweep: %v, want %v (the retention's 3 newest)", got, want)
 	}
 }
