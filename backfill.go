@@ -111,13 +111,22 @@ func (a *App) resumeBackfill() {
 	}
 }
 
-// Backfill is webhook name's latest backfill since walhook started.
+// Backfill is webhook name's latest backfill since walhook started; on a
+// walhook sharing its store that does not lead, the one under way on the
+// leader, as the store keeps it.
 func (a *App) Backfill(name string) (admin.BackfillStatus, bool) {
-	v, ok := a.backfills.Load(name)
-	if !ok {
+	if v, ok := a.backfills.Load(name); ok && (a.pg == nil || a.leads.Load()) {
+		return v.(*backfillRun).status(), true
+	}
+	if a.pg == nil {
 		return admin.BackfillStatus{}, false
 	}
-	return v.(*backfillRun).status(), true
+	raw, err := a.pg.Backfill()
+	var state backfillState
+	if err != nil || raw == nil || json.Unmarshal(raw, &state) != nil || state.Webhook != name {
+		return admin.BackfillStatus{}, false
+	}
+	return admin.BackfillStatus{Webhook: name, Tables: state.Tables, State: "running", StartedAt: state.StartedAt, RunsOn: a.leaderName()}, true
 }
 
 // backfillable is webhook name if a backfill's rows can reach it: it

@@ -228,13 +228,17 @@ func (a *App) mustLead() error {
 	if a.pg == nil || a.leads.Load() {
 		return nil
 	}
-	where := "another walhook"
+	return fmt.Errorf("%w: backfills run on the walhook that does, %s: send the request there", admin.ErrNotLeader, a.leaderName())
+}
+
+// leaderName names the walhook that leads the store, as its renewals say.
+func (a *App) leaderName() string {
 	if ins, err := a.pg.Instances(); err == nil {
 		for _, in := range ins {
 			if in.Leader {
-				where = fmt.Sprintf("the walhook at %s (%s)", in.Admin, in.Name)
+				return fmt.Sprintf("the walhook at %s (%s)", in.Admin, in.Name)
 			}
 		}
 	}
-	return fmt.Errorf("%w: backfills run on the walhook that does, %s: send the request there", admin.ErrNotLeader, where)
+	return "another walhook"
 }

@@ -91,6 +91,18 @@ func TestSharedStore(t *testing.T) {
 		return httpStatus("http://"+admins[other]+"/api/webhooks/api-made") == 404
 	})
 
+	// A backfill runs on the leader: the other says so, naming it.
+	resp, err = http.Post("http://"+admins[other]+"/api/webhooks/items/backfill", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal struct{ Error string }
+	json.NewDecoder(resp.Body).Decode(&refusal)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(refusal.Error, "the walhook at "+admins[leader]) {
+		t.Errorf("a backfill asked of the walhook that does not lead: %d %q, want 409 naming the leader at %s", resp.StatusCode, refusal.Error, admins[leader])
+	}
+
 	db, c, _ := seededChurn(t, dsn, 2000)
 	if err := c.run(ctx, db, 3000); err != nil {
 		t.Fatal(err)

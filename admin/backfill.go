@@ -31,6 +31,9 @@ type BackfillStatus struct {
 	Resumed   bool       `json:"resumed,omitempty"` // after a restart, from where the stored rows ended
 	StartedAt time.Time  `json:"started_at"`
 	EndedAt   *time.Time `json:"ended_at,omitempty"`
+	// RunsOn names the walhook that runs it, when that is another one
+	// sharing the store (its counts are then not known here).
+	RunsOn string `json:"runs_on,omitempty"`
 }
 
 // ErrBackfillInvalid marks a backfill request the user must change (422).
