@@ -70,7 +70,7 @@ func TestOwnPartitions(t *testing.T) {
 		}
 	}
 	want := entities * 2 * rounds
-	waitFor(t, 20*time.Second, "every delivery", func() bool { return distinct(t, rc) == want })
+	waitFor(t, 20*time.Second, "every delivery", func() bool { return distinct(rc) == want })
 	last := map[string]int{}
 	for _, r := range rc.requests() {
 		id, v := entityOf(t, r), versionOf(t, r)
@@ -83,7 +83,7 @@ func TestOwnPartitions(t *testing.T) {
 
 // distinct counts the distinct events received (a request aborted by a
 // change of partitions goes out again under the same id).
-func distinct(t *testing.T, rc *receiver) int {
+func distinct(rc *receiver) int {
 	seen := map[string]bool{}
 	for _, r := range rc.requests() {
 		seen[r.Header.Get("Webhook-Id")] = true
