@@ -1203,7 +1203,12 @@ func (s *Postgres) redeliverIn(ctx context.Context, tx pgx.Tx, name string, seq 
 
 // inTx runs f in a transaction and commits it.
 func (s *Postgres) inTx(f func(context.Context, pgx.Tx) error) error {
-	ctx, cancel := callContext()
+	return s.inTxWithin(callTimeout, f)
+}
+
+// inTxWithin is inTx, the transaction bounded by d.
+func (s *Postgres) inTxWithin(d time.Duration, f func(context.Context, pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return f(ctx, tx) })
 }

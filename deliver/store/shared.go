@@ -30,11 +30,14 @@ import (
 const Lease = 10 * time.Second
 
 // claimEvery is how often a walhook renews its leases and looks for its
-// share; stopEarly is how long before its leases end, by its own clock, a
-// walhook that could not renew them stops delivering.
+// share, and how long a renewal may take; stopEarly is how long before its
+// leases end, by its own clock, a walhook that could not renew them starts
+// to stop delivering: time enough for a renewal that does not answer to
+// fail and for the requests under way to end or be aborted (see
+// deliver.Queue.Own).
 const (
 	claimEvery = 2 * time.Second
-	stopEarly  = 2 * time.Second
+	stopEarly  = 5 * time.Second
 )
 
 // Instance is a walhook sharing the store, as it says in its latest renewal.
@@ -162,10 +165,10 @@ func (s *Postgres) Claim(ctx context.Context, me Instance, leader func() bool, o
 		if err == nil {
 			deadline, failing = start.Add(Lease-stopEarly), false
 			if renewed != held {
-				// Leases that ran out and were taken: this walhook stopped
-				// too late. Not expected; said loudly.
+				// Leases that ran out before this walhook renewed them: it
+				// should have stopped delivering them already. Said loudly.
 				if lost := held &^ renewed; lost != 0 {
-					s.log.Error("store: partitions were taken by another walhook before this one gave them up", "parts", lost.List())
+					s.log.Error("store: the leases of partitions ran out before this walhook renewed them; another may deliver them now", "parts", lost.List())
 				}
 				held = renewed
 				own(held)
@@ -217,7 +220,7 @@ func (p Parts) highest(n int) Parts {
 // renew says this walhook is alive, renews the leases it holds and
 // returns them with the count of walhooks alive.
 func (s *Postgres) renew(me Instance) (held Parts, live int, err error) {
-	err = s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+	err = s.inTxWithin(claimEvery, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, s.sql(`INSERT INTO {s}.instances (id, name, admin, config, leader, seen_at) VALUES ($1, $2, $3, $4, $5, now())
 			ON CONFLICT (id) DO UPDATE SET name = excluded.name, admin = excluded.admin, config = excluded.config, leader = excluded.leader, seen_at = now()`),
 			me.ID, me.Name, me.Admin, me.Config, me.Leader); err != nil {
@@ -243,7 +246,7 @@ func (s *Postgres) renew(me Instance) (held Parts, live int, err error) {
 // take takes up to n partitions nobody holds, or whose leases ran out.
 func (s *Postgres) take(id string, n int) (Parts, error) {
 	var got Parts
-	err := s.inTx(func(ctx context.Context, tx pgx.Tx) error {
+	err := s.inTxWithin(claimEvery, func(ctx context.Context, tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, s.sql(`UPDATE {s}.partitions SET owner = $1, lease_until = now() + $3::interval WHERE part IN (
 			SELECT part FROM {s}.partitions WHERE owner IS NULL OR lease_until <= now() ORDER BY part LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING part`),
 			id, n, Lease.String())
