@@ -90,7 +90,7 @@ func (q *Queue) commitLoop() {
 			for _, f := range flushes {
 				close(f)
 			}
-			flushes = flushes[:0]
+			flushes = emptied(flushes)
 		}
 	fill:
 		for len(batch) < maxBatch && events < maxBatchEvents && len(outcomes) < maxOutcomes {
@@ -119,7 +119,7 @@ func (q *Queue) commitLoop() {
 				// position was confirmed): only the outcomes are kept.
 				q.log.Warn("another walhook leads the store now: the events this one had not stored are left to it", "transactions", len(batch), "events", events)
 				q.gate.release(events)
-				batch, events = batch[:0], 0
+				batch, events = emptied(batch), 0
 				continue
 			}
 			if !q.retryCommit(err, items) {
@@ -130,12 +130,23 @@ func (q *Queue) commitLoop() {
 		}
 		q.storeWorks()
 		q.gate.release(events)
-		batch, events = batch[:0], 0
+		batch, events = emptied(batch), 0
 		if withOutcomes {
-			outcomes = outcomes[:0]
+			outcomes = emptied(outcomes)
 			flushed()
 		}
 	}
+}
+
+// emptied is s cleared for reuse. Only cleared: an item left behind
+// in the backing array past the length is still reachable, and after a
+// backlog (a store that failed, a restart) the batch's 2,048 items and
+// the outcomes' 8,192 held their transactions' events and the attempts'
+// headers and bodies as long as walhook ran, tens of MB
+// (docs/bench-records/2026-12-06-29-full-disk.txt).
+func emptied[S ~[]E, E any](s S) S {
+	clear(s)
+	return s[:0]
 }
 
 // outcomeLinger is how long a delivery outcome may wait for its commit.
@@ -154,14 +165,22 @@ const maxOutcomes = 8192
 // (docs/bench-records/2026-11-29-5-perf.txt).
 const maxWaitingEvents = maxBatchEvents
 
+// faultWaitingEvents is maxWaitingEvents while the store cannot commit
+// (see retryCommit). Reading has paused then anyway, and each retry builds
+// the whole batch again in the store's transaction: a batch's worth held
+// and built again was what grew walhook's memory most on a full disk
+// (docs/bench-records/2026-12-06-29-full-disk.txt).
+const faultWaitingEvents = 1000
+
 // eventGate counts the events handed to the committer and not yet
 // committed. Write (the Reader writes from one loop) and a backfill's
 // WriteBackfill wait on it; each release wakes one of them, and whoever
 // passes is released by a later commit, which wakes the next.
 type eventGate struct {
-	mu   sync.Mutex
-	n    int
-	free chan struct{} // signalled when n drops
+	mu      sync.Mutex
+	n       int
+	failing bool          // the store cannot commit: the bound is faultWaitingEvents
+	free    chan struct{} // signalled when n drops or the bound rises
 }
 
 // acquire waits until n more events fit. A single item bigger than the
@@ -169,7 +188,11 @@ type eventGate struct {
 func (g *eventGate) acquire(ctx context.Context, closed <-chan struct{}, n int) error {
 	for {
 		g.mu.Lock()
-		if g.n == 0 || g.n+n <= maxWaitingEvents {
+		bound := maxWaitingEvents
+		if g.failing {
+			bound = faultWaitingEvents
+		}
+		if g.n == 0 || g.n+n <= bound {
 			g.n += n
 			g.mu.Unlock()
 			return nil
@@ -192,6 +215,22 @@ func (g *eventGate) release(n int) {
 	g.mu.Lock()
 	g.n -= n
 	g.mu.Unlock()
+	g.wake()
+}
+
+// setFailing lowers the bound to faultWaitingEvents while the store
+// cannot commit, and raises it again when it can. Events already let
+// through stay; only what comes next waits.
+func (g *eventGate) setFailing(failing bool) {
+	g.mu.Lock()
+	g.failing = failing
+	g.mu.Unlock()
+	if !failing {
+		g.wake()
+	}
+}
+
+func (g *eventGate) wake() {
 	select {
 	case g.free <- struct{}{}:
 	default:

@@ -10,16 +10,22 @@ import (
 // While the store cannot commit (a full or read-only file system, a
 // PostgreSQL store that is down), walhook holds what is waiting and
 // nothing more: the reader's Write stops at the events already handed over
-// (eventGate), a worker waits with its attempt's outcome instead of
-// retrying and piling up more (send), and the committer tries a probe that
-// costs a page rather than building the whole batch again every second.
+// (eventGate, whose bound drops to faultWaitingEvents, so that little is
+// held and built again at each retry), a worker waits with its attempt's
+// outcome instead of retrying and piling up more (send), and the committer
+// tries a probe that costs a page rather than building the whole batch
+// again every second.
 // Building it again was what grew walhook's memory on a full disk: tens of
 // MB of garbage a second, held at its peak while bbolt wrote, with the
 // outcomes of retries against a receiver that was down growing the batch
 // to its limit.
 
 // prober is a store that can tell cheaply whether it writes again
-// (store.Bolt). A store without Probe is tried with the batch itself.
+// (store.Bolt, store.Postgres). A store without Probe is tried with the
+// batch itself. On a full disk bbolt's probe may pass while the batch
+// still fails (a free page is reused, the batch needs the file to grow):
+// the batch is then tried every maxRetryWait, which costs little as long
+// as little waits (faultWaitingEvents).
 type prober interface {
 	Probe() error
 }
@@ -50,6 +56,7 @@ const (
 // the store's probe passes. It returns false when the Queue closes
 // meanwhile.
 func (q *Queue) retryCommit(err error, items []commitItem) bool {
+	q.gate.setFailing(true) // before Healthy says so (tests wait on that)
 	e := fmt.Errorf("store commit: %w", err)
 	q.health.Store(&e)
 	f := &q.fault
@@ -101,6 +108,7 @@ func (q *Queue) storeWorks() {
 		return
 	}
 	f.back.Store(nil)
+	q.gate.setFailing(false)
 	close(*back)
 	q.metrics.storeHealthy.Set(1)
 	q.log.Info("store commits again: reading the WAL resumes", "failed_for", time.Since(f.since).Round(time.Second).String(), "tries", f.tries)
