@@ -3,8 +3,6 @@ package store
 import (
 	"encoding/binary"
 	"fmt"
-	"maps"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -223,53 +221,6 @@ func mergeBucket(stored, now, mine Bucket) Bucket {
 	return out
 }
 
-// charted is, per bucket, what this walhook last stored or loaded of it.
-type charted struct {
-	mu sync.Mutex
-	m  map[chartKey]Bucket
-}
-
-func (c *charted) get(k chartKey) Bucket {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[k]
-}
-
-// load notes the buckets of a chart loaded, those not noted before.
-func (c *charted) load(name string, ch *Chart) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[chartKey]Bucket{}
-	}
-	for slot := range ch {
-		if k := (chartKey{name, slot}); ch[slot].Start != 0 {
-			if _, ok := c.m[k]; !ok {
-				c.m[k] = ch[slot]
-			}
-		}
-	}
-}
-
-func (c *charted) set(m map[chartKey]Bucket) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[chartKey]Bucket{}
-	}
-	maps.Copy(c.m, m)
-}
-
-func (c *charted) forget(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for k := range c.m {
-		if k.webhook == name {
-			delete(c.m, k)
-		}
-	}
-}
-
 // Chart reads a webhook's chart; a webhook without one has empty buckets.
 func (s *Postgres) Chart(name string) (Chart, error) {
 	ctx, cancel := callContext()
@@ -296,6 +247,10 @@ func (s *Postgres) Chart(name string) (Chart, error) {
 	if err := rows.Err(); err != nil {
 		return Chart{}, err
 	}
-	s.charted.load(name, &c)
+	for slot := range c {
+		if c[slot].Start != 0 {
+			s.charted.first(chartKey{name, slot}, c[slot])
+		}
+	}
 	return c, nil
 }

@@ -64,12 +64,12 @@ type Postgres struct {
 	// unpruned counts the successes stored per webhook since its last
 	// prune; Commit's alone (see pruneEvery).
 	unpruned map[string]int
-	prunes   map[string]pruned // Commit's alone, as unpruned
-	epoch    atomic.Int64      // this leader's (see Lead); 0: not checked
-	channel  string            // of the notes between walhooks sharing the store (see Listen)
-	origin   string            // this store's in its notes: a walhook does not hear its own
-	counted  counted           // the counters as this walhook last stored them (see pgCommit.counters)
-	charted  charted           // the chart buckets as this walhook last stored them (see pgCommit.putCharts)
+	prunes   map[string]pruned       // Commit's alone, as unpruned
+	epoch    atomic.Int64            // this leader's (see Lead); 0: not checked
+	channel  string                  // of the notes between walhooks sharing the store (see Listen)
+	origin   string                  // this store's in its notes: a walhook does not hear its own
+	counted  noted[string, Counters] // the counters as this walhook last stored them (see pgCommit.counters)
+	charted  noted[chartKey, Bucket] // the chart buckets as this walhook last stored them (see pgCommit.putCharts)
 }
 
 // RedactDSN hides the password of a connection string, URL or key=value
@@ -342,95 +342,98 @@ func (s *Postgres) migrate(ctx context.Context) error {
 // fillChunk is the rows a migration's statement fills at once.
 var fillChunk = 10000
 
-// fillSearchColumns copies the entity id, event name and creation time of
-// the deliveries stored before version 2 out of their records into the
-// columns version 2 added, a chunk of rows per statement, each from where
-// the last ended (by the primary key: linear in the table).
-func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
+// fillByKey goes through the deliveries query selects (its $1, $2 and $3
+// are the key it starts after and the chunk's size; it orders by the key),
+// a chunk at a time from where the last ended by the primary key (linear
+// in the table), scanning each row with scan, which returns the row's key,
+// and writing each chunk with write.
+func fillByKey(ctx context.Context, tx pgx.Tx, query string, scan func(pgx.Rows) (string, int64, error), write func() error) error {
 	lastName, lastSeq := "", int64(-1)
 	for {
-		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, record FROM {s}.deliveries
-			WHERE (webhook, seq) > ($1, $2) AND created_at IS NULL ORDER BY webhook, seq LIMIT $3`), lastName, lastSeq, fillChunk)
+		rows, err := tx.Query(ctx, query, lastName, lastSeq, fillChunk)
 		if err != nil {
 			return err
 		}
-		var (
-			names, entities, events []string
-			seqs                    []int64
-			created                 []time.Time
-		)
-		for rows.Next() {
-			var name string
-			var seq int64
-			var v []byte
-			if err := rows.Scan(&name, &seq, &v); err != nil {
+		n := 0
+		for ; rows.Next(); n++ {
+			if lastName, lastSeq, err = scan(rows); err != nil {
 				rows.Close()
 				return err
 			}
-			rec := &Record{}
-			if r, err := decodeRecord(v); err == nil {
-				rec = r
-			} else {
-				s.log.Error("unreadable delivery left out of searches", "webhook", name, "seq", seq, "err", err)
-			}
-			names, seqs = append(names, name), append(seqs, seq)
-			entities, events, created = append(entities, rec.EntityID), append(events, rec.Event), append(created, rec.CreatedAt)
 		}
 		rows.Close()
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if len(names) == 0 {
+		if n == 0 {
 			return nil
 		}
-		lastName, lastSeq = names[len(names)-1], seqs[len(seqs)-1]
-		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET entity_id = u.entity_id, event = u.event, created_at = u.created_at
-			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(webhook, seq, entity_id, event, created_at)
-			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, entities, events, created); err != nil {
+		if err := write(); err != nil {
 			return err
 		}
 	}
 }
 
+// fillSearchColumns copies the entity id, event name and creation time of
+// the deliveries stored before version 2 out of their records into the
+// columns version 2 added, a chunk of rows per statement.
+func (s *Postgres) fillSearchColumns(ctx context.Context, tx pgx.Tx) error {
+	var (
+		names, entities, events []string
+		seqs                    []int64
+		created                 []time.Time
+	)
+	return fillByKey(ctx, tx, s.sql(`SELECT webhook, seq, record FROM {s}.deliveries
+		WHERE (webhook, seq) > ($1, $2) AND created_at IS NULL ORDER BY webhook, seq LIMIT $3`), func(rows pgx.Rows) (string, int64, error) {
+		var name string
+		var seq int64
+		var v []byte
+		if err := rows.Scan(&name, &seq, &v); err != nil {
+			return "", 0, err
+		}
+		rec := &Record{}
+		if r, err := decodeRecord(v); err == nil {
+			rec = r
+		} else {
+			s.log.Error("unreadable delivery left out of searches", "webhook", name, "seq", seq, "err", err)
+		}
+		names, seqs = append(names, name), append(seqs, seq)
+		entities, events, created = append(entities, rec.EntityID), append(events, rec.Event), append(created, rec.CreatedAt)
+		return name, seq, nil
+	}, func() error {
+		_, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET entity_id = u.entity_id, event = u.event, created_at = u.created_at
+			FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[]) AS u(webhook, seq, entity_id, event, created_at)
+			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, entities, events, created)
+		names, seqs, entities, events, created = names[:0], seqs[:0], entities[:0], events[:0], created[:0]
+		return err
+	})
+}
+
 // fillParts sets the partition of the pending deliveries stored before
 // version 4, a chunk of rows per statement (the others are never read by
-// partition), as fillSearchColumns does.
+// partition).
 func (s *Postgres) fillParts(ctx context.Context, tx pgx.Tx) error {
-	lastName, lastSeq := "", int64(-1)
-	for {
-		rows, err := tx.Query(ctx, s.sql(`SELECT webhook, seq, coalesce(entity_id, '') FROM {s}.deliveries
-			WHERE (webhook, seq) > ($1, $2) AND status = 'p' AND part IS NULL ORDER BY webhook, seq LIMIT $3`), lastName, lastSeq, fillChunk)
-		if err != nil {
-			return err
+	var (
+		names []string
+		seqs  []int64
+		parts []int16
+	)
+	return fillByKey(ctx, tx, s.sql(`SELECT webhook, seq, coalesce(entity_id, '') FROM {s}.deliveries
+		WHERE (webhook, seq) > ($1, $2) AND status = 'p' AND part IS NULL ORDER BY webhook, seq LIMIT $3`), func(rows pgx.Rows) (string, int64, error) {
+		var name, id string
+		var seq int64
+		if err := rows.Scan(&name, &seq, &id); err != nil {
+			return "", 0, err
 		}
-		var (
-			names []string
-			seqs  []int64
-			parts []int16
-		)
-		for rows.Next() {
-			var name, id string
-			var seq int64
-			if err := rows.Scan(&name, &seq, &id); err != nil {
-				rows.Close()
-				return err
-			}
-			names, seqs, parts = append(names, name), append(seqs, seq), append(parts, int16(PartOf(id)))
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(names) == 0 {
-			return nil
-		}
-		lastName, lastSeq = names[len(names)-1], seqs[len(seqs)-1]
-		if _, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET part = u.part
+		names, seqs, parts = append(names, name), append(seqs, seq), append(parts, int16(PartOf(id)))
+		return name, seq, nil
+	}, func() error {
+		_, err := tx.Exec(ctx, s.sql(`UPDATE {s}.deliveries d SET part = u.part
 			FROM unnest($1::text[], $2::bigint[], $3::smallint[]) AS u(webhook, seq, part)
-			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, parts); err != nil {
-			return err
-		}
-	}
+			WHERE d.webhook = u.webhook AND d.seq = u.seq`), names, seqs, parts)
+		names, seqs, parts = names[:0], seqs[:0], parts[:0]
+		return err
+	})
 }
 
 // Schema is the store's schema, quoted.
@@ -611,44 +614,47 @@ func (c *pgCommit) readCounters(b *pgx.Batch, m map[string]Counters) map[string]
 	return stored
 }
 
-// counted is, per webhook, the counters as this walhook last stored them,
-// or loaded them first (Queue).
-type counted struct {
+// noted is, per key, what this walhook last stored, or loaded first, of
+// a sum the walhooks sharing the store add to (a webhook's counters, a
+// chart's bucket): what it adds next is what it counted since.
+type noted[K comparable, V any] struct {
 	mu sync.Mutex
-	m  map[string]Counters
+	m  map[K]V
 }
 
-func (c *counted) get(name string) Counters {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m[name]
+func (n *noted[K, V]) get(k K) V {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.m[k]
 }
 
-// first notes a webhook's counters as loaded, unless some were noted.
-func (c *counted) first(name string, st Counters) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.m[name]; !ok {
-		if c.m == nil {
-			c.m = map[string]Counters{}
+// first notes v as loaded for k, unless something was noted.
+func (n *noted[K, V]) first(k K, v V) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.m[k]; !ok {
+		if n.m == nil {
+			n.m = map[K]V{}
 		}
-		c.m[name] = st
+		n.m[k] = v
 	}
 }
 
-func (c *counted) set(m map[string]Counters) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = map[string]Counters{}
+// set notes what a commit stored.
+func (n *noted[K, V]) set(m map[K]V) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.m == nil {
+		n.m = map[K]V{}
 	}
-	maps.Copy(c.m, m)
+	maps.Copy(n.m, m)
 }
 
-func (c *counted) forget(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.m, name)
+// forget forgets the keys drop says.
+func (n *noted[K, V]) forget(drop func(K) bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	maps.DeleteFunc(n.m, func(k K, _ V) bool { return drop(k) })
 }
 
 // outcomes stores the deliveries' new states in one statement, and deletes
@@ -1263,8 +1269,8 @@ func (s *Postgres) DropQueue(name string) error {
 			return err
 		})
 		if err == nil && !more {
-			s.counted.forget(name)
-			s.charted.forget(name)
+			s.counted.forget(func(k string) bool { return k == name })
+			s.charted.forget(func(k chartKey) bool { return k.webhook == name })
 		}
 		if err != nil {
 			return err
