@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -241,4 +243,56 @@ func TestSharedStoreConfigsDiffer(t *testing.T) {
 			return strings.Contains(string(b), "configs whose webhooks differ")
 		})
 	}
+}
+
+// TestSharedStoreInProcess runs two walhooks sharing a store in this
+// process, so that -race watches the leader's terms, the leases, the notes
+// between them and the changes of partitions: both deliver their shares;
+// the one that does not lead stops while changes are written, and the
+// leader takes its partitions; every change arrives, in order per row.
+func TestSharedStoreInProcess(t *testing.T) {
+	ctx := context.Background()
+	dsn := itemsDatabase(t)
+	storeDSN := newDatabase(t)
+	rc, url := newKeyReceiver(t, nil)
+	var apps []*inProcess
+	for range 2 {
+		path := crashConfig(t, dsn, url, freeAddr(t))
+		appendFile(t, path, pgStoreSection(storeDSN, "walhook"))
+		cfg, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps = append(apps, startApp(t, cfg, AppOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	}
+	shares := func(want int) bool {
+		ins, err := apps[0].app.pg.Instances()
+		if err != nil || len(ins) != want {
+			return false
+		}
+		for _, in := range ins {
+			if in.Parts < store.Partitions/want {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, "two walhooks with their shares, one leading and reading", time.Minute, func() bool {
+		return shares(2) && apps[0].app.ready() == nil && apps[1].app.ready() == nil && apps[0].app.leads.Load() != apps[1].app.leads.Load()
+	})
+	other := 0
+	if apps[0].app.leads.Load() {
+		other = 1
+	}
+	db, c, _ := seededChurn(t, dsn, 500)
+	if err := c.run(ctx, db, 1500); err != nil {
+		t.Fatal(err)
+	}
+	rc.awaitAll(t, c.keys, time.Minute)
+	apps[other].stop()
+	if err := c.run(ctx, db, 3000); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the leader holding every partition", time.Minute, func() bool { return shares(1) })
+	rc.awaitAll(t, c.keys, time.Minute)
 }
