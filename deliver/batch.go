@@ -86,17 +86,23 @@ func (e *encoder) encodeBatch(id string, evs []*event) (body, error) {
 		b, err := renderBatchTemplate(e.tmpl, e.name, id, list)
 		return body{b, e.ctype()}, err
 	}
-	b := make([]byte, 0, 32+len(e.quotedName)+len(evs)*512)
+	// Each event is written into the batch's body, which is sized for
+	// all of them at once: an event's body built apart and copied in, and
+	// the body grown by doubling, were each a copy of every event.
+	size := 32 + len(e.quotedName)
+	for _, sev := range evs {
+		size += e.sizeHint(sev)
+	}
+	b := make([]byte, 0, size)
 	b = append(append(append(b, `{"webhook":`...), e.quotedName...), `,"events":[`...)
 	for i, sev := range evs {
-		one, err := e.encode(sev)
-		if err != nil {
-			return body{}, err
-		}
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(b, one.data...)
+		var err error
+		if b, err = e.appendJSON(b, sev); err != nil {
+			return body{}, err
+		}
 	}
 	return body{append(b, "]}"...), "application/json"}, nil
 }

@@ -113,6 +113,17 @@ func appendJSONField(b []byte, name, s string) []byte {
 	return appendJSONString(append(b, name...), s)
 }
 
+// jsonPlain holds the bytes a JSON string holds as they are: ASCII but
+// for control characters, the quote, the backslash and <, > and &. One
+// lookup per byte: the text columns of a batch's rows are most of its
+// body.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString quotes s as encoding/json does: invalid UTF-8 becomes
 // U+FFFD, and <, >, &, U+2028 and U+2029 are escaped.
 func appendJSONString(b []byte, s string) []byte {
@@ -120,11 +131,11 @@ func appendJSONString(b []byte, s string) []byte {
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
+		if jsonPlain[c] {
+			i++
+			continue
+		}
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
 			b = append(b, s[start:i]...)
 			switch c {
 			case '"', '\\':

@@ -117,3 +117,16 @@ func TestSharedBody(t *testing.T) {
 		t.Errorf("the shared body changed:\n%s\nwas\n%s", s.b, first)
 	}
 }
+
+// TestJSONStringEveryByte: each byte, alone and amid plain text, is
+// quoted as encoding/json quotes it (jsonPlain's table against its rules).
+func TestJSONStringEveryByte(t *testing.T) {
+	for c := range 256 {
+		for _, s := range []string{string([]byte{byte(c)}), "ab" + string([]byte{byte(c)}) + "cd"} {
+			want, _ := json.Marshal(s)
+			if got := appendJSONString(nil, s); string(got) != string(want) {
+				t.Errorf("byte %#x in %q: got %s, want %s", c, s, got, want)
+			}
+		}
+	}
+}

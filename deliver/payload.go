@@ -169,6 +169,10 @@ func (e *encoder) encode(sev *event) (body, error) {
 	if e.method == "GET" {
 		return body{}, nil
 	}
+	if e.tmpl == nil && e.contentType != "form" {
+		b, err := e.appendJSON(nil, sev)
+		return body{b, e.ctype()}, err
+	}
 	ev := sev.Event
 	if e.cols != nil {
 		ev = e.cols.apply(ev)
@@ -177,23 +181,74 @@ func (e *encoder) encode(sev *event) (body, error) {
 		b, err := renderTemplate(e.tmpl, e.name, ev)
 		return body{b, e.ctype()}, err
 	}
+	return e.encodeForm(ev)
+}
+
+// appendJSON appends sev's plain JSON body to dst: one event's request
+// body, or one of a batch's events written where the batch's body has it
+// (not built apart and copied there).
+func (e *encoder) appendJSON(dst []byte, sev *event) ([]byte, error) {
+	ev := sev.Event
+	if e.cols != nil {
+		ev = e.cols.apply(ev)
+	}
 	// The webhooks of an event share its plain JSON body; one that picks
 	// columns has a body of its own.
-	var shared *atomic.Pointer[spliced]
-	switch {
-	case e.cols != nil:
-	case e.includeEntity:
-		shared = &sev.json[1]
-	default:
-		shared = &sev.json[0]
-	}
-	if shared != nil && e.contentType != "form" {
+	shared := e.shared(sev)
+	if shared != nil {
 		if s := shared.Load(); s != nil {
-			b := make([]byte, 0, len(s.b)-(s.end-s.at)+len(e.quotedName))
-			b = append(append(append(b, s.b[:s.at]...), e.quotedName...), s.b[s.end:]...)
-			return body{b, e.ctype()}, nil
+			if dst == nil {
+				dst = make([]byte, 0, len(s.b)-(s.end-s.at)+len(e.quotedName))
+			}
+			return append(append(append(dst, s.b[:s.at]...), e.quotedName...), s.b[s.end:]...), nil
 		}
 	}
+	jb := e.jsonBody(ev)
+	if dst == nil {
+		dst = make([]byte, 0, 256+ev.SizeHint())
+	}
+	start := len(dst)
+	if b, at, end, ok := appendJSONBody(dst, &jb); ok {
+		if shared != nil {
+			// Capped: what is appended to b after it cannot reach the
+			// bytes shared, which nothing writes again.
+			shared.Store(&spliced{b[start:len(b):len(b)], at - start, end - start})
+		}
+		return b, nil
+	}
+	js, err := json.Marshal(jb)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, js...), nil
+}
+
+// sizeHint guesses the bytes of sev's plain JSON body: exact when it is
+// shared already.
+func (e *encoder) sizeHint(sev *event) int {
+	if shared := e.shared(sev); shared != nil {
+		if s := shared.Load(); s != nil {
+			return len(s.b) - (s.end - s.at) + len(e.quotedName)
+		}
+	}
+	return 256 + sev.SizeHint()
+}
+
+// shared is where the webhooks of sev with the plain JSON body keep it;
+// nil for a webhook whose body is its own.
+func (e *encoder) shared(sev *event) *atomic.Pointer[spliced] {
+	switch {
+	case e.cols != nil, e.contentType == "form":
+		return nil
+	case e.includeEntity:
+		return &sev.json[1]
+	default:
+		return &sev.json[0]
+	}
+}
+
+// jsonBody is the body of ev (columns picked already) before encoding.
+func (e *encoder) jsonBody(ev *cdc.Event) jsonBody {
 	jb := jsonBody{
 		ID: ev.ID, Event: eventName(ev), Entity: ev.Entity, Action: ev.Action,
 		EntityID: ev.EntityID, EntityURL: ev.EntityURL, Table: ev.QualifiedTable(),
@@ -202,47 +257,43 @@ func (e *encoder) encode(sev *event) (body, error) {
 	if e.includeEntity {
 		jb.Data, jb.Old, jb.Changed = ev.Data, ev.Old, ev.Changed
 	}
-	if e.contentType == "form" {
-		v := url.Values{}
-		set := func(k, s string) {
-			if s != "" {
-				v.Set(k, s)
-			}
+	return jb
+}
+
+// encodeForm renders ev (columns picked already) as a form.
+func (e *encoder) encodeForm(ev *cdc.Event) (body, error) {
+	jb := e.jsonBody(ev)
+	v := url.Values{}
+	set := func(k, s string) {
+		if s != "" {
+			v.Set(k, s)
 		}
-		set("id", jb.ID)
-		set("event", jb.Event)
-		set("entity", jb.Entity)
-		set("action", jb.Action)
-		v.Set("entity_id", jb.EntityID)
-		set("entity_url", jb.EntityURL)
-		set("table", jb.Table)
-		set("occurred_at", jb.OccurredAt)
-		set("webhook", jb.Webhook)
-		for _, part := range []struct {
-			prefix string
-			m      map[string]any
-		}{{"data.", jb.Data}, {"old.", jb.Old}} {
-			for col, val := range part.m {
-				s, err := formValue(val)
-				if err != nil {
-					return body{}, fmt.Errorf("encode %s%s: %w", part.prefix, col, err)
-				}
-				v.Set(part.prefix+col, s)
-			}
-		}
-		if len(jb.Changed) > 0 {
-			v.Set("changed", strings.Join(jb.Changed, ","))
-		}
-		return body{[]byte(v.Encode()), e.ctype()}, nil
 	}
-	if b, at, end, ok := appendJSONBody(make([]byte, 0, 256+ev.SizeHint()), &jb); ok {
-		if shared != nil {
-			shared.Store(&spliced{b, at, end})
+	set("id", jb.ID)
+	set("event", jb.Event)
+	set("entity", jb.Entity)
+	set("action", jb.Action)
+	v.Set("entity_id", jb.EntityID)
+	set("entity_url", jb.EntityURL)
+	set("table", jb.Table)
+	set("occurred_at", jb.OccurredAt)
+	set("webhook", jb.Webhook)
+	for _, part := range []struct {
+		prefix string
+		m      map[string]any
+	}{{"data.", jb.Data}, {"old.", jb.Old}} {
+		for col, val := range part.m {
+			s, err := formValue(val)
+			if err != nil {
+				return body{}, fmt.Errorf("encode %s%s: %w", part.prefix, col, err)
+			}
+			v.Set(part.prefix+col, s)
 		}
-		return body{b, e.ctype()}, nil
 	}
-	b, err := json.Marshal(jb)
-	return body{b, e.ctype()}, err
+	if len(jb.Changed) > 0 {
+		v.Set("changed", strings.Join(jb.Changed, ","))
+	}
+	return body{[]byte(v.Encode()), e.ctype()}, nil
 }
 
 // encodePing renders the body of a test request.

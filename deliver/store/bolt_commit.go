@@ -29,15 +29,22 @@ func (s *Bolt) Commit(b *Batch) ([]Queued, error) {
 		pruned map[string]int
 		endLSN uint64
 	)
+	deliveries := 0 // at most, to allocate queued once
 	for _, a := range b.Appends {
 		if !a.Backfill {
 			endLSN = max(endLSN, a.Tx.EndLSN)
+		}
+		for _, names := range a.Targets {
+			deliveries += len(names)
 		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	err := s.db.Update(func(btx *bolt.Tx) error {
 		queued, added, pruned = nil, map[string]int{}, map[string]int{}
+		if deliveries > 0 {
+			queued = make([]Queued, 0, deliveries)
+		}
 		c := &commitTx{s: s, btx: btx, queue: map[string]*bolt.Bucket{}, done: map[string]*bolt.Bucket{}}
 		c.events = btx.Bucket(bucketEvents)
 		// Keys grow with the WAL (events) and the sequence (deliveries):

@@ -57,7 +57,10 @@ func decodeEvent(v []byte) (*cdc.Event, error) {
 		return nil, fmt.Errorf("decode event: %d bytes", len(v))
 	}
 	if v[4] == binaryEvent {
-		r := eventReader{b: v[5:]}
+		// The event's strings are cut from one copy of it: one allocation
+		// rather than one per string (its id, entity id, each text value).
+		// They live and die with the event.
+		r := eventReader{b: v[5:], s: string(v[5:])}
 		ev := r.event()
 		if r.err != nil {
 			return nil, fmt.Errorf("decode event: %w", r.err)
@@ -150,6 +153,7 @@ func appendValue(b []byte, v any) ([]byte, error) {
 // eventReader decodes the binary form; the first error sticks.
 type eventReader struct {
 	b   []byte
+	s   string // if set, b's bytes from the start as a string, which string() cuts from
 	err error
 }
 
@@ -187,7 +191,14 @@ func (r *eventReader) bytes() []byte {
 	return s
 }
 
-func (r *eventReader) string() string { return string(r.bytes()) }
+func (r *eventReader) string() string {
+	b := r.bytes()
+	if r.s == "" {
+		return string(b)
+	}
+	at := len(r.s) - len(r.b) - len(b) // r.b is what follows b
+	return r.s[at : at+len(b)]
+}
 
 // name is a string that repeats across events: see interner.
 func (r *eventReader) name() string { return interned.intern(r.bytes()) }
