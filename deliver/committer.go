@@ -133,6 +133,8 @@ func (q *Queue) commitLoop() {
 		batch, events = emptied(batch), 0
 		if withOutcomes {
 			outcomes = emptied(outcomes)
+		}
+		if len(outcomes) == 0 { // every outcome handed over before a flush is stored
 			flushed()
 		}
 	}
