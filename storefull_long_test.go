@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -70,24 +69,8 @@ timeout_ms = 5000
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	store := filepath.Join(dir, "data")
-	if err := os.Mkdir(store, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	mount(t, "-t", "tmpfs", "-o", "size=64m", "tmpfs", store)
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", store).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v %s", store, err, out)
-		}
-	})
-	logPath := filepath.Join(t.TempDir(), "walhook.log")
-	p := startProcess(t, logPath, "run", "-config", cfg)
+	p, store, _, walsender := startOnTmpfs(t, dsn, cfg, admin, "64m")
 	base := "http://" + admin
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus(base+"/readyz") == 200 })
-	walsender := walsenderPID(t, dsn)
-	if walsender == 0 {
-		t.Fatal("no walsender streams walhook's slot")
-	}
 
 	w := startWriter(t, dsn)
 	s := &memSampler{t: t, pid: p.Pid(), metrics: base + "/metrics", start: time.Now()}

@@ -56,24 +56,8 @@ func TestStoreFullUnderLoad(t *testing.T) {
 	rc, url := newKeyReceiver(t, refuse.Load)
 	admin := freeAddr(t)
 	cfg := crashConfig(t, dsn, url, admin)
-	store := filepath.Join(filepath.Dir(cfg), "data")
-	if err := os.Mkdir(store, 0o750); err != nil {
-		t.Fatal(err)
-	}
-	mount(t, "-t", "tmpfs", "-o", "size=16m", "tmpfs", store)
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", store).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v %s", store, err, out)
-		}
-	})
-	logPath := filepath.Join(t.TempDir(), "walhook.log")
-	p := startProcess(t, logPath, "run", "-config", cfg)
+	p, store, logPath, walsender := startOnTmpfs(t, dsn, cfg, admin, "16m")
 	base := "http://" + admin
-	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus(base+"/readyz") == 200 })
-	walsender := walsenderPID(t, dsn)
-	if walsender == 0 {
-		t.Fatal("no walsender streams walhook's slot")
-	}
 
 	w := startWriter(t, dsn)
 	waitFor(t, "3,000 changes written", time.Minute, func() bool { return w.written() >= 3000 })
@@ -359,4 +343,29 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
+}
+
+// startOnTmpfs starts walhook on the config at cfg, its store (store.dir
+// "data" beside cfg) on a tmpfs of size, unmounted at the test's end; it
+// waits until walhook reads and returns it with the store's directory, its
+// log's path and the pid of the walsender streaming its slot.
+func startOnTmpfs(t *testing.T, dsn, cfg, admin, size string) (p *process, store, logPath string, walsender int) {
+	t.Helper()
+	store = filepath.Join(filepath.Dir(cfg), "data")
+	if err := os.Mkdir(store, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	mount(t, "-t", "tmpfs", "-o", "size="+size, "tmpfs", store)
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", store).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v %s", store, err, out)
+		}
+	})
+	logPath = filepath.Join(t.TempDir(), "walhook.log")
+	p = startProcess(t, logPath, "run", "-config", cfg)
+	waitFor(t, "/readyz 200", time.Minute, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	if walsender = walsenderPID(t, dsn); walsender == 0 {
+		t.Fatal("no walsender streams walhook's slot")
+	}
+	return p, store, logPath, walsender
 }
