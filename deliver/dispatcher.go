@@ -262,11 +262,12 @@ func (h *dispatcher) poke() {
 func (h *dispatcher) enqueue(ps []*pending) {
 	parts := h.q.Parts()
 	h.mu.Lock()
-	h.queued += len(ps)
 	for _, p := range ps {
+		if parts != store.AllParts && !parts.Has(store.PartOf(p.rec.EntityID)) {
+			continue // another walhook's to send, and to count
+		}
+		h.queued++
 		switch {
-		case parts != store.AllParts && !parts.Has(store.PartOf(p.rec.EntityID)):
-			// another walhook's to send
 		case p.seq < h.nextLoad:
 			// already loaded from disk
 		case !h.diskMore && p.seq == h.nextLoad && h.inWindow < windowSize:
