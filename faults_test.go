@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,8 +14,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"walhook/deliver"
 	"walhook/internal/testkit"
@@ -434,17 +431,8 @@ func httpBody(url string) string {
 // confirmedFlushLSN reads the test slot's confirmed_flush_lsn.
 func confirmedFlushLSN(t *testing.T, dsn string) uint64 {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var s string
-	if err := conn.QueryRow(context.Background(),
-		`SELECT coalesce(confirmed_flush_lsn::text, '0/0') FROM pg_replication_slots WHERE slot_name = $1`, slotFor(dsn)).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
-	return lsnNumber(t, s)
+	return lsnNumber(t, testkit.QueryValue[string](t, dsn,
+		`SELECT coalesce(confirmed_flush_lsn::text, '0/0') FROM pg_replication_slots WHERE slot_name = $1`, slotFor(dsn)))
 }
 
 // lsnNumber reads an LSN in PostgreSQL's text form (16/B374D848).

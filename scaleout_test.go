@@ -16,9 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"walhook/deliver/store"
+	"walhook/internal/testkit"
 )
 
 // TestSharedStore: two walhooks share a store in PostgreSQL. Both deliver
@@ -196,17 +195,8 @@ func webhookStats(t *testing.T, admin, name string) map[string]any {
 // holds, as the store says.
 func pendingOf(t *testing.T, storeDSN, id string) int {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), storeDSN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var n int
-	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM walhook.deliveries d JOIN walhook.partitions p ON p.part = d.part
-		WHERE d.status = 'p' AND p.owner = $1`, id).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return testkit.QueryValue[int](t, storeDSN, `SELECT count(*) FROM walhook.deliveries d JOIN walhook.partitions p ON p.part = d.part
+		WHERE d.status = 'p' AND p.owner = $1`, id)
 }
 
 // TestSharedStoreConfigsDiffer: two walhooks share a store but their

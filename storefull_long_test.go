@@ -237,28 +237,8 @@ func (s *memSampler) until(name string, timeout time.Duration, done func() bool)
 }
 
 func (s *memSampler) sample() memSample {
-	m := memSample{at: time.Since(s.start)}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.pid))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(raw), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		n, _ := strconv.Atoi(f[1])
-		switch f[0] {
-		case "VmRSS:":
-			m.rss = n
-		case "RssAnon:":
-			m.anon = n
-		case "RssShmem:":
-			m.shmem = n
-		case "VmHWM:":
-			m.hwm = n
-		}
-	}
+	p := procMemory(s.t, s.pid)
+	m := memSample{at: time.Since(s.start), rss: p.rss, anon: p.anon, shmem: p.shmem, hwm: p.peak}
 	for _, line := range strings.Split(httpBody(s.metrics), "\n") {
 		if v, ok := strings.CutPrefix(line, "go_memstats_heap_inuse_bytes "); ok {
 			f, _ := strconv.ParseFloat(v, 64)

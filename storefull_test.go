@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"walhook/internal/pgcluster"
+	"walhook/internal/testkit"
 )
 
 // walSenderTimeout is the test cluster's wal_sender_timeout: a fault that
@@ -148,7 +149,7 @@ func TestStoreFullUnderLoad(t *testing.T) {
 }
 
 // procStatus is a process's memory as /proc/<pid>/status has it, in kB.
-type procStatus struct{ rss, anon, peak int }
+type procStatus struct{ rss, anon, shmem, peak int } // kB, from /proc/<pid>/status
 
 func (m procStatus) String() string {
 	return fmt.Sprintf("VmRSS %d kB, RssAnon %d kB, VmHWM %d kB", m.rss, m.anon, m.peak)
@@ -172,6 +173,8 @@ func procMemory(t *testing.T, pid int) procStatus {
 			m.rss = n
 		case "RssAnon:":
 			m.anon = n
+		case "RssShmem:":
+			m.shmem = n
 		case "VmHWM:":
 			m.peak = n
 		}
@@ -285,33 +288,14 @@ func (w *writer) written() int {
 // when none does.
 func walsenderPID(t *testing.T, dsn string) int {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var pid int
-	err = conn.QueryRow(context.Background(), `SELECT coalesce((SELECT r.pid FROM pg_stat_replication r
-		JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1), 0)`, slotFor(dsn)).Scan(&pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pid
+	return testkit.QueryValue[int](t, dsn, `SELECT coalesce((SELECT r.pid FROM pg_stat_replication r
+		JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = $1), 0)`, slotFor(dsn))
 }
 
 // currentWALLSN is pg_current_wal_lsn().
 func currentWALLSN(t *testing.T, dsn string) uint64 {
 	t.Helper()
-	conn, err := pgx.Connect(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	var s string
-	if err := conn.QueryRow(context.Background(), `SELECT pg_current_wal_lsn()::text`).Scan(&s); err != nil {
-		t.Fatal(err)
-	}
-	return lsnNumber(t, s)
+	return lsnNumber(t, testkit.QueryValue[string](t, dsn, `SELECT pg_current_wal_lsn()::text`))
 }
 
 func lsnString(lsn uint64) string { return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn)) }

@@ -36,3 +36,17 @@ func OpenWrite(t testing.TB, dsn, application, sql string) pgx.Tx {
 	}
 	return tx
 }
+
+// QueryValue runs sql, which returns one row of one value, on a
+// connection of its own to dsn, and returns the value or fails the test.
+func QueryValue[T any](t testing.TB, dsn, sql string, args ...any) T {
+	t.Helper()
+	ctx := context.Background()
+	conn := Connect(t, dsn)
+	defer conn.Close(ctx)
+	var v T
+	if err := conn.QueryRow(ctx, sql, args...).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
