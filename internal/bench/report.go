@@ -186,12 +186,6 @@ func Print(w io.Writer, o Options, r *Result) {
 	fmt.Fprintf(w, "machine: %s; load average %s; request body %d bytes\n\n", machine(), r.Load, r.BodyBytes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
-	check := func(ok bool) string {
-		if ok {
-			return "ok"
-		}
-		return "MISSED"
-	}
 	num := func(v float64, unit string) string { return fmt.Sprintf("%.0f %s", v, unit) }
 	row("decode ceiling (bare pglogrepl)", num(r.DecodeCeilingEPS, "rows/s"), "")
 	runs := func(i int) string {
@@ -202,7 +196,7 @@ func Print(w io.Writer, o Options, r *Result) {
 	}
 	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.Concurrency), num(r.HTTPCeilingRPS, "req/s"), runs(0))
 	row("walhook end to end, 1 webhook", num(r.E2EEPS, "events/s"),
-		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, check(r.Ratio >= 0.7)))
+		fmt.Sprintf("%.2f × min(ceilings), target ≥ 0.7: %s", r.Ratio, verdict(r.Ratio >= 0.7)))
 	row("HTTP ceiling, client's own process", num(r.HTTPCeilingOwnRPS, "req/s"),
 		fmt.Sprintf("as walhook runs: end to end is %.2f × min(decode, this); for information, not the target's ratio", r.RatioOwn))
 	row("bare reader + client, own process", num(r.PipelineEPS, "req/s"),
@@ -210,20 +204,20 @@ func Print(w io.Writer, o Options, r *Result) {
 	row("walhook start → first delivery", fmt.Sprintf("%.0f ms", r.E2EFirstMS), "not in the rate above: from the first 2xx to the last")
 	row(fmt.Sprintf("HTTP ceiling (%d workers)", o.Concurrency*o.Webhooks), num(r.HTTPCeiling4RPS, "req/s"), runs(2))
 	row(fmt.Sprintf("walhook end to end, %d webhooks", o.Webhooks), num(r.E2E4RPS, "req/s"),
-		fmt.Sprintf("%.2f × HTTP ceiling, target ≥ 0.7: %s", r.Ratio4, check(r.Ratio4 >= 0.7)))
+		fmt.Sprintf("%.2f × HTTP ceiling, target ≥ 0.7: %s", r.Ratio4, verdict(r.Ratio4 >= 0.7)))
 	row(fmt.Sprintf("bare reader + client, %d webhooks", o.Webhooks), num(r.Pipeline4RPS, "req/s"),
 		fmt.Sprintf("no store, no walhook: %.2f × HTTP ceiling; for information", r.RatioPipeline4))
 	row("walhook CPU per delivery", fmt.Sprintf("%.0f µs", r.E2ECPU), fmt.Sprintf("%.0f µs with %d webhooks", r.E2E4CPU, o.Webhooks))
 	row(fmt.Sprintf("latency p50 at %.0f changes/s", r.OfferedEPS), fmt.Sprintf("%.1f ms", r.P50MS), "")
-	row("latency p99", fmt.Sprintf("%.1f ms", r.P99MS), "target < 50 ms: "+check(r.P99MS < 50))
-	row("latency p99.9", fmt.Sprintf("%.1f ms", r.P999MS), "target < 200 ms: "+check(r.P999MS < 200))
+	row("latency p99", fmt.Sprintf("%.1f ms", r.P99MS), "target < 50 ms: "+verdict(r.P99MS < 50))
+	row("latency p99.9", fmt.Sprintf("%.1f ms", r.P999MS), "target < 200 ms: "+verdict(r.P999MS < 200))
 	row("peak RSS (VmHWM)", fmt.Sprintf("%.1f MB", r.PeakRSSMB), fmt.Sprintf("anonymous (heap) peak %.1f MB; the rest is the store's memory map", r.PeakAnonMB))
 	if r.BacklogN > 0 {
 		row(fmt.Sprintf("backlog of %d: queued at", r.BacklogN), num(r.BacklogQueueEPS, "deliveries/s"), "")
-		row("backlog: peak RSS", fmt.Sprintf("%.1f MB", r.BacklogRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogAnonMB, check(r.BacklogRSSMB < 150)))
+		row("backlog: peak RSS", fmt.Sprintf("%.1f MB", r.BacklogRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogAnonMB, verdict(r.BacklogRSSMB < 150)))
 		row("store bytes per queued delivery", fmt.Sprintf("%.0f B", r.StoreBytesPerDelivery), "")
-		row("restart: first delivery after", fmt.Sprintf("%.0f ms", r.BacklogFirstDeliveryMS), "target < 2 s: "+check(r.BacklogFirstDeliveryMS < 2000))
-		row("restart: drain", num(r.BacklogDrainEPS, "deliveries/s"), fmt.Sprintf("peak RSS %.1f MB, anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogRestartRSSMB, r.BacklogRestartAnonMB, check(r.BacklogRestartRSSMB < 150)))
+		row("restart: first delivery after", fmt.Sprintf("%.0f ms", r.BacklogFirstDeliveryMS), "target < 2 s: "+verdict(r.BacklogFirstDeliveryMS < 2000))
+		row("restart: drain", num(r.BacklogDrainEPS, "deliveries/s"), fmt.Sprintf("peak RSS %.1f MB, anonymous %.1f MB; target < 150 MB at 1,000,000: %s", r.BacklogRestartRSSMB, r.BacklogRestartAnonMB, verdict(r.BacklogRestartRSSMB < 150)))
 	}
 	if r.BackfillRows > 0 {
 		row(fmt.Sprintf("backfill of %d rows: read", r.BackfillRows), num(r.BackfillReadEPS, "rows/s"), "queued, from the request to the end of the read")
@@ -233,7 +227,7 @@ func Print(w io.Writer, o Options, r *Result) {
 	}
 	if r.BigTxRows > 0 {
 		row(fmt.Sprintf("one transaction of %d rows", r.BigTxRows), num(r.BigTxEPS, "events/s"), "")
-		row("big transaction: peak RSS", fmt.Sprintf("%.1f MB", r.BigTxRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 256 MB at 1,000,000: %s", r.BigTxAnonMB, check(r.BigTxRSSMB < 256)))
+		row("big transaction: peak RSS", fmt.Sprintf("%.1f MB", r.BigTxRSSMB), fmt.Sprintf("anonymous %.1f MB; target < 256 MB at 1,000,000: %s", r.BigTxAnonMB, verdict(r.BigTxRSSMB < 256)))
 	}
 	row("(bench wrote the workload at)", num(r.WriteEPS, "rows/s"), "")
 	tw.Flush()
@@ -254,20 +248,14 @@ func printBatch(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "\nbatches: 1 webhook, batch_wait_ms 0, the same changes as the end to end above; decode ceiling %.0f rows/s (mean of %.0f before and %.0f after), unbatched CPU per event %.0f µs (mean of %.0f before and %.0f after)\n\n",
 		r.BatchDecodeMeanEPS, r.DecodeCeilingEPS, r.BatchDecodeAfterEPS, r.BatchUnbatchedMeanCPU, r.E2ECPU, r.BatchUnbatchedCPU)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	check := func(ok bool) string {
-		if ok {
-			return "ok"
-		}
-		return "MISSED"
-	}
 	fmt.Fprintf(tw, "batch_size\tend to end\t× decode ceiling\tCPU per event\t× unbatched\tevents per request\n")
 	fmt.Fprintf(tw, "1 (again)\t%.0f events/s\t%.2f\t%.1f µs\t%.2f\t1\n",
 		r.BatchUnbatchedEPS, r.BatchUnbatchedEPS/r.BatchDecodeMeanEPS, r.BatchUnbatchedCPU, r.BatchUnbatchedCPU/r.BatchUnbatchedMeanCPU)
 	for _, b := range r.BatchRuns {
 		ratio, cpu := fmt.Sprintf("%.2f", b.RatioDecode), fmt.Sprintf("%.2f", b.RatioCPU)
 		if b.Size == 100 {
-			ratio += " (target ≥ 0.5: " + check(b.RatioDecode >= 0.5) + ")"
-			cpu += " (target ≤ 0.25: " + check(b.RatioCPU <= 0.25) + ")"
+			ratio += " (target ≥ 0.5: " + verdict(b.RatioDecode >= 0.5) + ")"
+			cpu += " (target ≤ 0.25: " + verdict(b.RatioCPU <= 0.25) + ")"
 		}
 		fmt.Fprintf(tw, "%d\t%.0f events/s\t%s\t%.1f µs\t%s\t%.1f\n", b.Size, b.EPS, ratio, b.CPU, cpu, b.EventsPerRequest)
 	}
@@ -276,7 +264,7 @@ func printBatch(w io.Writer, r *Result) {
 		target := float64(r.BatchLatencyWaitMS + 30)
 		fmt.Fprintf(w, "\nlatency at %.0f changes/s, batch_size %d, batch_wait_ms %d (%.1f events per request): p50 %.1f ms, p99 %.1f ms (target ≤ %.0f ms: %s), p99.9 %.1f ms; unbatched p99 %.1f ms\n",
 			r.BatchOfferedEPS, r.BatchLatencySize, r.BatchLatencyWaitMS, r.BatchLatencyEventsPerRequest,
-			r.BatchP50MS, r.BatchP99MS, target, check(r.BatchP99MS <= target), r.BatchP999MS, r.P99MS)
+			r.BatchP50MS, r.BatchP99MS, target, verdict(r.BatchP99MS <= target), r.BatchP999MS, r.P99MS)
 	}
 }
 
@@ -286,20 +274,14 @@ func printStore(w io.Writer, o Options, r *Result) {
 	fmt.Fprintf(w, "\nthe queue in PostgreSQL (another database of the bench's cluster) beside bbolt\n\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
-	check := func(ok bool) string {
-		if ok {
-			return "ok"
-		}
-		return "MISSED"
-	}
 	fmt.Fprintf(tw, "\tpostgres\tbbolt\tpostgres/bbolt\n")
 	fmt.Fprintf(tw, "end to end, 1 webhook\t%.0f events/s\t%.0f events/s\t%.2f\tbbolt: mean of %.0f before and %.0f after; target ≥ 0.5: %s\n",
-		r.PGE2EEPS, (r.E2EEPS+r.PGBoltRerunEPS)/2, r.PGRatioEPS, r.E2EEPS, r.PGBoltRerunEPS, check(r.PGRatioEPS >= 0.5))
+		r.PGE2EEPS, (r.E2EEPS+r.PGBoltRerunEPS)/2, r.PGRatioEPS, r.E2EEPS, r.PGBoltRerunEPS, verdict(r.PGRatioEPS >= 0.5))
 	fmt.Fprintf(tw, "walhook CPU per delivery\t%.0f µs\t%.0f µs\t%.2f\twalhook's process only\n",
 		r.PGE2ECPU, (r.E2ECPU+r.PGBoltRerunCPU)/2, r.PGRatioCPU)
 	fmt.Fprintf(tw, "store backends' CPU per delivery\t%.0f µs\t\t\tthe store database's PostgreSQL backends, from /proc; not in the line above\n", r.PGBackendCPU)
 	fmt.Fprintf(tw, "latency p50 at %.0f / %.0f changes/s\t%.1f ms\t%.1f ms\t\t\n", r.PGOfferedEPS, r.OfferedEPS, r.PGP50MS, r.P50MS)
-	fmt.Fprintf(tw, "latency p99\t%.1f ms\t%.1f ms\t%.2f\ttarget < 100 ms: %s\n", r.PGP99MS, r.P99MS, r.PGRatioP99, check(r.PGP99MS < 100))
+	fmt.Fprintf(tw, "latency p99\t%.1f ms\t%.1f ms\t%.2f\ttarget < 100 ms: %s\n", r.PGP99MS, r.P99MS, r.PGRatioP99, verdict(r.PGP99MS < 100))
 	fmt.Fprintf(tw, "latency p99.9\t%.1f ms\t%.1f ms\t\t\n", r.PGP999MS, r.P999MS)
 	fmt.Fprintf(tw, "walhook start → first delivery\t%.0f ms\t%.0f ms\t\t\n", r.PGE2EFirstMS, r.E2EFirstMS)
 	fmt.Fprintf(tw, "peak RSS (VmHWM)\t%.1f MB\t%.1f MB\t\tend to end and latency\n", r.PGPeakRSSMB, r.PeakRSSMB)
@@ -320,7 +302,7 @@ func printStore(w io.Writer, o Options, r *Result) {
 				note = fmt.Sprintf("%.2f × 1 instance", v/r.PGInstancesDPS[0])
 			}
 			if i == 2 {
-				note += ", target ≥ 2.5: " + check(v/r.PGInstancesDPS[0] >= 2.5)
+				note += ", target ≥ 2.5: " + verdict(v/r.PGInstancesDPS[0] >= 2.5)
 			}
 			row(fmt.Sprintf("%d instance(s)", i+1), fmt.Sprintf("%.0f deliveries/s", v), note)
 		}
@@ -334,12 +316,6 @@ func printWhen(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "  pass:   %s\n  reject: %s (the last row only)\n\n", WhenPass, WhenReject)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(what, value, note string) { fmt.Fprintf(tw, "%s\t%s\t%s\n", what, value, note) }
-	check := func(ok bool) string {
-		if ok {
-			return "ok"
-		}
-		return "MISSED"
-	}
 	runs := func(i, j int) string {
 		if len(r.WhenRunsCPU) < 6 {
 			return ""
@@ -349,7 +325,15 @@ func printWhen(w io.Writer, r *Result) {
 	row("no filter", fmt.Sprintf("%.1f µs", r.WhenNoneCPU), runs(0, 5))
 	row("a filter that passes", fmt.Sprintf("%.1f µs", r.WhenPassCPU), runs(1, 4))
 	row("a filter that rejects", fmt.Sprintf("%.1f µs", r.WhenRejectCPU), runs(2, 3))
-	row("the filter's cost", fmt.Sprintf("%+.1f %%", 100*r.WhenFilterShare), "of a delivery, (pass - none) / none; target < 10 %: "+check(r.WhenFilterShare < 0.10))
-	row("a rejected event", fmt.Sprintf("%.2f × a delivered one", r.WhenRejectRatio), "reject / none; target < 1: "+check(r.WhenRejectRatio < 1))
+	row("the filter's cost", fmt.Sprintf("%+.1f %%", 100*r.WhenFilterShare), "of a delivery, (pass - none) / none; target < 10 %: "+verdict(r.WhenFilterShare < 0.10))
+	row("a rejected event", fmt.Sprintf("%.2f × a delivered one", r.WhenRejectRatio), "reject / none; target < 1: "+verdict(r.WhenRejectRatio < 1))
 	tw.Flush()
+}
+
+// verdict is a target's mark in the tables: ok or MISSED.
+func verdict(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "MISSED"
 }
