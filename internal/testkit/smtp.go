@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -14,6 +15,8 @@ import (
 	"mime/quotedprintable"
 	"net"
 	"net/mail"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -62,7 +65,7 @@ func NewSMTPServer(t testing.TB, startTLS bool, user, password string) *SMTPServ
 	srv.AllowInsecureAuth = !startTLS
 	srv.ErrorLog = discardLog{}
 	if startTLS {
-		cert, pool := selfSigned(t)
+		cert, pool := SelfSigned(t)
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 		ms.Pool = pool
 	}
@@ -83,15 +86,16 @@ type discardLog struct{}
 func (discardLog) Printf(string, ...any) {}
 func (discardLog) Println(...any)        {}
 
-// selfSigned makes a certificate for 127.0.0.1 and a pool trusting it.
-func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
+// SelfSigned makes a certificate for 127.0.0.1 and localhost and a pool
+// trusting it, for a TLS server in a test.
+func SelfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "walhook test smtp"},
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "walhook test"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
 		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
@@ -206,3 +210,23 @@ func (s *mailSession) Data(r io.Reader) error {
 
 func (s *mailSession) Reset()        {}
 func (s *mailSession) Logout() error { return nil }
+
+// WriteCertFiles writes cert and its key as PEM files in dir, for a
+// config's tls_cert and tls_key.
+func WriteCertFiles(t testing.TB, dir string, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	kder, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	for _, f := range []struct {
+		path string
+		b    *pem.Block
+	}{{certFile, &pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}}, {keyFile, &pem.Block{Type: "PRIVATE KEY", Bytes: kder}}} {
+		if err := os.WriteFile(f.path, pem.EncodeToMemory(f.b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return certFile, keyFile
+}
