@@ -27,8 +27,10 @@ func TestGoneMeetsReloadOrActivate(t *testing.T) {
 			q := openWith(t, dir, srv.URL, []string{"h"}, nil)
 			def := hookDef(srv.URL, "h")
 			var once sync.Once
+			ran := make(chan struct{}) // closed once the reload or activate came between
 			q.beforeSwitchOff = func() {
 				once.Do(func() {
+					defer close(ran)
 					if q.dispatcherOf("h").webhook().Active {
 						t.Error("the 410 did not switch the webhook off at once")
 					}
@@ -53,6 +55,11 @@ func TestGoneMeetsReloadOrActivate(t *testing.T) {
 			write(100)
 			if !eventually(10*time.Second, func() bool { return q.Stats("h").TotalCalls == 1 }) {
 				t.Fatal("no attempt")
+			}
+			select { // else the Close below may come first, and the reload would meet a closed queue
+			case <-ran:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no %s between the 410 and its persisting", meanwhile)
 			}
 			// What the API shows, read under switchMu: not halfway through a
 			// switch-off. (Whether it persisted is checked after the restart
