@@ -46,6 +46,7 @@ func (s *Bolt) Commit(b *Batch) ([]Queued, error) {
 			queued = make([]Queued, 0, deliveries)
 		}
 		c := &commitTx{s: s, btx: btx, queue: map[string]*bolt.Bucket{}, done: map[string]*bolt.Bucket{}}
+		s.scratch.reset()
 		c.events = btx.Bucket(bucketEvents)
 		// Keys grow with the WAL (events) and the sequence (deliveries):
 		// bbolt's default half-full split would leave every page half
@@ -175,6 +176,63 @@ func prunedAtOnce(outcomes []Outcome, retention int) map[*Outcome]bool {
 	return skip
 }
 
+// scratch hands out the bytes of the keys and values a commit puts: bbolt
+// reads them until the transaction ends, so chunks that the next commit
+// reuses spare an allocation per key and per value.
+type scratch struct {
+	chunks [][]byte // each scratchChunk bytes long
+	i, n   int      // the chunk in use and its bytes handed out
+}
+
+const (
+	scratchChunk = 64 << 10
+	// keptChunks are kept for the next commit; a commit that queued a
+	// very large transaction gives the rest back.
+	keptChunks = 64
+)
+
+// add returns the bytes fill appends to an empty slice, in the chunk in
+// use when they fit there.
+func (s *scratch) add(fill func([]byte) ([]byte, error)) ([]byte, error) {
+	if len(s.chunks) == 0 || s.n == scratchChunk {
+		s.next()
+	}
+	chunk := s.chunks[s.i]
+	v, err := fill(chunk[s.n:s.n])
+	if err != nil || len(v) == 0 {
+		return v, err
+	}
+	if &v[0] == &chunk[s.n] { // it fit
+		s.n += len(v)
+		return v[:len(v):len(v)], nil
+	}
+	// It did not, and fill's append gave it an array of its own. A small
+	// one says the chunk is nearly full: the next go into a new one.
+	if len(v) < scratchChunk/2 {
+		s.next()
+	}
+	return v, nil
+}
+
+func (s *scratch) next() {
+	if len(s.chunks) > 0 {
+		s.i++
+	}
+	if s.i == len(s.chunks) {
+		s.chunks = append(s.chunks, make([]byte, scratchChunk))
+	}
+	s.n = 0
+}
+
+// reset makes every chunk free for the next commit.
+func (s *scratch) reset() {
+	if len(s.chunks) > keptChunks {
+		clear(s.chunks[keptChunks:])
+		s.chunks = s.chunks[:keptChunks]
+	}
+	s.i, s.n = 0, 0
+}
+
 // commitTx is one commit's transaction and its cached bucket handles and
 // cursors: each lookup is a B-tree search of its own, and a commit touches
 // the same few buckets per item.
@@ -186,6 +244,17 @@ type commitTx struct {
 	done   map[string]*bolt.Bucket
 	derefs map[string]uint32 // references dropped per event, applied once at the end
 	cursor map[*bolt.Bucket]*bolt.Cursor
+}
+
+// put stores key → the bytes value appends, both in the store's scratch
+// chunks.
+func (c *commitTx) put(b *bolt.Bucket, key []byte, value func([]byte) ([]byte, error)) error {
+	k, _ := c.s.scratch.add(func(b []byte) ([]byte, error) { return append(b, key...), nil })
+	v, err := c.s.scratch.add(value)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, v)
 }
 
 // append queues an Append's deliveries; stored is the end of the latest
@@ -226,11 +295,8 @@ func (c *commitTx) queueEvent(i int, ev *cdc.Event, names []string, fresh bool, 
 	if len(names) == 0 || (!fresh && c.events.Get([]byte(ev.ID)) != nil) {
 		return nil
 	}
-	v, err := encodeEvent(ev, uint32(len(names)))
-	if err != nil {
-		return err
-	}
-	if err := c.events.Put([]byte(ev.ID), v); err != nil {
+	refs := uint32(len(names))
+	if err := c.put(c.events, []byte(ev.ID), func(b []byte) ([]byte, error) { return appendStoredEvent(b, ev, refs) }); err != nil {
 		return err
 	}
 	name := EventName(ev)
@@ -245,7 +311,7 @@ func (c *commitTx) queueEvent(i int, ev *cdc.Event, names []string, fresh bool, 
 			return err
 		}
 		rec := &Record{Status: StatusPending, EventID: ev.ID, Event: name, Entity: ev.Entity, EntityID: ev.EntityID, PrevEntityID: ev.PrevEntityID, CreatedAt: now}
-		if err := b.Put(seqKey(seq), encodeRecord(rec)); err != nil {
+		if err := c.put(b, seqKey(seq), func(b []byte) ([]byte, error) { return appendRecord(b, rec), nil }); err != nil {
 			return err
 		}
 		*queued = append(*queued, Queued{Append: i, Webhook: h, Seq: seq, Record: rec, Event: ev})
@@ -285,7 +351,7 @@ func (c *commitTx) apply(o *Outcome, added map[string]int, pruned bool) error {
 		c.deref(o.Record.EventID)
 		return nil
 	}
-	if err := b.Put(key, encodeRecord(o.Record)); err != nil {
+	if err := c.put(b, key, func(b []byte) ([]byte, error) { return appendRecord(b, o.Record), nil }); err != nil {
 		return err
 	}
 	if o.Done {

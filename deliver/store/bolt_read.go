@@ -65,7 +65,7 @@ func (s *Bolt) Window(name string, from uint64, limit int, parts Parts) (Window,
 		if b == nil {
 			return nil
 		}
-		events := tx.Bucket(bucketEvents).Cursor()
+		events := &orderedCursor{c: tx.Bucket(bucketEvents).Cursor()}
 		c := b.Cursor()
 		for k, v := c.Seek(seqKey(from)); k != nil; k, v = c.Next() {
 			if len(w.Pending) >= limit {
@@ -101,11 +101,11 @@ func (s *Bolt) Window(name string, from uint64, limit int, parts Parts) (Window,
 
 // loadEvent reads a stored event with a cursor of the events bucket,
 // shared while another delivery refers to it (see Window).
-func (s *Bolt) loadEvent(events *bolt.Cursor, id string) (*cdc.Event, error) {
+func (s *Bolt) loadEvent(events *orderedCursor, id string) (*cdc.Event, error) {
 	if ev, ok := s.loaded.Get(id); ok {
 		return ev, nil
 	}
-	v, found := seek(events, []byte(id))
+	v, found := events.find([]byte(id))
 	if !found {
 		return nil, fmt.Errorf("event %s: not stored", id)
 	}

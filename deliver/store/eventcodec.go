@@ -40,8 +40,13 @@ const (
 var errUnencodable = errors.New("value type without a binary form")
 
 func encodeEvent(ev *cdc.Event, refs uint32) ([]byte, error) {
-	out := make([]byte, 4, 96+ev.SizeHint())
-	binary.BigEndian.PutUint32(out, refs)
+	return appendStoredEvent(make([]byte, 0, 96+ev.SizeHint()), ev, refs)
+}
+
+// appendStoredEvent appends ev's stored form, with refs references, to
+// dst.
+func appendStoredEvent(dst []byte, ev *cdc.Event, refs uint32) ([]byte, error) {
+	out := binary.BigEndian.AppendUint32(dst, refs)
 	if b, err := appendEvent(append(out, binaryEvent), ev); err == nil {
 		return b, nil
 	}
@@ -49,7 +54,7 @@ func encodeEvent(ev *cdc.Event, refs uint32) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", ev.ID, err)
 	}
-	return append(out[:4], js...), nil
+	return append(out, js...), nil
 }
 
 func decodeEvent(v []byte) (*cdc.Event, error) {

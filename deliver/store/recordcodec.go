@@ -28,17 +28,22 @@ const binaryRecordPrev = 0x02
 const binaryRecordBatch = 0x03
 
 func encodeRecord(r *Record) []byte {
-	b := make([]byte, 2, recordSize(r))
-	b[0], b[1] = statusByte(r.Status), binaryRecord
+	return appendRecord(make([]byte, 0, recordSize(r)), r)
+}
+
+// appendRecord appends r's stored form to dst.
+func appendRecord(dst []byte, r *Record) []byte {
+	start := len(dst)
+	b := append(dst, statusByte(r.Status), binaryRecord)
 	for _, s := range []string{r.EventID, r.Event, r.Entity, r.EntityID} {
 		b = appendString(b, s)
 	}
 	switch {
 	case r.Batch != "":
-		b[1] = binaryRecordBatch
+		b[start+1] = binaryRecordBatch
 		b = appendString(b, r.PrevEntityID)
 	case r.PrevEntityID != "":
-		b[1] = binaryRecordPrev
+		b[start+1] = binaryRecordPrev
 		b = appendString(b, r.PrevEntityID)
 	}
 	b = appendTime(b, r.CreatedAt)
