@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -64,7 +65,7 @@ func (h *harness) batchThroughput(ctx context.Context, res *Result, s batchSlots
 			return fmt.Errorf("end to end, batch_size %d: %w", size, err)
 		}
 		res.BatchRuns = append(res.BatchRuns, BatchRun{
-			Size: size, EPS: r.rate, CPU: r.cpuUS,
+			Size: size, EPS: r.rate, CPU: r.cpuUS, SteadyCPU: r.steadyCPUUS,
 			EventsPerRequest: float64(o.Changes) / float64(max(1, h.rc.requests())),
 		})
 		res.BatchPeakRSSMB = max(res.BatchPeakRSSMB, r.rssMB)
@@ -74,7 +75,7 @@ func (h *harness) batchThroughput(ctx context.Context, res *Result, s batchSlots
 	if err != nil {
 		return fmt.Errorf("end to end, unbatched after the batches: %w", err)
 	}
-	res.BatchUnbatchedEPS, res.BatchUnbatchedCPU = r.rate, r.cpuUS
+	res.BatchUnbatchedEPS, res.BatchUnbatchedCPU, res.BatchUnbatchedSteadyCPU = r.rate, r.cpuUS, r.steadyCPUUS
 	h.logf("decode ceiling again")
 	if res.BatchDecodeAfterEPS, err = h.decodeCeiling(ctx, s.read, o.Changes); err != nil {
 		return fmt.Errorf("decode ceiling after the batches: %w", err)
@@ -82,12 +83,37 @@ func (h *harness) batchThroughput(ctx context.Context, res *Result, s batchSlots
 	h.dropSlot(ctx, s.read)
 	res.BatchDecodeMeanEPS = (res.DecodeCeilingEPS + res.BatchDecodeAfterEPS) / 2
 	res.BatchUnbatchedMeanCPU = (res.E2ECPU + res.BatchUnbatchedCPU) / 2
+	res.BatchUnbatchedMeanSteadyCPU = (res.E2ESteadyCPU + res.BatchUnbatchedSteadyCPU) / 2
 	for i := range res.BatchRuns {
 		b := &res.BatchRuns[i]
 		b.RatioDecode = b.EPS / res.BatchDecodeMeanEPS
 		b.RatioCPU = b.CPU / res.BatchUnbatchedMeanCPU
+		b.RatioSteadyCPU = b.SteadyCPU / res.BatchUnbatchedMeanSteadyCPU
 	}
+	res.BatchFloorCPU, res.BatchRequestCPU, res.BatchFloorFrom = batchFloor(res)
 	return nil
+}
+
+// batchFloor splits CPU per event after the first 2xx into what every
+// event costs, batched or not, and what a request costs, from the
+// unbatched mean and the largest batch size's run, with the mean batch it
+// made: cpu = perEvent + perRequest / events per request. It returns
+// zeros when the figures do not allow it.
+func batchFloor(res *Result) (perEvent, perRequest float64, size int) {
+	if len(res.BatchRuns) == 0 || res.BatchUnbatchedMeanSteadyCPU <= 0 {
+		return 0, 0, 0
+	}
+	big := slices.MaxFunc(res.BatchRuns, func(a, b BatchRun) int { return cmp.Compare(a.Size, b.Size) })
+	n := big.EventsPerRequest
+	if n <= 1 || big.SteadyCPU <= 0 {
+		return 0, 0, 0
+	}
+	perRequest = (res.BatchUnbatchedMeanSteadyCPU - big.SteadyCPU) / (1 - 1/n)
+	perEvent = big.SteadyCPU - perRequest/n
+	if perRequest <= 0 || perEvent <= 0 {
+		return 0, 0, 0
+	}
+	return perEvent, perRequest, big.Size
 }
 
 // batchLatency is the latency phase with the largest batch size and

@@ -298,11 +298,12 @@ func (h *harness) oneWebhook(ctx context.Context, res *Result, s throughputSlots
 	h.logf("HTTP ceiling: %d workers", o.Concurrency)
 	before = h.httpCeiling(ctx, o.Concurrency, o.Ceiling)
 	h.logf("walhook end to end, 1 webhook")
-	var first time.Duration
-	if res.E2EEPS, first, res.E2ECPU, err = h.endToEnd(ctx, "e2e1", s.e2e1, 1, o.Changes); err != nil {
+	r, err := h.endToEnd(ctx, "e2e1", s.e2e1, 1, o.Changes)
+	if err != nil {
 		return 0, 0, fmt.Errorf("end to end: %w", err)
 	}
-	res.E2EFirstMS = float64(first.Microseconds()) / 1000
+	res.E2EEPS, res.E2ECPU, res.E2ESteadyCPU = r.rate, r.cpuUS, r.steadyCPUUS
+	res.E2EFirstMS = float64(r.first.Microseconds()) / 1000
 	h.logf("HTTP ceiling: %d and %d workers", o.Concurrency, o.Concurrency*o.Webhooks)
 	after = h.httpCeiling(ctx, o.Concurrency, o.Ceiling)
 	h.logf("HTTP ceiling: %d workers, the client in its own process", o.Concurrency)
@@ -324,9 +325,11 @@ func (h *harness) manyWebhooks(ctx context.Context, res *Result, s throughputSlo
 	o := h.o
 	before = h.httpCeiling(ctx, o.Concurrency*o.Webhooks, o.Ceiling)
 	h.logf("walhook end to end, %d webhooks", o.Webhooks)
-	if res.E2E4RPS, _, res.E2E4CPU, err = h.endToEnd(ctx, "e2e4", s.e2e4, o.Webhooks, o.Changes); err != nil {
+	r, err := h.endToEnd(ctx, "e2e4", s.e2e4, o.Webhooks, o.Changes)
+	if err != nil {
 		return 0, 0, fmt.Errorf("end to end, %d webhooks: %w", o.Webhooks, err)
 	}
+	res.E2E4RPS, res.E2E4CPU = r.rate, r.cpuUS
 	h.logf("pipeline floor, %d webhooks", o.Webhooks)
 	if res.Pipeline4RPS, err = h.pipelineFloor(ctx, s.pipe4, o.Changes, o.Webhooks); err != nil {
 		return 0, 0, err

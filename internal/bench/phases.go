@@ -16,24 +16,26 @@ import (
 
 // The phases: each starts walhook on a slot of its own and measures it.
 
-// endToEnd starts walhook on a slot holding want changes and returns the
-// deliveries per second from its first 2xx to its last, the time from its
-// start to the first 2xx, and its CPU microseconds per delivery (start
-// included).
-func (h *harness) endToEnd(ctx context.Context, phase, slot string, webhooks, want int) (rate float64, first time.Duration, cpuUS float64, err error) {
+// endToEnd starts walhook on a slot holding want changes and measures it
+// (e2eRun).
+func (h *harness) endToEnd(ctx context.Context, phase, slot string, webhooks, want int) (e2eRun, error) {
 	r, err := h.endToEndOn(ctx, phase, slot, "", webhooks, want)
 	h.peakRSS, h.peakAnon = max(h.peakRSS, r.rssMB), max(h.peakAnon, r.anonMB)
-	return r.rate, r.first, r.cpuUS, err
+	return r, err
 }
 
 // e2eRun is what one end-to-end phase measured.
 type e2eRun struct {
-	rate       float64       // deliveries/s from the first 2xx to the last
-	first      time.Duration // walhook's start → its first 2xx
-	cpuUS      float64       // walhook's CPU µs per delivery, its start included
-	storeCPUUS float64       // the store's PostgreSQL backends' CPU µs per delivery (schema set)
-	rssMB      float64       // walhook's peak RSS
-	anonMB     float64       // of which anonymous
+	rate  float64       // deliveries/s from the first 2xx to the last
+	first time.Duration // walhook's start → its first 2xx
+	cpuUS float64       // walhook's CPU µs per delivery, its start included
+	// steadyCPUUS is walhook's CPU µs per delivery from its first 2xx to
+	// its last, over the deliveries after the first request's: what
+	// each costs once walhook runs, as the rate counts them.
+	steadyCPUUS float64
+	storeCPUUS  float64 // the store's PostgreSQL backends' CPU µs per delivery (schema set)
+	rssMB       float64 // walhook's peak RSS
+	anonMB      float64 // of which anonymous
 }
 
 // endToEndOn is endToEnd with the queue in schema of the store database
@@ -66,7 +68,7 @@ func (h *harness) endToEndWith(ctx context.Context, phase, slot, schema string, 
 	}
 	total := want * len(hooks)
 	err = h.waitReceived(ctx, p, total, time.Duration(total/200+60)*time.Second)
-	firstAt, last, firstCount := h.rc.firstAt(), h.rc.lastAt(), h.rc.firstCount()
+	firstAt, last, firstCount, cpuFirst := h.rc.firstAt(), h.rc.lastAt(), h.rc.firstCount(), h.rc.cpuAtFirst()
 	cpu := p.cpuSeconds()
 	var storeCPU float64
 	if backends != nil {
@@ -85,6 +87,9 @@ func (h *harness) endToEndWith(ctx context.Context, phase, slot, schema string, 
 	r.rate = float64(total) / last.Sub(start).Seconds()
 	if last.After(firstAt) {
 		r.rate = float64(total-firstCount) / last.Sub(firstAt).Seconds()
+	}
+	if total > firstCount && cpuFirst > 0 {
+		r.steadyCPUUS = (cpu - cpuFirst) * 1e6 / float64(total-firstCount)
 	}
 	return r, nil
 }

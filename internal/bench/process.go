@@ -108,6 +108,7 @@ func (h *harness) startWalhookUntil(ctx context.Context, dir, admin, token, phas
 		logf.Close()
 		return nil, err
 	}
+	h.rc.watch(cmd.Process.Pid)
 	p := &process{cmd: cmd, dir: dir, admin: admin, token: token, done: make(chan struct{})}
 	go func() {
 		cmd.Wait()

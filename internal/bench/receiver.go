@@ -28,11 +28,16 @@ type receiver struct {
 	events      int            // the sum of seen
 	firstEvents int            // in the first request
 	first, last time.Time
-	recordLat   bool
-	lat         []time.Duration
-	latBy       map[string][]time.Duration // by webhook
-	sample      []byte
-	hold        chan struct{} // requests to /hold wait until it is closed
+	// watched is walhook's pid: its CPU time is read when the first
+	// request comes (firstCPU), so that CPU per event can leave its start
+	// out.
+	watched   int
+	firstCPU  float64
+	recordLat bool
+	lat       []time.Duration
+	latBy     map[string][]time.Duration // by webhook
+	sample    []byte
+	hold      chan struct{} // requests to /hold wait until it is closed
 }
 
 // newReceiver listens on a free local port; delay is its wait per request.
@@ -116,6 +121,9 @@ func (rc *receiver) serve(w http.ResponseWriter, r *http.Request) {
 	if rc.first.IsZero() {
 		rc.first = now
 		rc.firstEvents = events
+		if rc.watched != 0 {
+			rc.firstCPU, _ = procCPUSeconds(rc.watched)
+		}
 	}
 	rc.last = now
 	if rc.sample == nil {
@@ -199,6 +207,21 @@ func (rc *receiver) firstCount() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return rc.firstEvents
+}
+
+// watch makes the first request read the CPU time of process pid.
+func (rc *receiver) watch(pid int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.watched, rc.firstCPU = pid, 0
+}
+
+// cpuAtFirst is the CPU seconds of the watched process when the first
+// request came.
+func (rc *receiver) cpuAtFirst() float64 {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.firstCPU
 }
 
 func (rc *receiver) firstAt() time.Time {
