@@ -270,7 +270,7 @@ func (h *dispatcher) enqueue(ps []*pending) {
 		switch {
 		case p.seq < h.nextLoad:
 			// already loaded from disk
-		case !h.diskMore && p.seq == h.nextLoad && h.inWindow < windowSize:
+		case !h.diskMore && p.seq == h.nextLoad && h.inWindow < h.windowLocked():
 			h.addLocked(p)
 			h.nextLoad = p.seq + 1
 		default:
@@ -311,7 +311,17 @@ func (h *dispatcher) headLocked(p *pending) bool {
 
 // refillDueLocked reports whether the window has drained to half while
 // pending deliveries wait on disk.
-func (h *dispatcher) refillDueLocked() bool { return h.diskMore && h.inWindow <= windowSize/2 }
+func (h *dispatcher) refillDueLocked() bool { return h.diskMore && h.inWindow <= h.windowLocked()/2 }
+
+// windowLocked is how many pending deliveries the webhook holds in memory:
+// windowSize, or enough for two batches per worker when it batches, so
+// that its workers all have one under way while the next ones form
+// (batch_size 100 with 16 workers keeps 1,600 deliveries in flight); at
+// most maxWindow. Beyond it they wait on disk and are read back. h.mu
+// held.
+func (h *dispatcher) windowLocked() int {
+	return min(max(windowSize, 2*h.w.batchSize()*h.w.inFlightLimit(h.q.opts.Concurrency)), maxWindow)
+}
 
 // refill loads pending deliveries from disk into the window when it is
 // due. It reads the store without holding h.mu, so that workers finishing
@@ -323,7 +333,7 @@ func (h *dispatcher) refill() {
 		h.mu.Unlock()
 		return
 	}
-	from, room := h.nextLoad, windowSize-h.inWindow
+	from, room := h.nextLoad, h.windowLocked()-h.inWindow
 	h.queuedMeanwhile = false
 	parts := h.q.Parts()
 	if parts == 0 { // nothing of the store's to send, until Own

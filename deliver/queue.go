@@ -122,7 +122,8 @@ const (
 const (
 	defaultRetention   = 100
 	defaultConcurrency = 16
-	windowSize         = 1000 // pending deliveries per webhook held in memory
+	windowSize         = 1000 // pending deliveries per webhook held in memory (see dispatcher.windowLocked)
+	maxWindow          = 8000 // the most a batching webhook holds
 	pendingItems       = 4096 // Write blocks when this many items wait for the committer
 	maxBatch           = 2048 // items per commit
 	loadedEvents       = 2048 // events read back from the store kept for the other webhooks that want them

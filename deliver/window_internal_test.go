@@ -219,3 +219,23 @@ func TestEnqueuedDuringRefill(t *testing.T) {
 		t.Fatalf("the delivery committed during the refill was not sent: %+v", q.Stats("h"))
 	}
 }
+
+// TestWindowOfBatches: a webhook that batches holds two batches per worker
+// in memory, within windowSize and maxWindow.
+func TestWindowOfBatches(t *testing.T) {
+	for _, tc := range []struct {
+		batch, inFlight, workers, want int
+	}{
+		{1, 0, 16, windowSize},
+		{10, 0, 16, windowSize},  // 320
+		{100, 0, 16, 3200},       // two batches for each of 16 workers
+		{100, 4, 16, windowSize}, // max_in_flight 4: 800
+		{100, 0, 8, 1600},        // -concurrency 8
+		{MaxBatchSize, 0, 16, maxWindow},
+	} {
+		h := &dispatcher{w: Webhook{BatchSize: tc.batch, MaxInFlight: tc.inFlight}, q: &Queue{opts: Options{Concurrency: tc.workers}}}
+		if got := h.windowLocked(); got != tc.want {
+			t.Errorf("batch_size %d, max_in_flight %d, %d workers: window %d, want %d", tc.batch, tc.inFlight, tc.workers, got, tc.want)
+		}
+	}
+}
