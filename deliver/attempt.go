@@ -382,11 +382,18 @@ func (q *Queue) logAttempt(h *dispatcher, w *Webhook, id, event string, count, n
 	case a.Status == 0 && a.Error != "":
 		line = strconv.AppendQuote(append(line, " error="...), a.Error)
 	case a.Status != 0 && (a.Status < 200 || a.Status > 299):
-		body := []rune(a.ResponseBody)
-		if len(body) > 200 {
-			body = body[:200]
+		// The receiver's answer, else what walhook made of it ("HTTP 503",
+		// a redirect not followed), never an empty error="".
+		msg := a.ResponseBody
+		if strings.TrimSpace(msg) == "" {
+			msg = a.Error
 		}
-		line = strconv.AppendQuote(append(line, " error="...), string(body))
+		if body := []rune(msg); len(body) > 200 {
+			msg = string(body[:200])
+		}
+		if msg != "" {
+			line = strconv.AppendQuote(append(line, " error="...), msg)
+		}
 	}
 	h.log.writeLine(append(line, '\n'))
 }

@@ -28,8 +28,11 @@ import (
 func TestRetryThenSuccess(t *testing.T) {
 	t.Parallel()
 	rc := newReceiver(t, func(_ received, n int) (int, http.Header, string) {
-		if n <= 2 {
+		switch n {
+		case 1:
 			return 500, nil, "try later"
+		case 2:
+			return 503, nil, "" // no body: the .log line gives walhook's reading, not error=""
 		}
 		return 200, nil, "ok"
 	})
@@ -80,6 +83,9 @@ func TestRetryThenSuccess(t *testing.T) {
 	re := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d) id=0000000000000064-00000000 event=employee.modify attempt=1/5 status=500 duration_ms=\d+ url=http://127\.0\.0\.1:\d+ error="try later"$`)
 	if !re.MatchString(lines[0]) {
 		t.Errorf("log line %q does not match %s", lines[0], re)
+	}
+	if !strings.Contains(lines[1], "attempt=2/5 status=503 ") || !strings.HasSuffix(lines[1], ` error="HTTP 503"`) {
+		t.Errorf("second log line (a 503 without a body) = %q", lines[1])
 	}
 	if !strings.Contains(lines[2], "attempt=3/5 status=200") || strings.Contains(lines[2], "error=") {
 		t.Errorf("last log line = %q", lines[2])
