@@ -283,6 +283,11 @@ func printBatch(w io.Writer, r *Result) {
 	if r.BatchFloorCPU > 0 {
 		fmt.Fprintf(w, "\nafter the first 2xx, CPU per event ≈ %.1f µs + %.1f µs per request (solved from the unbatched run and batch_size %d's): no batch_size takes CPU per event below %.2f × the unbatched one; those %.1f µs are each event's own (reading the WAL, storing, reading back, encoding), batched or not\n",
 			r.BatchFloorCPU, r.BatchRequestCPU, r.BatchFloorFrom, r.BatchFloorCPU/r.BatchUnbatchedMeanSteadyCPU, r.BatchFloorCPU)
+		for _, b := range r.BatchRuns {
+			if b.Size == 100 && b.SteadyCPU > 0 {
+				fmt.Fprintf(w, "batch_size 100 after the first 2xx: %.2f × that floor (target ≤ 1.35: %s)\n", b.SteadyCPU/r.BatchFloorCPU, verdict(b.SteadyCPU <= 1.35*r.BatchFloorCPU))
+			}
+		}
 	}
 	if r.BatchLatencySize > 0 {
 		target := float64(r.BatchLatencyWaitMS + 30)
