@@ -182,7 +182,7 @@ func (a *App) backfillTables(w deliver.Webhook, events []string) ([]string, erro
 // runBackfill reads the snapshot into the queue and ends the backfill;
 // walhook's stop leaves it to be resumed at the next start.
 func (a *App) runBackfill(run *backfillRun, state backfillState) {
-	ctx := a.bgCtx
+	ctx := a.backfillCtx()
 	a.mu.Lock()
 	dsn := a.cfg.Postgres.DSN
 	a.mu.Unlock()
@@ -204,8 +204,11 @@ func (a *App) runBackfill(run *backfillRun, state backfillState) {
 		return a.queue.WriteBackfill(ctx, run.b, tx, state.at(pos))
 	})
 	if ctx.Err() != nil {
-		// walhook stops: the state stored with the last rows resumes it.
-		log.Info("backfill: interrupted by the stop; the next start resumes it", "rows_read", rows)
+		// walhook stops, or another leads: the state stored with the last
+		// rows resumes it, at the next start or on the next leader.
+		log.Info("backfill: interrupted by the stop or the loss of the lead; the next start or leader resumes it from the rows stored", "rows_read", rows)
+		a.queue.LeaveBackfill(run.b)
+		run.update(func(st *admin.BackfillStatus) { st.State = "interrupted" })
 		return
 	}
 	// The end goes through the committer after the last rows, whatever
@@ -230,6 +233,23 @@ func (a *App) runBackfill(run *backfillRun, state backfillState) {
 	}
 	st := run.status()
 	log.Info("backfill done", "rows_read", rows, "rows_queued", st.Queued, "rows_skipped", st.Skipped)
+}
+
+// backfillCtx is what a backfill runs under: walhook's life and, with a
+// shared store, the lead term it starts in. Only the leader's rows reach
+// that store, so a backfill ends with the term (the next leader resumes
+// it from the state stored with its last rows); one that would start
+// between terms is interrupted at once.
+func (a *App) backfillCtx() context.Context {
+	if a.pg == nil {
+		return a.bgCtx
+	}
+	if term := a.term.Load(); term != nil {
+		return *term
+	}
+	ctx, cancel := context.WithCancel(a.bgCtx)
+	cancel()
+	return ctx
 }
 
 // waitPassed waits until the reader has handed the queue every change

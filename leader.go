@@ -98,6 +98,10 @@ func (a *App) leadTerm(ctx context.Context, l *store.Leader) error {
 		pause(ctx, 5*time.Second)
 		return nil
 	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	a.term.Store(&rctx) // before leads: a backfill asked for once it leads runs under the term
+	defer a.term.Store(nil)
 	a.leads.Store(true)
 	a.leaderGauge.Set(1)
 	a.logger.Info("this walhook leads the store: it reads the slot", "schema", a.cfg.Store.Schema)
@@ -106,8 +110,6 @@ func (a *App) leadTerm(ctx context.Context, l *store.Leader) error {
 		a.leaderGauge.Set(0)
 		a.queue.Follow()
 	}()
-	rctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	go func() {
 		select {
 		case <-l.Lost():

@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"walhook/admin"
 	"walhook/deliver/store"
 	"walhook/internal/testkit"
 )
@@ -285,4 +287,91 @@ func TestSharedStoreInProcess(t *testing.T) {
 	}
 	waitFor(t, "the leader holding every partition", time.Minute, func() bool { return shares(1) })
 	rc.awaitAll(t, c.keys, time.Minute)
+}
+
+// TestBackfillFollowsTheLead: two walhooks share a store; the leader's
+// lock connection is cut while its backfill reads (the walhook runs on).
+// Its backfill stops there, the other walhook takes the lead and resumes
+// it from the rows stored, and every row arrives. Then the first walhook
+// leads again and can run a backfill of its own: the interrupted one did
+// not keep its place.
+func TestBackfillFollowsTheLead(t *testing.T) {
+	const rows = 100000
+	dsn := itemsDatabase(t)
+	execSQL(t, dsn, fmt.Sprintf(`INSERT INTO items SELECT i, i, 'note' FROM generate_series(1, %d) i`, rows))
+	storeDSN := newDatabase(t)
+	var mu sync.Mutex
+	created := map[string]bool{}
+	// Not testkit's Receiver: it tallies the ids of 100,000 creates and
+	// more, without keeping their bodies.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("X-Walhook-Event") == "items.create" {
+			mu.Lock()
+			created[r.Header.Get("X-Walhook-Entity-Id")] = true
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	var apps []*inProcess
+	for range 2 {
+		path := crashConfig(t, dsn, srv.URL, freeAddr(t))
+		appendFile(t, path, pgStoreSection(storeDSN, "walhook"))
+		cfg, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps = append(apps, startApp(t, cfg, AppOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	}
+	waitFor(t, "one walhook leading", time.Minute, func() bool {
+		return apps[0].app.leads.Load() != apps[1].app.leads.Load() && apps[0].app.ready() == nil && apps[1].app.ready() == nil
+	})
+	lead, other := apps[0].app, apps[1].app
+	if other.leads.Load() {
+		lead, other = other, lead
+	}
+	if _, err := lead.StartBackfill("items", nil); err != nil {
+		t.Fatal(err)
+	}
+	var st admin.BackfillStatus
+	waitFor(t, "the backfill under way", time.Minute, func() bool {
+		st, _ = lead.Backfill("items")
+		return st.Queued >= 10000 || st.State != "running"
+	})
+	if st.State != "running" {
+		t.Fatalf("the backfill ended before the lock was cut (%+v): nothing to resume", st)
+	}
+	// The advisory lock's session is the leader's; only it holds one in
+	// the store's database.
+	execSQL(t, storeDSN, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+	waitFor(t, "the other walhook leading", time.Minute, func() bool { return other.leads.Load() })
+	waitFor(t, "the first backfill interrupted", time.Minute, func() bool {
+		r, ok := lead.backfills.Load("items")
+		return ok && r.(*backfillRun).status().State == "interrupted"
+	})
+	waitFor(t, "the resumed backfill done", 2*time.Minute, func() bool {
+		st, _ = other.Backfill("items")
+		return st.State != "running" && st.State != ""
+	})
+	if st.State != "done" || !st.Resumed {
+		t.Fatalf("on the new leader: %+v, want done and resumed", st)
+	}
+	if st.Read >= rows || st.Read == 0 {
+		t.Errorf("the resumed backfill read %d rows: it should go on where the stored rows end, not start over", st.Read)
+	}
+	waitFor(t, "every row", 3*time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(created) == rows
+	})
+
+	// The first walhook leads again (the other's lock cut in turn) and
+	// runs a backfill: nothing of the interrupted one is in its way.
+	execSQL(t, storeDSN, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`)
+	waitFor(t, "the first walhook leading again", time.Minute, func() bool { return lead.leads.Load() })
+	if _, err := lead.StartBackfill("items", nil); err != nil {
+		t.Fatalf("a backfill on the walhook whose backfill was interrupted: %v", err)
+	}
 }

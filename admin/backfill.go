@@ -22,7 +22,7 @@ type Backfiller interface {
 type BackfillStatus struct {
 	Webhook   string     `json:"webhook"`
 	Tables    []string   `json:"tables"`
-	State     string     `json:"state"`                  // running, done or failed
+	State     string     `json:"state"`                  // running, done, failed, or interrupted (by a stop, or the loss of the lead, until resumed)
 	Point     string     `json:"snapshot_lsn,omitempty"` // the WAL position the rows are as of
 	Read      int64      `json:"rows_read"`
 	Queued    int64      `json:"rows_queued"`

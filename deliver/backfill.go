@@ -110,6 +110,17 @@ func (q *Queue) EndBackfill(ctx context.Context, b *Backfill) error {
 	return q.hand(ctx, commitItem{tx: &cdc.Tx{}, backfill: b, endBackfill: true})
 }
 
+// LeaveBackfill unregisters b, interrupted before its end (walhook lost
+// the lead, or stops): another backfill may start here, and the state
+// stored with b's last rows stays for whoever resumes it.
+func (q *Queue) LeaveBackfill(b *Backfill) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.backfill == b {
+		q.backfill = nil
+	}
+}
+
 // endBackfill unregisters b; committer only.
 func (q *Queue) endBackfill(b *Backfill) {
 	q.mu.Lock()

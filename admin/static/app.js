@@ -225,6 +225,11 @@ async function onBackfill(ev) {
       await new Promise((done) => setTimeout(done, 500));
       r = await api("GET", path);
     }
+    if (r.state === "interrupted") {
+      flash("Backfill interrupted: this walhook stopped or no longer leads; the next start or leader resumes it.");
+      button.disabled = false;
+      return;
+    }
     if (r.state !== "done") throw new Error("Backfill failed: " + r.error);
     flash("Backfill done: " + r.rows_queued + " rows queued, " + r.rows_skipped + " left out for a newer change.");
   } catch (e) {
