@@ -61,12 +61,12 @@ type App struct {
 
 	// A store in PostgreSQL, shared with other walhooks (see leader.go);
 	// nil for bbolt.
-	pg          *store.Postgres
-	me          store.Instance         // this walhook, to the others
-	leads       atomic.Bool            // it holds the leader lock and reads the slot
+	pg    *store.Postgres
+	me    store.Instance // this walhook, to the others
+	leads atomic.Bool    // it holds the leader lock and reads the slot
 	// term ends with the lead term under way (shared store): a backfill
 	// runs under it (backfillCtx). Nil while this walhook does not lead.
-	term atomic.Pointer[context.Context]
+	term        atomic.Pointer[context.Context]
 	following   atomic.Pointer[string] // while it does not lead: who does, or why it cannot tell
 	otherLeads  atomic.Bool            // another walhook holds the leader lock, as last seen
 	unreachable atomic.Pointer[error]  // the store cannot be reached (leadLoop); nil when it can
