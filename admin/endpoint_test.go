@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestEndpointControlAPI: rate_limit, max_in_flight and disable_after go
@@ -18,7 +19,8 @@ func TestEndpointControlAPI(t *testing.T) {
 		DisableAfter string  `json:"disable_after"`
 		Active       bool    `json:"active"`
 		Stats        struct {
-			SwitchedOff string `json:"switched_off"`
+			SwitchedOff  string     `json:"switched_off"`
+			FailingSince *time.Time `json:"failing_since"`
 		} `json:"stats"`
 	}
 	get := func(name string) control {
@@ -63,8 +65,8 @@ func TestEndpointControlAPI(t *testing.T) {
 	e.write(100, 1)
 	waitFor(t, "the switch-off", func() bool { return !get("down").Active })
 	const reason = "switched off after 1s of failures"
-	if c := get("down"); c.Stats.SwitchedOff != reason {
-		t.Errorf("stats.switched_off %q, want %q", c.Stats.SwitchedOff, reason)
+	if c := get("down"); c.Stats.SwitchedOff != reason || c.Stats.FailingSince == nil {
+		t.Errorf("stats.switched_off %q, failing_since %v; want %q and the first failure's time", c.Stats.SwitchedOff, c.Stats.FailingSince, reason)
 	}
 	for _, page := range []string{"/", "/webhooks/down/deliveries"} {
 		if r := e.mustDo(200, "GET", page, ""); !strings.Contains(r.body, reason) {

@@ -68,6 +68,9 @@ type statsJSON struct {
 	// SwitchedOff says why the webhook switched itself off (a 410, or
 	// disable_after), until it is switched on again.
 	SwitchedOff string `json:"switched_off,omitempty"`
+	// FailingSince is the first failed attempt since the latest 2xx, while
+	// the latest attempts fail: disable_after counts from it.
+	FailingSince *time.Time `json:"failing_since,omitempty"`
 }
 
 type basicAuthJSON struct {
@@ -95,6 +98,9 @@ func showWebhook(w deliver.Webhook, st deliver.Stats) webhookJSON {
 	}
 	if !st.LastAttemptAt.IsZero() {
 		out.Stats.LastAttemptAt = &st.LastAttemptAt
+	}
+	if !st.FailingSince.IsZero() {
+		out.Stats.FailingSince = &st.FailingSince
 	}
 	if len(w.Headers) > 0 {
 		out.Headers = make(map[string]string, len(w.Headers))

@@ -106,11 +106,10 @@ type dispatcher struct {
 	goneURL    string // the URL that answered 410 Gone, until switchOff has persisted it (or found it superseded)
 
 	// Endpoint control: rate_limit, max_in_flight, disable_after.
-	inFlight     int       // deliveries handed out whose attempt is not filed yet
-	tokens       float64   // rate_limit's bucket
-	tokensAt     time.Time // when tokens was topped up last; zero: the bucket is full
-	failingSince time.Time // the first failed attempt since the latest 2xx; zero: none failed
-	offReason    string    // why the webhook switched itself off (a 410, disable_after), until switched on
+	inFlight  int       // deliveries handed out whose attempt is not filed yet
+	tokens    float64   // rate_limit's bucket
+	tokensAt  time.Time // when tokens was topped up last; zero: the bucket is full
+	offReason string    // why the webhook switched itself off (a 410, disable_after), until switched on
 
 	log    *logFile
 	stat   dispatcherMetrics
@@ -199,6 +198,9 @@ func (h *dispatcher) load() error {
 			h.w.Active = false
 		}
 	}
+	if !h.w.Active {
+		h.offReason = h.stats.SwitchedOff // why it switched itself off, before the restart
+	}
 	return nil
 }
 
@@ -215,12 +217,13 @@ func (h *dispatcher) setWebhook(w Webhook) error {
 	w = w.clone()
 	tmpl, _ := requestTemplate(&w)
 	h.mu.Lock()
-	if w.Active && !h.w.Active {
-		h.switchedOnLocked()
-	}
+	persist := w.Active && !h.w.Active && h.switchedOnLocked()
 	h.w, h.enc, h.signer, h.names, h.tmpl = w, enc, NewSigner(w.effectiveSignature(), w.Secrets), newHeaderNames(w.HeaderPrefix), tmpl
 	h.filter = filter
 	h.mu.Unlock()
+	if persist {
+		h.persistStats()
+	}
 	h.active.Store(w.Active)
 	h.poke()
 	return nil
@@ -616,13 +619,13 @@ func (h *dispatcher) fileLocked(p *pending, w *Webhook, res result, n int) filed
 // off; h.mu held.
 func (h *dispatcher) streakLocked(w *Webhook, att Attempt, ok bool) bool {
 	if ok {
-		h.failingSince = time.Time{}
+		h.stats.FailingSince = time.Time{}
 		return false
 	}
-	if h.failingSince.IsZero() {
-		h.failingSince = att.At
+	if h.stats.FailingSince.IsZero() {
+		h.stats.FailingSince = att.At
 	}
-	if w.DisableAfter <= 0 || !h.w.Active || att.At.Sub(h.failingSince) < w.DisableAfter {
+	if w.DisableAfter <= 0 || !h.w.Active || att.At.Sub(h.stats.FailingSince) < w.DisableAfter {
 		return false
 	}
 	h.switchOffLocked(w.URL, fmt.Sprintf("switched off after %s of failures", FormatDuration(w.DisableAfter)))
@@ -637,14 +640,21 @@ func (h *dispatcher) switchOffLocked(url, reason string) {
 	h.w.Active = false
 	h.goneURL = url
 	h.offReason = reason
+	h.stats.SwitchedOff = reason // stored with the attempt's counters
 }
 
 // switchedOnLocked starts the webhook afresh when it is switched on: no
 // reason to be off, no failures counted towards disable_after; h.mu held.
-func (h *dispatcher) switchedOnLocked() {
+// It reports whether the stored counters must say so (persistStats).
+func (h *dispatcher) switchedOnLocked() bool {
 	h.offReason = ""
-	h.failingSince = time.Time{}
+	changed := !h.stats.FailingSince.IsZero() || h.stats.SwitchedOff != ""
+	h.stats.FailingSince, h.stats.SwitchedOff = time.Time{}, ""
+	return changed
 }
+
+// persistStats stores the webhook's counters with the next commit.
+func (h *dispatcher) persistStats() { h.q.send(&update{h: h, stats: true}) }
 
 // recordLocked is fileLocked but for the counters, which count requests:
 // a batch's request is filed on each of its deliveries (batchID names it

@@ -153,3 +153,55 @@ func TestDisableAfter(t *testing.T) {
 		t.Errorf("switched on: stats %+v, want no reason and nothing failed", st)
 	}
 }
+
+// TestDisableAfterAcrossRestart: the run of failures disable_after counts
+// outlives a restart, so a webhook failing before and after one is
+// switched off by the first failure past disable_after however often
+// walhook restarts; the reason stays in its stats across the next restart,
+// and switching it on forgets both.
+func TestDisableAfterAcrossRestart(t *testing.T) {
+	var healthy atomic.Bool
+	rc := newReceiver(t, func(received, int) (int, http.Header, string) {
+		if healthy.Load() {
+			return 200, nil, "ok"
+		}
+		return 500, nil, "down"
+	})
+	e := newEnv(t, []string{"h"})
+	const after = time.Second // the least disable_after
+	def := hook("h", rc.URL, func(w *deliver.Webhook) { w.DisableAfter = after; w.MaxAttempts = 1 })
+	e.setHooks(t, def)
+	e.write(t, txOf(100, event(100, 0, 1, "a@example.com")))
+	waitFor(t, 10*time.Second, "the first failure", func() bool { return e.q.Stats("h").Failed == 1 })
+	since := e.q.Stats("h").FailingSince
+	if since.IsZero() {
+		t.Fatal("no failing_since after a failed attempt")
+	}
+	e.reopen(t)
+	e.setHooks(t, def)
+	if got := e.q.Stats("h").FailingSince; !got.Equal(since) {
+		t.Fatalf("failing_since after a restart: %v, want %v", got, since)
+	}
+	time.Sleep(after + 100*time.Millisecond) // the next failure comes past disable_after, counted from the first
+	e.write(t, txOf(200, event(200, 0, 2, "b@example.com")))
+	waitFor(t, 10*time.Second, "switched off", func() bool { w, _ := e.q.Webhook("h"); return !w.Active })
+	reason := "switched off after " + deliver.FormatDuration(after) + " of failures"
+
+	e.reopen(t)
+	e.setHooks(t, def)
+	if w, _ := e.q.Webhook("h"); w.Active {
+		t.Fatal("switched on by a restart")
+	}
+	if st := e.q.Stats("h"); st.SwitchedOff != reason {
+		t.Errorf("switched_off after a restart: %q, want %q", st.SwitchedOff, reason)
+	}
+	if _, err := e.q.SetActive("h", true); err != nil {
+		t.Fatal(err)
+	}
+	healthy.Store(true)
+	e.reopen(t) // the switch-on's forgetting is stored too
+	e.setHooks(t, def)
+	if st := e.q.Stats("h"); st.SwitchedOff != "" || !st.FailingSince.IsZero() {
+		t.Errorf("switched on, then restarted: switched_off %q, failing_since %v; want neither", st.SwitchedOff, st.FailingSince)
+	}
+}

@@ -75,6 +75,9 @@ type Stats struct {
 	// SwitchedOff says why the webhook switched itself off (a 410, or
 	// disable_after), until it is switched on again; "" otherwise.
 	SwitchedOff string `json:"switched_off,omitempty"`
+	// FailingSince is the first failed attempt since the latest 2xx
+	// (zero: the latest attempt succeeded): disable_after counts from it.
+	FailingSince time.Time `json:"failing_since,omitzero"`
 }
 
 // Delivery is one event queued for one webhook, with its attempts.

@@ -331,9 +331,12 @@ func (q *Queue) SetActive(name string, active bool) (Webhook, error) {
 	h.mu.Lock()
 	h.w.Active = active
 	h.goneURL = "" // a 410 not persisted yet is superseded
-	h.switchedOnLocked()
+	persist := h.switchedOnLocked()
 	w := h.w.clone()
 	h.mu.Unlock()
+	if persist {
+		h.persistStats()
+	}
 	h.active.Store(active)
 	h.poke()
 	q.changed()
@@ -417,7 +420,7 @@ func (q *Queue) Stats(name string) Stats {
 		TotalCalls: h.stats.TotalCalls, LastAttemptAt: h.stats.LastAttemptAt,
 		Queued: h.queued, Failed: h.failedN,
 		FilterErrors: h.filterErrs.n, LastFilterError: h.filterErrs.last,
-		SwitchedOff: h.offReason,
+		SwitchedOff: h.offReason, FailingSince: h.stats.FailingSince,
 	}
 	h.mu.Unlock()
 	if q.opts.Shared {

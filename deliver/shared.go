@@ -229,7 +229,7 @@ func (q *Queue) syncSwitch(h *dispatcher) bool {
 	if off {
 		h.offReason = "switched off by another walhook sharing the store"
 	} else {
-		h.switchedOnLocked()
+		h.switchedOnLocked() // the walhook that switched it on stores it
 	}
 	h.mu.Unlock()
 	h.active.Store(!off)
@@ -247,6 +247,9 @@ func (q *Queue) sharedStats(name string, st *Stats) {
 	}
 	st.LatestStatus, st.SuccessfulCalls, st.TotalCalls, st.LastAttemptAt = sq.Counters.LatestStatus, sq.Counters.SuccessfulCalls, sq.Counters.TotalCalls, sq.Counters.LastAttemptAt
 	st.Queued, st.Failed = sq.Pending, sq.Failed
+	if st.SwitchedOff != "" && sq.Counters.SwitchedOff != "" {
+		st.SwitchedOff = sq.Counters.SwitchedOff // the walhook's that switched it off: a 410, disable_after
+	}
 }
 
 // mayDrop reports whether the Queue drops the queues of config webhooks

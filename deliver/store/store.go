@@ -69,12 +69,19 @@ type Attempt struct {
 	Error           string        `json:"error,omitempty"`
 }
 
-// Counters are a webhook's persisted call counters.
+// Counters are a webhook's persisted call counters, and the state of its
+// failures that must outlive a restart.
 type Counters struct {
 	LatestStatus    int       `json:"latest_status"`
 	SuccessfulCalls int64     `json:"successful_calls"`
 	TotalCalls      int64     `json:"total_calls"`
 	LastAttemptAt   time.Time `json:"last_attempt_at"`
+	// FailingSince is the first failed attempt since the latest 2xx (zero:
+	// none failed): disable_after counts from it, across restarts.
+	FailingSince time.Time `json:"failing_since,omitzero"`
+	// SwitchedOff says why the webhook switched itself off (a 410,
+	// disable_after), until it is switched on again.
+	SwitchedOff string `json:"switched_off,omitempty"`
 }
 
 // minus is what c counted since base: the calls' differences, c's latest
@@ -85,13 +92,15 @@ func (c Counters) minus(base Counters) Counters {
 	return c
 }
 
-// add sums two walhooks' counts; the latest attempt is the later one's.
+// add sums two walhooks' counts; the latest attempt, and the state of the
+// failures, are the later one's.
 func (c Counters) add(d Counters) Counters {
 	sum := c
 	sum.SuccessfulCalls += d.SuccessfulCalls
 	sum.TotalCalls += d.TotalCalls
 	if d.LastAttemptAt.After(c.LastAttemptAt) {
 		sum.LatestStatus, sum.LastAttemptAt = d.LatestStatus, d.LastAttemptAt
+		sum.FailingSince, sum.SwitchedOff = d.FailingSince, d.SwitchedOff
 	}
 	return sum
 }
