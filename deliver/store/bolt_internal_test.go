@@ -500,3 +500,29 @@ func TestScratch(t *testing.T) {
 		t.Errorf("%d chunks after reset, %d before", len(s.chunks), chunks)
 	}
 }
+
+// TestCountersMerge: walhooks sharing a store add their counts; the state
+// of the failures is the one a walhook changed, and stays as stored where
+// it did not change it: a switch-on (both cleared) is not undone by a
+// walhook that saw nothing of it, nor kept by the one that made it.
+func TestCountersMerge(t *testing.T) {
+	t1, t2 := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)
+	stored := Counters{TotalCalls: 10, SuccessfulCalls: 4, FailingSince: t1, SwitchedOff: "switched off after 1h of failures", LastAttemptAt: t2}
+	base := Counters{TotalCalls: 3, SuccessfulCalls: 3}
+
+	// Two more calls, no change in its view of the failures: the stored one stays.
+	got := stored.merge(Counters{TotalCalls: 5, SuccessfulCalls: 3}, base)
+	if got.TotalCalls != 12 || got.SuccessfulCalls != 4 || !got.FailingSince.Equal(t1) || got.SwitchedOff != stored.SwitchedOff {
+		t.Errorf("unchanged failures: %+v", got)
+	}
+	// It switched the webhook on: the run and the reason end.
+	on := stored.merge(Counters{TotalCalls: 3, SuccessfulCalls: 3}, Counters{TotalCalls: 3, SuccessfulCalls: 3, FailingSince: t1, SwitchedOff: stored.SwitchedOff})
+	if !on.FailingSince.IsZero() || on.SwitchedOff != "" || on.TotalCalls != 10 {
+		t.Errorf("switched on: %+v, want no run of failures, no reason, the counts as stored", on)
+	}
+	// Its attempt began a run of failures.
+	run := Counters{TotalCalls: 10}.merge(Counters{TotalCalls: 4, SuccessfulCalls: 3, FailingSince: t2}, base)
+	if !run.FailingSince.Equal(t2) || run.TotalCalls != 11 {
+		t.Errorf("a run begun: %+v", run)
+	}
+}

@@ -581,7 +581,7 @@ func (c *pgCommit) putMeta(key string, value []byte) error {
 func (c *pgCommit) counters(m, stored map[string]Counters) {
 	for _, name := range slices.Sorted(maps.Keys(m)) {
 		now := m[name]
-		st := stored[name].add(now.minus(c.s.counted.get(name)))
+		st := stored[name].merge(now, c.s.counted.get(name))
 		c.later(`INSERT INTO {s}.counters (webhook, value) VALUES ($1, $2) ON CONFLICT (webhook) DO UPDATE SET value = excluded.value`,
 			name, marshalCounters(st))
 	}

@@ -92,15 +92,25 @@ func (c Counters) minus(base Counters) Counters {
 	return c
 }
 
-// add sums two walhooks' counts; the latest attempt, and the state of the
-// failures, are the later one's.
+// add sums two walhooks' counts; the latest attempt is the later one's.
 func (c Counters) add(d Counters) Counters {
 	sum := c
 	sum.SuccessfulCalls += d.SuccessfulCalls
 	sum.TotalCalls += d.TotalCalls
 	if d.LastAttemptAt.After(c.LastAttemptAt) {
 		sum.LatestStatus, sum.LastAttemptAt = d.LatestStatus, d.LastAttemptAt
-		sum.FailingSince, sum.SwitchedOff = d.FailingSince, d.SwitchedOff
+	}
+	return sum
+}
+
+// merge is the stored counters of walhooks sharing a store after one of
+// them adds now, having stored base before: the counts summed (add), and
+// the state of the failures now's where it changed since base (a failed
+// run begun or ended, a switch-off or on), the stored one where not.
+func (c Counters) merge(now, base Counters) Counters {
+	sum := c.add(now.minus(base))
+	if !now.FailingSince.Equal(base.FailingSince) || now.SwitchedOff != base.SwitchedOff {
+		sum.FailingSince, sum.SwitchedOff = now.FailingSince, now.SwitchedOff
 	}
 	return sum
 }
