@@ -245,21 +245,9 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 	const rows = 100000
 	dsn := itemsDatabase(t)
 	execSQL(t, dsn, fmt.Sprintf(`INSERT INTO items SELECT i, i, 'note' FROM generate_series(1, %d) i`, rows))
-	var mu sync.Mutex
-	created := map[string]bool{}
-	// Not testkit's Receiver: it tallies the ids of 100,000 creates and
-	// more, without keeping their bodies.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		if r.Header.Get("X-Walhook-Event") == "items.create" {
-			mu.Lock()
-			created[r.Header.Get("X-Walhook-Entity-Id")] = true
-			mu.Unlock()
-		}
-	}))
-	t.Cleanup(srv.Close)
+	url, created := createsTally(t)
 	admin := freeAddr(t)
-	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", crashConfig(t, dsn, srv.URL, admin))
+	p := startProcess(t, filepath.Join(t.TempDir(), "walhook.log"), "run", "-config", crashConfig(t, dsn, url, admin))
 	waitReady(t, admin)
 	status := func() map[string]any { return backfillStatus(admin, "items") }
 	startBackfill(t, admin, "items")
@@ -285,11 +273,7 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 	if n := st["rows_read"].(float64); n >= rows || n == 0 {
 		t.Errorf("the resumed backfill read %v rows: it should go on where the stored rows end, not start over", n)
 	}
-	waitFor(t, "every row", 3*time.Minute, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(created) == rows
-	})
+	waitFor(t, "every row", 3*time.Minute, func() bool { return created() == rows })
 }
 
 // startBackfill starts a backfill of webhook name through the admin API
@@ -319,4 +303,27 @@ func backfillStatus(addr, name string) map[string]any {
 		return nil
 	}
 	return v
+}
+
+// createsTally is a receiver that tallies the distinct entity ids of the
+// items.create deliveries it gets (not testkit's Receiver: it takes
+// 100,000 creates and more without keeping their bodies); created says
+// how many.
+func createsTally(t *testing.T) (url string, created func() int) {
+	var mu sync.Mutex
+	ids := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.Header.Get("X-Walhook-Event") == "items.create" {
+			mu.Lock()
+			ids[r.Header.Get("X-Walhook-Entity-Id")] = true
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL, func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ids)
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -300,22 +299,10 @@ func TestBackfillFollowsTheLead(t *testing.T) {
 	dsn := itemsDatabase(t)
 	execSQL(t, dsn, fmt.Sprintf(`INSERT INTO items SELECT i, i, 'note' FROM generate_series(1, %d) i`, rows))
 	storeDSN := newDatabase(t)
-	var mu sync.Mutex
-	created := map[string]bool{}
-	// Not testkit's Receiver: it tallies the ids of 100,000 creates and
-	// more, without keeping their bodies.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		if r.Header.Get("X-Walhook-Event") == "items.create" {
-			mu.Lock()
-			created[r.Header.Get("X-Walhook-Entity-Id")] = true
-			mu.Unlock()
-		}
-	}))
-	t.Cleanup(srv.Close)
+	url, created := createsTally(t)
 	var apps []*inProcess
 	for range 2 {
-		path := crashConfig(t, dsn, srv.URL, freeAddr(t))
+		path := crashConfig(t, dsn, url, freeAddr(t))
 		appendFile(t, path, pgStoreSection(storeDSN, "walhook"))
 		cfg, err := LoadConfig(path)
 		if err != nil {
@@ -360,11 +347,7 @@ func TestBackfillFollowsTheLead(t *testing.T) {
 	if st.Read >= rows || st.Read == 0 {
 		t.Errorf("the resumed backfill read %d rows: it should go on where the stored rows end, not start over", st.Read)
 	}
-	waitFor(t, "every row", 3*time.Minute, func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(created) == rows
-	})
+	waitFor(t, "every row", 3*time.Minute, func() bool { return created() == rows })
 
 	// The first walhook leads again (the other's lock cut in turn) and
 	// runs a backfill: nothing of the interrupted one is in its way.
