@@ -176,9 +176,9 @@ func prunedAtOnce(outcomes []Outcome, retention int) map[*Outcome]bool {
 	return skip
 }
 
-// scratch hands out the bytes of the keys and values a commit puts: bbolt
-// reads them until the transaction ends, so chunks that the next commit
-// reuses spare an allocation per key and per value.
+// scratch hands out the bytes of the values a commit puts: bbolt reads
+// them until the transaction ends, so chunks that the next commit reuses
+// spare an allocation per value.
 type scratch struct {
 	chunks [][]byte // each scratchChunk bytes long
 	i, n   int      // the chunk in use and its bytes handed out
@@ -246,15 +246,15 @@ type commitTx struct {
 	cursor map[*bolt.Bucket]*bolt.Cursor
 }
 
-// put stores key → the bytes value appends, both in the store's scratch
-// chunks.
+// put stores key → the bytes value appends, written in the store's
+// scratch chunks (bbolt copies keys itself, values only when it writes
+// its pages).
 func (c *commitTx) put(b *bolt.Bucket, key []byte, value func([]byte) ([]byte, error)) error {
-	k, _ := c.s.scratch.add(func(b []byte) ([]byte, error) { return append(b, key...), nil })
 	v, err := c.s.scratch.add(value)
 	if err != nil {
 		return err
 	}
-	return b.Put(k, v)
+	return b.Put(key, v)
 }
 
 // append queues an Append's deliveries; stored is the end of the latest
