@@ -317,13 +317,13 @@ func (h *dispatcher) headLocked(p *pending) bool {
 func (h *dispatcher) refillDueLocked() bool { return h.diskMore && h.inWindow <= h.windowLocked()/2 }
 
 // windowLocked is how many pending deliveries the webhook holds in memory:
-// windowSize, or enough for two batches per worker when it batches, so
-// that its workers all have one under way while the next ones form
-// (batch_size 100 with 16 workers keeps 1,600 deliveries in flight); at
-// most maxWindow. Beyond it they wait on disk and are read back. h.mu
-// held.
+// windowSize, or four batches per worker when it batches, so that its
+// workers all have one under way while the next ones form (batch_size 100
+// with 16 workers keeps 1,600 deliveries in flight) and few are read back
+// under a backlog; at most maxWindow. Beyond it they wait on disk and are
+// read back. h.mu held.
 func (h *dispatcher) windowLocked() int {
-	return min(max(windowSize, 2*h.w.batchSize()*h.w.inFlightLimit(h.q.opts.Concurrency)), maxWindow)
+	return min(max(windowSize, 4*h.w.batchSize()*h.w.inFlightLimit(h.q.opts.Concurrency)), maxWindow)
 }
 
 // refill loads pending deliveries from disk into the window when it is

@@ -220,17 +220,18 @@ func TestEnqueuedDuringRefill(t *testing.T) {
 	}
 }
 
-// TestWindowOfBatches: a webhook that batches holds two batches per worker
-// in memory, within windowSize and maxWindow.
+// TestWindowOfBatches: a webhook that batches holds four batches per
+// worker in memory, within windowSize and maxWindow.
 func TestWindowOfBatches(t *testing.T) {
 	for _, tc := range []struct {
 		batch, inFlight, workers, want int
 	}{
 		{1, 0, 16, windowSize},
-		{10, 0, 16, windowSize},  // 320
-		{100, 0, 16, 3200},       // two batches for each of 16 workers
-		{100, 4, 16, windowSize}, // max_in_flight 4: 800
-		{100, 0, 8, 1600},        // -concurrency 8
+		{10, 0, 16, windowSize},  // 640
+		{100, 0, 16, 6400},       // four batches for each of 16 workers
+		{100, 2, 16, windowSize}, // max_in_flight 2: 800
+		{20, 0, 8, windowSize},   // -concurrency 8: 640
+		{100, 0, 8, 3200},        // -concurrency 8
 		{MaxBatchSize, 0, 16, maxWindow},
 	} {
 		h := &dispatcher{w: Webhook{BatchSize: tc.batch, MaxInFlight: tc.inFlight}, q: &Queue{opts: Options{Concurrency: tc.workers}}}
