@@ -246,16 +246,7 @@ func TestSharedStoreInProcess(t *testing.T) {
 	dsn := itemsDatabase(t)
 	storeDSN := newDatabase(t)
 	rc, url := newKeyReceiver(t, nil)
-	var apps []*inProcess
-	for range 2 {
-		path := crashConfig(t, dsn, url, freeAddr(t))
-		appendFile(t, path, pgStoreSection(storeDSN, "walhook"))
-		cfg, err := LoadConfig(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		apps = append(apps, startApp(t, cfg, AppOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
-	}
+	apps := startSharedApps(t, 2, dsn, storeDSN, url)
 	shares := func(want int) bool {
 		ins, err := apps[0].app.pg.Instances()
 		if err != nil || len(ins) != want {
@@ -300,16 +291,7 @@ func TestBackfillFollowsTheLead(t *testing.T) {
 	execSQL(t, dsn, fmt.Sprintf(`INSERT INTO items SELECT i, i, 'note' FROM generate_series(1, %d) i`, rows))
 	storeDSN := newDatabase(t)
 	url, created := createsTally(t)
-	var apps []*inProcess
-	for range 2 {
-		path := crashConfig(t, dsn, url, freeAddr(t))
-		appendFile(t, path, pgStoreSection(storeDSN, "walhook"))
-		cfg, err := LoadConfig(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		apps = append(apps, startApp(t, cfg, AppOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
-	}
+	apps := startSharedApps(t, 2, dsn, storeDSN, url)
 	waitFor(t, "one walhook leading", time.Minute, func() bool {
 		return apps[0].app.leads.Load() != apps[1].app.leads.Load() && apps[0].app.ready() == nil && apps[1].app.ready() == nil
 	})
@@ -357,4 +339,21 @@ func TestBackfillFollowsTheLead(t *testing.T) {
 	if _, err := lead.StartBackfill("items", nil); err != nil {
 		t.Fatalf("a backfill on the walhook whose backfill was interrupted: %v", err)
 	}
+}
+
+// startSharedApps starts n walhooks in the test's process on the items
+// database dsn, sending to url, sharing a store in storeDSN.
+func startSharedApps(t *testing.T, n int, dsn, storeDSN, url string) []*inProcess {
+	t.Helper()
+	var apps []*inProcess
+	for range n {
+		path := crashConfig(t, dsn, url, freeAddr(t))
+		appendFile(t, path, pgStoreSection(storeDSN, "walhook"))
+		cfg, err := LoadConfig(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apps = append(apps, startApp(t, cfg, AppOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}))
+	}
+	return apps
 }
