@@ -203,12 +203,15 @@ func (a *App) runBackfill(run *backfillRun, state backfillState) {
 		run.update(func(st *admin.BackfillStatus) { st.Read += int64(len(tx.Events)) })
 		return a.queue.WriteBackfill(ctx, run.b, tx, state.at(pos))
 	})
-	if ctx.Err() != nil {
-		// walhook stops, or another leads: the state stored with the last
-		// rows resumes it, at the next start or on the next leader.
+	// walhook stops, or another leads: the state stored with the last rows
+	// resumes it, at the next start or on the next leader.
+	interrupted := func() {
 		log.Info("backfill: interrupted by the stop or the loss of the lead; the next start or leader resumes it from the rows stored", "rows_read", rows)
 		a.queue.LeaveBackfill(run.b)
 		run.update(func(st *admin.BackfillStatus) { st.State = "interrupted" })
+	}
+	if ctx.Err() != nil {
+		interrupted()
 		return
 	}
 	// The end goes through the committer after the last rows, whatever
@@ -218,6 +221,12 @@ func (a *App) runBackfill(run *backfillRun, state backfillState) {
 	}
 	if err == nil {
 		err = run.b.Wait(ctx)
+	}
+	if err != nil && ctx.Err() != nil {
+		// Its end was not stored: another walhook took the lead (its
+		// epoch refused the last commits) before this one saw it lose.
+		interrupted()
+		return
 	}
 	now := time.Now().UTC()
 	run.update(func(st *admin.BackfillStatus) {
