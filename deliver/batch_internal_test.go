@@ -5,11 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"walhook/cdc"
+	"walhook/internal/testkit"
 )
 
 // batchEvents are n events as a batch carries them, each wrapped anew (no
@@ -120,13 +119,8 @@ func BenchmarkEncodeBatch(b *testing.B) {
 		evs[i] = ev
 	}
 	batch := make([]*event, len(evs))
-	cpu := func() time.Duration { // the process's: the machine is shared, so wall time says little
-		var ru syscall.Rusage
-		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
 	b.ReportAllocs()
-	start := cpu()
+	start := testkit.ProcessCPU()
 	for b.Loop() {
 		for i := range evs {
 			batch[i] = &event{Event: &evs[i]}
@@ -135,5 +129,5 @@ func BenchmarkEncodeBatch(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64((cpu()-start).Nanoseconds())/float64(b.N*len(evs)), "cpu-ns/event")
+	b.ReportMetric(float64((testkit.ProcessCPU()-start).Nanoseconds())/float64(b.N*len(evs)), "cpu-ns/event")
 }

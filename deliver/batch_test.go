@@ -4,16 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -433,45 +428,13 @@ func TestBatchValidate(t *testing.T) {
 // outcomes' commit. cpu-µs/event is the process's CPU time (receiver
 // included) per event; allocs/op are per event too.
 func BenchmarkDeliverBatch(b *testing.B) {
-	var got atomic.Int64
-	// Counts only: recording would weigh in the CPU and allocations
-	// measured.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(io.Discard, r.Body)
-		n, _ := strconv.Atoi(r.Header.Get("X-Walhook-Event-Count"))
-		got.Add(int64(n))
-	}))
-	defer srv.Close()
-	e := newEnv(b, []string{"h"})
-	e.setHooks(b, hook("h", srv.URL, batched(100)))
-	const txSize = 10
 	text := strings.Repeat("x", 300)
-	var lsn uint64 = 10
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := cpu()
-	for i := 0; i < b.N; i += txSize {
-		evs := make([]cdc.Event, min(txSize, b.N-i))
-		for j := range evs {
-			id := int64(i + j)
-			evs[j] = cdc.Event{
-				ID: cdc.EventID(lsn, uint32(j)), CommitLSN: lsn, Index: uint32(j), CommitTime: time.Now(),
-				Schema: "public", Table: "bench", Action: cdc.ActionCreate,
-				Data: map[string]any{"id": id, "payload": text}, Key: []string{"id"},
-				Entity: "bench", EntityID: itoa(id),
-			}
+	benchDeliveries(b, hook("h", "", batched(100)), func(lsn uint64, j uint32, id int64) cdc.Event {
+		return cdc.Event{
+			ID: cdc.EventID(lsn, j), CommitLSN: lsn, Index: j, CommitTime: time.Now(),
+			Schema: "public", Table: "bench", Action: cdc.ActionCreate,
+			Data: map[string]any{"id": id, "payload": text}, Key: []string{"id"},
+			Entity: "bench", EntityID: itoa(id),
 		}
-		if err := e.q.Write(b.Context(), txOf(lsn, evs...)); err != nil {
-			b.Fatal(err)
-		}
-		lsn += 10
-	}
-	waitFor(b, 5*time.Minute, "every event", func() bool { return got.Load() >= int64(b.N) })
-	b.StopTimer()
-	b.ReportMetric(float64((cpu()-start).Microseconds())/float64(b.N), "cpu-µs/event")
+	}, "cpu-µs/event")
 }

@@ -4,12 +4,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"walhook/cdc"
+	"walhook/deliver"
+	"walhook/internal/testkit"
 )
 
 // BenchmarkEnqueueBatch measures Write until durable: 100-event
@@ -39,37 +41,46 @@ func BenchmarkEnqueueBatch(b *testing.B) {
 // commit. cpu-µs/delivery is the process's CPU time (receiver included)
 // per delivery; allocs/op are per delivery too.
 func BenchmarkDeliver(b *testing.B) {
+	benchDeliveries(b, hook("h", ""), func(lsn uint64, j uint32, id int64) cdc.Event {
+		return event(lsn, j, id, "bench@example.com")
+	}, "cpu-µs/delivery")
+}
+
+// benchDeliveries writes b.N events made by mk, ten per transaction, for
+// webhook w (its URL a receiver that only counts: recording would weigh
+// in the CPU and allocations measured, a batch counting as its
+// X-Walhook-Event-Count), waits until every one arrived and reports the
+// process's CPU µs per event under unit.
+func benchDeliveries(b *testing.B, w deliver.Webhook, mk func(lsn uint64, j uint32, id int64) cdc.Event, unit string) {
 	var got atomic.Int64
-	// Counts only: recording would weigh in the CPU and allocations
-	// measured.
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		got.Add(1)
+		n := int64(1)
+		if c := r.Header.Get("X-Walhook-Event-Count"); c != "" {
+			n, _ = strconv.ParseInt(c, 10, 64)
+		}
+		got.Add(n)
 	}))
 	defer srv.Close()
-	e := newEnv(b, []string{"h"})
-	e.setHooks(b, hook("h", srv.URL))
+	e := newEnv(b, []string{w.Name})
+	w.URL = srv.URL
+	e.setHooks(b, w)
 	const txSize = 10
 	var lsn uint64 = 10
-	cpu := func() time.Duration {
-		var ru syscall.Rusage
-		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
 	b.ReportAllocs()
 	b.ResetTimer()
-	start := cpu()
+	start := testkit.ProcessCPU()
 	for i := 0; i < b.N; i += txSize {
 		evs := make([]cdc.Event, min(txSize, b.N-i))
 		for j := range evs {
-			evs[j] = event(lsn, uint32(j), int64(i+j), "bench@example.com")
+			evs[j] = mk(lsn, uint32(j), int64(i+j))
 		}
 		if err := e.q.Write(b.Context(), txOf(lsn, evs...)); err != nil {
 			b.Fatal(err)
 		}
 		lsn += 10
 	}
-	waitFor(b, 5*time.Minute, "every delivery", func() bool { return got.Load() >= int64(b.N) })
+	waitFor(b, 5*time.Minute, "every event", func() bool { return got.Load() >= int64(b.N) })
 	b.StopTimer()
-	b.ReportMetric(float64((cpu()-start).Microseconds())/float64(b.N), "cpu-µs/delivery")
+	b.ReportMetric(float64((testkit.ProcessCPU()-start).Microseconds())/float64(b.N), unit)
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // build is walhook's binary, built once per test binary.
@@ -106,3 +107,11 @@ func (p *Process) Wait() error { return p.cmd.Wait() }
 
 // Pid is the program's process id.
 func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// ProcessCPU is this process's user and system CPU time so far: what a
+// benchmark measures on a shared machine, where wall time says little.
+func ProcessCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
