@@ -352,21 +352,26 @@ func seededChurn(t *testing.T, dsn string, rows int) (*pgx.Conn, *churn, uint64)
 	return db, newChurn(rows, seed), seed
 }
 
-// crashConfig writes a config for the subprocess: one webhook on items.
+// crashConfig writes a config for the subprocess: one webhook on items,
+// retried in test mode.
 func crashConfig(t *testing.T, dsn, url, adminAddr string) string {
 	t.Helper()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "config.toml")
+	return itemsConfig(t, dsn, url, adminAddr, "retry_mode = \"test\"\nmax_attempts = 8\ntimeout_ms = 5000\n")
+}
+
+// itemsConfig writes config.toml in a directory of its own (the store's
+// default home) with one webhook on items and these lines of its
+// settings, and returns its path.
+func itemsConfig(t *testing.T, dsn, url, adminAddr, settings string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
 	text := postgresSection(dsn) + fmt.Sprintf(`[admin]
 listen = %q
 [[webhook]]
 name = "items"
 url = %q
 events = ["public.items"]
-retry_mode = "test"
-max_attempts = 8
-timeout_ms = 5000
-`, adminAddr, url)
+`, adminAddr, url) + settings
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -135,21 +135,9 @@ func TestConfirmedSurvivesPowerLoss(t *testing.T) {
 		rc.serve(w, r)
 	}))
 	t.Cleanup(srv.Close)
-	dir, admin := t.TempDir(), freeAddr(t)
-	cfg := filepath.Join(dir, "config.toml")
-	text := postgresSection(dsn) + fmt.Sprintf(`[admin]
-listen = %q
-[[webhook]]
-name = "items"
-url = %q
-events = ["public.items"]
-retry_mode = "test"
-max_attempts = 8
-timeout_ms = 60000
-`, admin, srv.URL)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	admin := freeAddr(t)
+	cfg := itemsConfig(t, dsn, srv.URL, admin, "retry_mode = \"test\"\nmax_attempts = 8\ntimeout_ms = 60000\n")
+	dir := filepath.Dir(cfg)
 	store := filepath.Join(dir, "data") // [store] dir's default
 	img := ext4Store(t, store)
 	p := startProcess(t, filepath.Join(dir, "walhook.log"), "run", "-config", cfg)

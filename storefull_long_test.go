@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,22 +52,9 @@ func TestStoreFullLong(t *testing.T) {
 	var refuse atomic.Bool // the receiver is down (503) during the fault
 	rc, url := newKeyReceiver(t, refuse.Load)
 	admin := freeAddr(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.toml")
 	// The default retry backoff, not crashConfig's test mode: an attempt
 	// refused during the fault is tried again 6 s after the recovery.
-	text := postgresSection(dsn) + fmt.Sprintf(`[admin]
-listen = %q
-[[webhook]]
-name = "items"
-url = %q
-events = ["public.items"]
-max_attempts = 8
-timeout_ms = 5000
-`, admin, url)
-	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := itemsConfig(t, dsn, url, admin, "max_attempts = 8\ntimeout_ms = 5000\n")
 	p, store, _, walsender := startOnTmpfs(t, dsn, cfg, admin, "64m")
 	base := "http://" + admin
 
