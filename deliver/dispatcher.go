@@ -109,7 +109,7 @@ type dispatcher struct {
 	inFlight  int       // deliveries handed out whose attempt is not filed yet
 	tokens    float64   // rate_limit's bucket
 	tokensAt  time.Time // when tokens was topped up last; zero: the bucket is full
-	offReason string    // why the webhook switched itself off (a 410, disable_after), until switched on
+	offReason string    // why it is off, as Stats says: stats.SwitchedOff (stored), or that another walhook sharing the store switched it off
 
 	log    *logFile
 	stat   dispatcherMetrics

@@ -192,21 +192,18 @@ func (e *encoder) appendJSON(dst []byte, sev *event) ([]byte, error) {
 	if e.cols != nil {
 		ev = e.cols.apply(ev)
 	}
+	if dst == nil {
+		dst = make([]byte, 0, e.sizeHint(sev))
+	}
 	// The webhooks of an event share its plain JSON body; one that picks
 	// columns has a body of its own.
 	shared := e.shared(sev)
 	if shared != nil {
 		if s := shared.Load(); s != nil {
-			if dst == nil {
-				dst = make([]byte, 0, len(s.b)-(s.end-s.at)+len(e.quotedName))
-			}
 			return append(append(append(dst, s.b[:s.at]...), e.quotedName...), s.b[s.end:]...), nil
 		}
 	}
 	jb := e.jsonBody(ev)
-	if dst == nil {
-		dst = make([]byte, 0, 256+ev.SizeHint())
-	}
 	start := len(dst)
 	if b, at, end, ok := appendJSONBody(dst, &jb); ok {
 		if shared != nil {

@@ -569,6 +569,6 @@ func (q *Queue) Test(ctx context.Context, name string) (Attempt, error) {
 	h.mu.Lock()
 	h.countLocked(res.att, ok)
 	h.mu.Unlock()
-	q.send(&update{h: h, stats: true})
+	h.persistStats()
 	return res.att, nil
 }
