@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"slices"
@@ -10,8 +9,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"walhook/internal/pgcluster"
 )
 
 // TestStoreFullLong is issue 22's measurement, repeatable: the store's file
@@ -37,17 +34,7 @@ func TestStoreFullLong(t *testing.T) {
 	fault := envDuration(t, "WALHOOK_LONG_FULLDISK_FAULT", 10*time.Minute)
 	after := envDuration(t, "WALHOOK_LONG_FULLDISK_AFTER", 3*time.Minute)
 	const warmup = time.Minute
-	ctx := context.Background()
-	pg, err := pgcluster.Start(ctx, fmt.Sprintf("wal_sender_timeout=%dms", walSenderTimeout.Milliseconds()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
-	dsn, err := pg.CreateDatabase(ctx, "storefulllong")
-	if err != nil {
-		t.Fatal(err)
-	}
-	execSQL(t, dsn, itemsSchema)
+	dsn, pgLog := itemsOnShortTimeout(t, "storefulllong")
 
 	var refuse atomic.Bool // the receiver is down (503) during the fault
 	rc, url := newKeyReceiver(t, refuse.Load)
@@ -82,9 +69,7 @@ func TestStoreFullLong(t *testing.T) {
 	if pid := walsenderPID(t, dsn); pid != walsender {
 		t.Errorf("walhook's walsender is pid %d after %s of a full disk, was %d", pid, fault, walsender)
 	}
-	if log, _ := os.ReadFile(pg.LogFile()); strings.Contains(string(log), "due to replication timeout") {
-		t.Errorf("PostgreSQL timed walhook's walsender out:\n%s", grepLines(string(log), "replication timeout"))
-	}
+	noSenderTimeout(t, pgLog)
 	faultWritten := w.written()
 	t.Logf("fault of %s: %d changes written by its end", time.Since(faultStart).Round(time.Second), faultWritten)
 

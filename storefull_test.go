@@ -40,17 +40,7 @@ func TestStoreFullUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two faults longer than wal_sender_timeout under load")
 	}
-	ctx := context.Background()
-	pg, err := pgcluster.Start(ctx, fmt.Sprintf("wal_sender_timeout=%dms", walSenderTimeout.Milliseconds()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pg.Close() })
-	dsn, err := pg.CreateDatabase(ctx, "storefull")
-	if err != nil {
-		t.Fatal(err)
-	}
-	execSQL(t, dsn, itemsSchema)
+	dsn, pgLog := itemsOnShortTimeout(t, "storefull")
 
 	var refuse atomic.Bool // the receiver is down (503) meanwhile
 	refuse.Store(true)
@@ -91,9 +81,7 @@ func TestStoreFullUnderLoad(t *testing.T) {
 	if pid := walsenderPID(t, dsn); pid != walsender {
 		t.Errorf("walhook's walsender is pid %d after the fault outlasted wal_sender_timeout, was %d", pid, walsender)
 	}
-	if log, _ := os.ReadFile(pg.LogFile()); strings.Contains(string(log), "due to replication timeout") {
-		t.Errorf("PostgreSQL timed walhook's walsender out:\n%s", grepLines(string(log), "replication timeout"))
-	}
+	noSenderTimeout(t, pgLog)
 	for _, c := range during {
 		if c > firstUnstored {
 			t.Errorf("confirmed_flush_lsn %s passed %s, after which nothing could be stored", lsnString(c), lsnString(firstUnstored))
@@ -352,4 +340,33 @@ func startOnTmpfs(t *testing.T, dsn, cfg, admin, size string) (p *process, store
 		t.Fatal("no walsender streams walhook's slot")
 	}
 	return p, store, logPath, walsender
+}
+
+// itemsOnShortTimeout starts a cluster of the test's own whose
+// wal_sender_timeout is walSenderTimeout, so that a fault outlasts it, and
+// returns the DSN of database name in it, with the items table, and the
+// cluster's log file.
+func itemsOnShortTimeout(t *testing.T, name string) (dsn, pgLog string) {
+	t.Helper()
+	ctx := context.Background()
+	pg, err := pgcluster.Start(ctx, fmt.Sprintf("wal_sender_timeout=%dms", walSenderTimeout.Milliseconds()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	dsn, err = pg.CreateDatabase(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, dsn, itemsSchema)
+	return dsn, pg.LogFile()
+}
+
+// noSenderTimeout fails the test if the cluster's log pgLog says it timed
+// a walsender out: walhook kept answering its keepalives.
+func noSenderTimeout(t *testing.T, pgLog string) {
+	t.Helper()
+	if log, _ := os.ReadFile(pgLog); strings.Contains(string(log), "due to replication timeout") {
+		t.Errorf("PostgreSQL timed walhook's walsender out:\n%s", grepLines(string(log), "replication timeout"))
+	}
 }
