@@ -182,7 +182,9 @@ func TestDisableAfterAcrossRestart(t *testing.T) {
 	if got := e.q.Stats("h").FailingSince; !got.Equal(since) {
 		t.Fatalf("failing_since after a restart: %v, want %v", got, since)
 	}
-	time.Sleep(after + 100*time.Millisecond) // the next failure comes past disable_after, counted from the first
+	// The next failure must come past disable_after, counted from the
+	// first: a bound on the clock, not a wait for something to happen.
+	time.Sleep(time.Until(since.Add(after + time.Millisecond)))
 	e.write(t, txOf(200, event(200, 0, 2, "b@example.com")))
 	waitFor(t, 10*time.Second, "switched off", func() bool { w, _ := e.q.Webhook("h"); return !w.Active })
 	reason := "switched off after " + deliver.FormatDuration(after) + " of failures"
